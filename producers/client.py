@@ -1,0 +1,141 @@
+"""The Python producer API: ``Client().submit(...)``, ``.get(job_id)``, ``.wait(job_id)``.
+
+Usable from any web view: it validates the request, stores the job record and
+publishes ``videoq.generate_video`` by name. It never imports the task code.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Callable
+from urllib.parse import urlsplit, urlunsplit
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from worker.app import VideoqCelery, create_app
+from worker.job import Job
+from worker.keys import GENERATE_TASK
+from worker.request import RequestError, build_request
+from worker.settings import Settings, load_settings
+from worker.store import JobStore, connect
+
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
+
+
+class JobNotFound(LookupError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job with id {job_id!r} (unknown, or expired after retention)")
+        self.job_id = job_id
+
+
+class Unavailable(RuntimeError):
+    """Redis (the queue and the job store) could not be reached."""
+
+
+def safe_url(url: str) -> str:
+    """A Redis URL with any password masked, for messages."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = f"{parts.username or ''}:***@{parts.hostname}"
+        if parts.port:
+            netloc += f":{parts.port}"
+        parts = parts._replace(netloc=netloc)
+    return urlunsplit(parts)
+
+
+class Client:
+    """Submit image-to-video jobs and read their records.
+
+    ``Client()`` reads the same settings as the worker (``VIDEOQ_REDIS_URL`` ...);
+    ``Client(redis_url=...)`` overrides the Redis URL.
+    """
+
+    def __init__(self, redis_url: str | None = None, *, settings: Settings | None = None) -> None:
+        settings = settings or load_settings()
+        if redis_url:
+            settings = settings.model_copy(update={"redis_url": redis_url})
+        self.settings = settings
+        self.store = JobStore(connect(settings), settings)
+        self._app: VideoqCelery = create_app(settings)
+
+    def _unavailable(self, exc: Exception) -> Unavailable:
+        return Unavailable(
+            f"Redis at {safe_url(self.settings.redis_url)} is unreachable "
+            f"({type(exc).__name__}); nothing was enqueued"
+        )
+
+    def submit(
+        self,
+        image_url: str,
+        prompt: str | None = None,
+        duration: int | str = 5,
+        idempotency_key: str | None = None,
+        **upstream_options: object,
+    ) -> str:
+        """Validate and enqueue a generation; return the job id.
+
+        Raises :class:`RequestError` (``.field`` names the field) on bad input, with
+        nothing enqueued. With an ``idempotency_key`` already used within the retention
+        window, returns that job's id and enqueues nothing.
+        """
+        request = build_request(image_url, prompt, duration, **upstream_options)
+        if idempotency_key is not None and (
+            not isinstance(idempotency_key, str) or not _IDEMPOTENCY_KEY.match(idempotency_key)
+        ):
+            raise RequestError(
+                "idempotency_key", "must be 1-200 printable ASCII characters without spaces"
+            )
+        now = time.time()
+        deadline_at = now + self.settings.deadline
+        try:
+            job_id, created = self.store.create(
+                uuid.uuid4().hex, request, accepted_at=now, deadline_at=deadline_at,
+                idempotency_key=idempotency_key,
+            )
+            if not created:
+                return job_id
+            self._app.send_task(
+                GENERATE_TASK,
+                kwargs={"job_id": job_id, "deadline_at": deadline_at, "attempt": 1},
+                queue=self.settings.queue,
+            )
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise self._unavailable(exc) from None
+        return job_id
+
+    def get(self, job_id: str) -> Job:
+        """The job's current record. Raises :class:`JobNotFound`."""
+        try:
+            job = self.store.get(job_id)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise self._unavailable(exc) from None
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    def wait(
+        self,
+        job_id: str,
+        timeout: float | None = None,
+        *,
+        interval: float = 0.5,
+        on_update: Callable[[Job], None] | None = None,
+    ) -> Job:
+        """Block the *caller* until the job is terminal; return it.
+
+        Raises :class:`TimeoutError` when ``timeout`` seconds pass first. (This reads
+        the record every ``interval`` seconds; the worker itself never waits.)
+        """
+        give_up = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.get(job_id)
+            if on_update is not None:
+                on_update(job)
+            if job.is_terminal:
+                return job
+            if give_up is not None and time.monotonic() >= give_up:
+                raise TimeoutError(f"job {job_id} is still {job.state.value} after {timeout}s")
+            time.sleep(interval)

@@ -1,0 +1,343 @@
+"""A local stand-in for the AI/ML API's Kling image-to-video endpoints.
+
+It speaks the upstream's API on both paths (``/v2/generate/video/kling/generation`` and
+``/v2/video/generations``), checks the Bearer key, reports the upstream's status names,
+and can be made slow, failing, rate-limited or never finishing, so that tests and demos
+need no key and no network.
+
+Control (no auth; bind it to loopback):
+- ``GET  /_sim/requests``   every request received, in order (the test oracle);
+- ``POST /_sim/faults``     queue one-shot faults, e.g. ``{"status": 429, "count": 2,
+  "retry_after": 1, "method": "POST"}``, ``{"kind": "disconnect", "count": 1}``,
+  ``{"kind": "delay", "seconds": 3, "count": 1}``;
+- ``POST /_sim/config``     change settings (``generation_time``, ``latency``, ...);
+- ``POST /_sim/reset``      forget requests, generations and faults.
+
+Per-job behaviour, chosen by a tag in the prompt: ``[sim:never]`` (never finishes),
+``[sim:error]`` (ends in ``error``), ``[sim:unknown]`` (reports an unknown status),
+``[sim:novideo]`` (``completed`` without a video URL), ``[sim:legacy]`` (reports
+``waiting``/``active`` instead of ``queued``/``generating``), ``[sim:time=S]``
+(generation takes S seconds).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+API_PATHS = ("/v2/generate/video/kling/generation", "/v2/video/generations")
+MODEL_ID = "kling-video/v2.1/pro/image-to-video"
+_TIME_TAG = re.compile(r"\[sim:time=([0-9.]+)\]")
+
+
+@dataclass
+class SimConfig:
+    api_key: str = "sim-key"  # "" accepts any Bearer token
+    generation_time: float = 5.0  # seconds for a 5 s video; a 10 s video takes twice as long
+    queued_fraction: float = 0.2  # share of the time reported as queued
+    latency: float = 0.0  # delay before every answer (slow upstream)
+    never_finish: bool = False  # every job stays generating
+    fail_generations: bool = False  # every job ends in error
+    reject_create: int = 0  # answer every create with this 4xx status (0: off)
+
+
+@dataclass
+class Fault:
+    kind: str = "status"  # status | disconnect | delay
+    status: int = 500
+    count: int = 1
+    method: str = "*"  # POST, GET or *
+    retry_after: float | None = None
+    seconds: float = 0.0
+    message: str = "simulated fault"
+
+
+@dataclass
+class Generation:
+    id: str
+    created_at: float
+    generation_time: float
+    behaviour: str
+    duration: int
+    prompt: str = ""
+
+    def status(self, now: float, queued_fraction: float) -> str:
+        elapsed = now - self.created_at
+        legacy = self.behaviour == "legacy"
+        if elapsed < self.generation_time * queued_fraction:
+            return "waiting" if legacy else "queued"
+        if elapsed < self.generation_time or self.behaviour == "never":
+            return "active" if legacy else "generating"
+        return {"error": "error", "unknown": "mystery-state"}.get(self.behaviour, "completed")
+
+
+@dataclass
+class LoggedRequest:
+    t: float
+    method: str
+    path: str
+    status_code: int = 0
+    generation_id: str | None = None
+    prompt: str | None = None
+    authorized: bool = False
+    fault: str | None = None
+
+
+@dataclass
+class SimState:
+    config: SimConfig = field(default_factory=SimConfig)
+    faults: list[Fault] = field(default_factory=list)
+    generations: dict[str, Generation] = field(default_factory=dict)
+    log: list[LoggedRequest] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take_fault(self, method: str) -> Fault | None:
+        with self.lock:
+            for fault in self.faults:
+                if fault.method in ("*", method) and fault.count > 0:
+                    fault.count -= 1
+                    if fault.count == 0:
+                        self.faults.remove(fault)
+                    return fault
+        return None
+
+
+def _behaviour(prompt: str, config: SimConfig) -> str:
+    for tag in ("never", "error", "unknown", "novideo", "legacy"):
+        if f"[sim:{tag}]" in prompt:
+            return tag
+    if config.never_finish:
+        return "never"
+    if config.fail_generations:
+        return "error"
+    return "normal"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    def _send(self, code: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        body = json.dumps(payload).encode()
+        head = [f"HTTP/1.1 {code} {self.responses.get(code, ('',))[0]}"]
+        head += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+        head += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)  # one write
+        self.wfile.flush()
+
+    def _body(self) -> Any:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            return json.loads(raw or b"null")
+        except ValueError:
+            return None
+
+    # --- routes ------------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        if url.path.startswith("/_sim/"):
+            return self._control("GET", url.path, None)
+        if url.path.startswith("/_sim"):
+            return self._send(404, {"message": "not found"})
+        return self._api("GET", url.path, parse_qs(url.query), None)
+
+    def do_POST(self) -> None:
+        url = urlsplit(self.path)
+        body = self._body()
+        if url.path.startswith("/_sim/"):
+            return self._control("POST", url.path, body)
+        return self._api("POST", url.path, {}, body)
+
+    def _control(self, method: str, path: str, body: Any) -> None:
+        state = self.server.state
+        if method == "GET" and path == "/_sim/requests":
+            with state.lock:
+                return self._send(200, [asdict(r) for r in state.log])
+        if method == "GET" and path == "/_sim/generations":
+            with state.lock:
+                return self._send(200, [asdict(g) for g in state.generations.values()])
+        if method == "POST" and path == "/_sim/faults":
+            faults = body if isinstance(body, list) else [body]
+            with state.lock:
+                state.faults.extend(Fault(**f) for f in faults)
+            return self._send(200, {"queued": len(faults)})
+        if method == "POST" and path == "/_sim/config":
+            with state.lock:
+                for key, value in (body or {}).items():
+                    setattr(state.config, key, value)
+                return self._send(200, asdict(state.config))
+        if method == "POST" and path == "/_sim/reset":
+            with state.lock:
+                state.faults.clear()
+                state.generations.clear()
+                state.log.clear()
+            return self._send(200, {"reset": True})
+        return self._send(404, {"message": "not found"})
+
+    def _api(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> None:
+        state = self.server.state
+        entry = LoggedRequest(t=time.time(), method=method, path=path)
+        with state.lock:
+            state.log.append(entry)
+            config = SimConfig(**asdict(state.config))
+        if config.latency:
+            time.sleep(config.latency)  # a slow upstream: this is the server, not a task
+        fault = state.take_fault(method)
+        if fault is not None:
+            entry.fault = fault.kind
+            if fault.kind == "disconnect":
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
+            if fault.kind == "delay":
+                time.sleep(fault.seconds)
+            else:
+                headers = {}
+                if fault.retry_after is not None:
+                    headers["Retry-After"] = f"{fault.retry_after:g}"
+                entry.status_code = fault.status
+                return self._send(fault.status, {"message": fault.message}, headers)
+        if path not in API_PATHS:
+            entry.status_code = 404
+            return self._send(404, {"message": f"no route {method} {path}"})
+        auth = self.headers.get("Authorization", "")
+        token = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else ""
+        entry.authorized = bool(token) and (not config.api_key or token == config.api_key)
+        if not entry.authorized:
+            entry.status_code = 401
+            return self._send(401, {"message": "Unauthorized: invalid or missing API key"})
+        if method == "POST":
+            return self._create(entry, body, config)
+        return self._status(entry, query, config)
+
+    def _create(self, entry: LoggedRequest, body: Any, config: SimConfig) -> None:
+        if not isinstance(body, dict) or body.get("model") != MODEL_ID:
+            entry.status_code = 400
+            return self._send(400, {"message": "model: invalid or missing model"})
+        prompt = str(body.get("prompt") or "")
+        entry.prompt = prompt
+        if not body.get("image_url"):
+            entry.status_code = 400
+            return self._send(400, {"message": "image_url: Required"})
+        if config.reject_create:
+            entry.status_code = config.reject_create
+            return self._send(config.reject_create, {"message": "simulated rejection"})
+        duration = 10 if str(body.get("duration", "5")) == "10" else 5
+        tag = _TIME_TAG.search(prompt)
+        gen_time = float(tag.group(1)) if tag else config.generation_time * duration / 5
+        gen = Generation(
+            id=uuid.uuid4().hex, created_at=time.time(), generation_time=gen_time,
+            behaviour=_behaviour(prompt, config), duration=duration, prompt=prompt,
+        )
+        with self.server.state.lock:
+            self.server.state.generations[gen.id] = gen
+        entry.generation_id = gen.id
+        entry.status_code = 200
+        return self._send(200, {"id": gen.id, "status": "queued"})
+
+    def _status(self, entry: LoggedRequest, query: dict[str, list[str]], cfg: SimConfig) -> None:
+        gen_id = (query.get("generation_id") or [""])[0]
+        entry.generation_id = gen_id or None
+        with self.server.state.lock:
+            gen = self.server.state.generations.get(gen_id)
+        if gen is None:
+            entry.status_code = 404
+            return self._send(404, {"message": f"generation {gen_id!r} not found"})
+        entry.prompt = gen.prompt
+        status = gen.status(time.time(), cfg.queued_fraction)
+        payload: dict[str, Any] = {"id": gen.id, "status": status}
+        if status == "completed" and gen.behaviour != "novideo":
+            host = self.headers.get("Host", "127.0.0.1")
+            expires = int(time.time()) + 3600
+            payload["video"] = {"url": f"http://{host}/_sim/videos/{gen.id}.mp4?expires={expires}"}
+        if status == "error":
+            payload["error"] = {"name": "GenerationError", "message": "simulated failure"}
+        if status in ("completed", "error"):
+            payload["meta"] = {"usage": {"credits_used": 126000 * gen.duration // 5}}
+        entry.status_code = 200
+        return self._send(200, payload)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], state: SimState) -> None:
+        self.state = state
+        super().__init__(address, _Handler)
+
+
+class Simulator:
+    """The simulator as an object: ``start()`` in a background thread, ``stop()``."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, **config: Any) -> None:
+        self.state = SimState(config=SimConfig(**config))
+        self._server = _Server((host, port), self.state)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        """What to set ``AIMLAPI_BASE_URL`` to."""
+        return f"http://127.0.0.1:{self.port}/v2"
+
+    def start(self) -> Simulator:
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="videoq-simulator", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        self._server.serve_forever()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    # --- helpers for tests -----------------------------------------------------------------
+
+    def requests(self) -> list[LoggedRequest]:
+        with self.state.lock:
+            return list(self.state.log)
+
+    def creates(self, prompt: str | None = None) -> list[LoggedRequest]:
+        return [
+            r for r in self.requests()
+            if r.method == "POST" and r.status_code == 200
+            and (prompt is None or r.prompt == prompt)
+        ]
+
+    def polls(self, generation_id: str) -> list[LoggedRequest]:
+        return [
+            r for r in self.requests()
+            if r.method == "GET" and r.generation_id == generation_id
+        ]
+
+    def add_fault(self, **fault: Any) -> None:
+        with self.state.lock:
+            self.state.faults.append(Fault(**fault))
+
+    def configure(self, **config: Any) -> None:
+        with self.state.lock:
+            for key, value in config.items():
+                setattr(self.state.config, key, value)

@@ -1,0 +1,103 @@
+"""The Celery app and its configuration.
+
+``celery -A worker.app worker`` (or ``videoq worker``) runs it. Producers import only
+this module and ``worker.store`` to publish by task name; the task code in
+``worker.tasks`` is imported by the worker alone.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from typing import Any
+
+from celery import Celery, signals
+
+from .chain import Runtime, Scheduler
+from .logs import install_redaction
+from .settings import Settings, load_settings
+from .store import JobStore, connect
+from .upstream import UpstreamClient
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings derived from videoq's settings (see README, "Configuration")."""
+    return {
+        "broker_url": settings.redis_url,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            # Unacknowledged messages (a killed worker's countdown tasks included)
+            # come back after this long, not after Redis's default hour.
+            "visibility_timeout": settings.visibility_timeout,
+            "socket_timeout": 10,
+            "socket_connect_timeout": 5,
+            "health_check_interval": 30,
+        },
+        "task_default_queue": settings.queue,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_backend": None,
+        "task_ignore_result": True,
+        # Every step is idempotent (atomic claims in the job store), so a step whose
+        # worker died may safely run again: acknowledge only after it ran.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        # Publishing the next step must not fail on a momentary broker error.
+        "task_publish_retry": True,
+        "task_publish_retry_policy": {
+            "max_retries": 20,
+            "interval_start": 0.1,
+            "interval_step": 0.5,
+            "interval_max": 2.0,
+        },
+        "worker_prefetch_multiplier": 4,
+        "worker_eta_task_limit": settings.eta_task_limit,
+        # Flower: see tasks as they are sent, started and finished.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "enable_utc": True,
+        "timezone": "UTC",
+    }
+
+
+class VideoqCelery(Celery):  # type: ignore[misc]
+    """The Celery app, carrying videoq's settings and each process's runtime."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__("videoq", include=["worker.tasks"])
+        self.videoq_settings = settings
+        self.config_from_object(celery_config(settings))
+        self._runtime: tuple[int, Runtime] | None = None
+
+    def runtime(self, scheduler: Scheduler) -> Runtime:
+        """This process's Redis pool and HTTP session (made after fork, once per process)."""
+        pid = os.getpid()
+        if self._runtime is None or self._runtime[0] != pid:
+            settings = self.videoq_settings
+            self._runtime = (
+                pid,
+                Runtime(
+                    settings=settings,
+                    store=JobStore(connect(settings), settings),
+                    upstream=UpstreamClient.from_settings(settings),
+                    scheduler=scheduler,
+                    clock=time.time,
+                    rng=random.Random(),
+                ),
+            )
+        return self._runtime[1]
+
+
+def create_app(settings: Settings | None = None) -> VideoqCelery:
+    return VideoqCelery(settings or load_settings())
+
+
+app = create_app()
+
+
+@signals.after_setup_logger.connect  # type: ignore[untyped-decorator]
+@signals.after_setup_task_logger.connect  # type: ignore[untyped-decorator]
+def _redact_logs(**_: object) -> None:
+    install_redaction([app.videoq_settings.aimlapi_key.get_secret_value()])

@@ -1,0 +1,353 @@
+"""What each step of a job's chain does: create once, then poll until the job ends.
+
+Nothing here sleeps or waits for the upstream to finish: a step does one upstream call,
+records the outcome with a compare-and-set, and either ends the job or asks the
+:class:`Scheduler` to run the next step after a countdown. The Celery tasks in
+``worker.tasks`` are thin bindings of these functions; tests drive them directly with
+a fake clock, a fake upstream and a recording scheduler.
+
+Fencing:
+- the create is claimed by moving ``queued -> submitting`` with a random token; only
+  the holder of that token may record the outcome, so one job gets one create;
+- poll ``n`` claims the chain by raising ``poll_seq`` from below ``n`` to ``n``; a
+  duplicate or stale poll finds ``poll_seq >= n`` and drops, so a chain never forks;
+- every terminal write is a compare-and-set from an active state, so a terminal
+  record is final.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from . import logs
+from .job import Job
+from .request import parse_request
+from .settings import Settings
+from .states import ErrorKind, JobState
+from .store import Fence, JobStore, Outcome
+from .upstream import IN_PROGRESS, ProtocolError, Rejected, Status, Transient, UpstreamClient
+
+# A countdown shorter than this is "now": the chain has reached its deadline.
+DEADLINE_EPSILON = 0.05
+
+
+class Scheduler(Protocol):
+    def generate(self, job_id: str, deadline_at: float, attempt: int, countdown: float) -> None:
+        ...
+
+    def poll(
+        self, job_id: str, deadline_at: float, seq: int, errors: int, countdown: float
+    ) -> None:
+        ...
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: JobStore
+    upstream: UpstreamClient
+    scheduler: Scheduler
+    clock: Callable[[], float]
+    rng: random.Random = field(default_factory=random.Random)
+
+    def backoff(self, errors: int, retry_after: float | None, floor: float = 0.0) -> float:
+        """Exponential backoff with jitter, never below ``Retry-After`` or ``floor``."""
+        s = self.settings
+        ceiling = min(s.retry_backoff_max, s.retry_backoff * (2 ** min(errors, 30)))
+        delay: float = ceiling / 2 + self.rng.uniform(0, ceiling / 2)
+        return max(delay, retry_after or 0.0, floor)
+
+
+def _drop(job_id: str, step: str, attempt: int, reason: str, job: Job | None) -> None:
+    logs.event(
+        "task.dropped",
+        job_id=job_id,
+        step=step,
+        attempt=attempt,
+        state=job.state.value if job else None,
+        reason=reason,
+    )
+
+
+def _finish(
+    rt: Runtime,
+    job_id: str,
+    from_state: JobState,
+    state: JobState,
+    fence: Fence | None,
+    *,
+    attempt: int,
+    **fields: object,
+) -> bool:
+    outcome = rt.store.transition(job_id, [from_state], state, fields, fence=fence, now=rt.clock())
+    if outcome is Outcome.APPLIED:
+        logs.event(
+            "job.finished",
+            job_id=job_id,
+            state=state.value,
+            attempt=attempt,
+            error_kind=fields.get("error_kind"),
+            error=fields.get("error_message"),
+        )
+        return True
+    _drop(job_id, "finish", attempt, f"record moved on ({outcome.value})", rt.store.get(job_id))
+    return False
+
+
+# --- generate -------------------------------------------------------------------------------
+
+
+def run_generate(rt: Runtime, job_id: str, deadline_at: float, attempt: int = 1) -> None:
+    job = rt.store.get(job_id)
+    if job is None:
+        return _drop(job_id, "generate", attempt, "no such job (expired?)", None)
+    if job.state is not JobState.QUEUED:
+        if job.state is JobState.SUBMITTING:
+            return _check_stuck_create(rt, job, deadline_at, attempt)
+        return _drop(job_id, "generate", attempt, "already past queued", job)
+
+    now = rt.clock()
+    if deadline_at - now <= DEADLINE_EPSILON:
+        _finish(
+            rt, job_id, JobState.QUEUED, JobState.TIMED_OUT, None,
+            attempt=attempt, error_kind=ErrorKind.DEADLINE,
+            error_message="the deadline passed before the upstream generation was created",
+        )
+        return None
+
+    token = uuid.uuid4().hex
+    claimed = rt.store.transition(
+        job_id, [JobState.QUEUED], JobState.SUBMITTING,
+        {"claim_token": token, "claim_at": now}, increment="attempts", now=now,
+    )
+    if claimed is not Outcome.APPLIED:
+        return _drop(job_id, "generate", attempt, "lost the create claim", rt.store.get(job_id))
+    logs.event("job.submitting", job_id=job_id, state="submitting", attempt=attempt)
+    fence = Fence("claim_token", token)
+
+    try:
+        created = rt.upstream.create(_upstream_body(job))
+    except Transient as exc:
+        if exc.request_sent:
+            _finish(
+                rt, job_id, JobState.SUBMITTING, JobState.FAILED, fence, attempt=attempt,
+                error_kind=ErrorKind.CREATE_OUTCOME_UNKNOWN,
+                error_message=(
+                    f"the upstream create may have been received ({exc}); it is not "
+                    "repeated, to avoid a second charge"
+                ),
+            )
+            return None
+        return _retry_create(rt, job_id, deadline_at, attempt, fence, exc)
+    except Rejected as exc:
+        _finish(
+            rt, job_id, JobState.SUBMITTING, JobState.FAILED, fence, attempt=attempt,
+            error_kind=ErrorKind.UPSTREAM_REJECTED, error_message=str(exc),
+        )
+        return None
+    except ProtocolError as exc:
+        _finish(
+            rt, job_id, JobState.SUBMITTING, JobState.FAILED, fence, attempt=attempt,
+            error_kind=ErrorKind.UPSTREAM_PROTOCOL, error_message=f"create: {exc}",
+        )
+        return None
+
+    now = rt.clock()
+    countdown = _clamp(rt.settings.poll_interval, deadline_at, now)
+    saved = rt.store.transition(
+        job_id, [JobState.SUBMITTING], JobState.GENERATING,
+        {
+            "generation_id": created.generation_id,
+            "submitted_at": now,
+            "next_poll_at": now + countdown,
+            "last_error": "",
+        },
+        fence=fence, now=now,
+    )
+    if saved is not Outcome.APPLIED:
+        logs.event(
+            "job.orphaned_generation", level=logging.WARNING, job_id=job_id,
+            attempt=attempt, generation_id=created.generation_id,
+            reason="record moved on during the create",
+        )
+        return None
+    logs.event(
+        "job.generating", job_id=job_id, state="generating", attempt=attempt,
+        generation_id=created.generation_id, next_poll_in=countdown,
+    )
+    rt.scheduler.poll(job_id, deadline_at, seq=1, errors=0, countdown=countdown)
+    return None
+
+
+def _upstream_body(job: Job) -> dict[str, object]:
+    return parse_request(job.request).to_upstream()
+
+
+def _retry_create(
+    rt: Runtime, job_id: str, deadline_at: float, attempt: int, fence: Fence, exc: Transient
+) -> None:
+    now = rt.clock()
+    delay = rt.backoff(attempt - 1, exc.retry_after)
+    if now + delay >= deadline_at:
+        _finish(
+            rt, job_id, JobState.SUBMITTING, JobState.TIMED_OUT, fence, attempt=attempt,
+            error_kind=ErrorKind.DEADLINE,
+            error_message=f"the deadline left no time to retry the create; last error: {exc}",
+            last_error=str(exc),
+        )
+        return
+    released = rt.store.transition(
+        job_id, [JobState.SUBMITTING], JobState.QUEUED,
+        {"claim_token": "", "last_error": str(exc)}, fence=fence, now=now,
+    )
+    if released is not Outcome.APPLIED:
+        return _drop(job_id, "generate", attempt, "claim lost before retry", rt.store.get(job_id))
+    logs.event(
+        "create.retry", level=logging.WARNING, job_id=job_id, state="queued",
+        attempt=attempt, retry_in=delay, error=str(exc),
+    )
+    rt.scheduler.generate(job_id, deadline_at, attempt + 1, countdown=delay)
+
+
+def _check_stuck_create(rt: Runtime, job: Job, deadline_at: float, attempt: int) -> None:
+    """Another delivery holds the create claim. If it is too old, its worker died
+    between the create and saving its id: record that, never repeat the create."""
+    token, claim_at = rt.store.create_claim(job.id)
+    now = rt.clock()
+    age = now - claim_at
+    timeout = rt.settings.create_claim_timeout
+    if age >= timeout:
+        _finish(
+            rt, job.id, JobState.SUBMITTING, JobState.FAILED, Fence("claim_token", token),
+            attempt=attempt, error_kind=ErrorKind.CREATE_OUTCOME_UNKNOWN,
+            error_message=(
+                f"a worker stopped during the upstream create ({age:.0f}s ago) before "
+                "saving its outcome; not repeated, to avoid a second charge"
+            ),
+        )
+        return
+    _drop(job.id, "generate", attempt, "create in progress elsewhere; re-checking later", job)
+    rt.scheduler.generate(job.id, deadline_at, attempt, countdown=timeout - age + 1)
+
+
+# --- poll -----------------------------------------------------------------------------------
+
+
+def run_poll(rt: Runtime, job_id: str, deadline_at: float, seq: int, errors: int = 0) -> None:
+    job = rt.store.get(job_id)
+    if job is None:
+        return _drop(job_id, "poll", seq, "no such job (expired?)", None)
+    if job.state is not JobState.GENERATING or not job.generation_id:
+        return _drop(job_id, "poll", seq, "not generating", job)
+    now = rt.clock()
+    claimed = rt.store.transition(
+        job_id, [JobState.GENERATING], JobState.GENERATING,
+        {"poll_seq": seq, "last_poll_at": now},
+        fence=Fence("poll_seq", str(seq), op="lt"), increment="attempts", now=now,
+    )
+    if claimed is not Outcome.APPLIED:
+        return _drop(job_id, "poll", seq, "duplicate or stale poll", job)
+    fence = Fence("poll_seq", str(seq))
+
+    try:
+        status = rt.upstream.status(job.generation_id)
+    except Transient as exc:
+        return _after_transient(rt, job_id, deadline_at, seq, errors, fence, exc)
+    except (ProtocolError, Rejected) as exc:
+        _finish(
+            rt, job_id, JobState.GENERATING, JobState.FAILED, fence, attempt=seq,
+            error_kind=ErrorKind.UPSTREAM_PROTOCOL, error_message=f"status: {exc}",
+        )
+        return None
+    return _after_status(rt, job_id, deadline_at, seq, fence, status)
+
+
+def _after_status(
+    rt: Runtime, job_id: str, deadline_at: float, seq: int, fence: Fence, st: Status
+) -> None:
+    credits = {"credits_used": st.credits_used} if st.credits_used is not None else {}
+    if st.status == "completed":
+        if not st.video_url:
+            _finish(
+                rt, job_id, JobState.GENERATING, JobState.FAILED, fence, attempt=seq,
+                error_kind=ErrorKind.UPSTREAM_PROTOCOL,
+                error_message="the upstream said completed but gave no video URL", **credits,
+            )
+            return
+        _finish(
+            rt, job_id, JobState.GENERATING, JobState.COMPLETED, fence, attempt=seq,
+            video_url=st.video_url, last_error="", **credits,
+        )
+        return
+    if st.status == "error":
+        name = st.error_name or "error"
+        _finish(
+            rt, job_id, JobState.GENERATING, JobState.FAILED, fence, attempt=seq,
+            error_kind=ErrorKind.UPSTREAM_ERROR,
+            error_message=f"{name}: {st.error_message or 'the upstream reported an error'}",
+            **credits,
+        )
+        return
+    if st.status not in IN_PROGRESS:
+        _finish(
+            rt, job_id, JobState.GENERATING, JobState.FAILED, fence, attempt=seq,
+            error_kind=ErrorKind.UPSTREAM_PROTOCOL,
+            error_message=f"unknown upstream status {st.status[:100]!r}", **credits,
+        )
+        return
+    _next_poll(
+        rt, job_id, deadline_at, seq, 0, fence, rt.settings.poll_interval,
+        f"still {st.status[:50]} at the deadline", "", st.status,
+    )
+
+
+def _after_transient(
+    rt: Runtime, job_id: str, deadline_at: float, seq: int, errors: int, fence: Fence,
+    exc: Transient,
+) -> None:
+    delay = rt.backoff(errors, exc.retry_after, floor=rt.settings.poll_interval)
+    logs.event(
+        "poll.transient_error", level=logging.WARNING, job_id=job_id, state="generating",
+        attempt=seq, errors=errors + 1, error=str(exc),
+    )
+    _next_poll(
+        rt, job_id, deadline_at, seq, errors + 1, fence, delay,
+        f"the upstream was unreachable at the deadline; last error: {exc}", str(exc), None,
+    )
+
+
+def _next_poll(
+    rt: Runtime, job_id: str, deadline_at: float, seq: int, errors: int, fence: Fence,
+    delay: float, deadline_message: str, last_error: str, upstream_status: str | None,
+) -> None:
+    now = rt.clock()
+    if deadline_at - now <= DEADLINE_EPSILON:
+        _finish(
+            rt, job_id, JobState.GENERATING, JobState.TIMED_OUT, fence, attempt=seq,
+            error_kind=ErrorKind.DEADLINE, error_message=deadline_message,
+            last_error=last_error or None,
+        )
+        return
+    countdown = _clamp(delay, deadline_at, now)
+    noted = rt.store.transition(
+        job_id, [JobState.GENERATING], JobState.GENERATING,
+        {"next_poll_at": now + countdown, "last_error": last_error}, fence=fence, now=now,
+    )
+    if noted is not Outcome.APPLIED:
+        return _drop(job_id, "poll", seq, "record moved on", rt.store.get(job_id))
+    logs.event(
+        "poll.scheduled", level=logging.DEBUG, job_id=job_id, state="generating",
+        attempt=seq, upstream_status=upstream_status, next_poll_in=countdown,
+    )
+    rt.scheduler.poll(job_id, deadline_at, seq + 1, errors, countdown=countdown)
+    return None
+
+
+def _clamp(delay: float, deadline_at: float, now: float) -> float:
+    """Never schedule past the deadline: the last countdown ends the chain on time."""
+    return max(0.0, min(delay, deadline_at - now))

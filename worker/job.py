@@ -1,0 +1,81 @@
+"""The job record as producers see it (``videoq status --json``, ``Client.get``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .states import JobState
+
+
+@dataclass(frozen=True)
+class JobError:
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    state: JobState
+    request: dict[str, Any] = field(default_factory=dict)
+    generation_id: str | None = None
+    video_url: str | None = None
+    error: JobError | None = None
+    last_error: str | None = None
+    credits_used: float | None = None
+    attempts: int = 0
+    polls: int = 0
+    created_at: float | None = None
+    updated_at: float | None = None
+    submitted_at: float | None = None
+    finished_at: float | None = None
+    deadline_at: float | None = None
+    next_poll_at: float | None = None
+    idempotency_key: str | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state.is_terminal
+
+    @classmethod
+    def from_hash(cls, raw: dict[str, str]) -> Job:
+        def num(name: str) -> float | None:
+            value = raw.get(name)
+            return float(value) if value not in (None, "") else None
+
+        def text(name: str) -> str | None:
+            value = raw.get(name)
+            return value if value else None
+
+        error = None
+        if raw.get("error_kind"):
+            error = JobError(kind=raw["error_kind"], message=raw.get("error_message", ""))
+        return cls(
+            id=raw["id"],
+            state=JobState(raw["state"]),
+            request=json.loads(raw.get("request") or "{}"),
+            generation_id=text("generation_id"),
+            video_url=text("video_url"),
+            error=error,
+            last_error=text("last_error"),
+            credits_used=num("credits_used"),
+            attempts=int(raw.get("attempts") or 0),
+            polls=int(raw.get("poll_seq") or 0),
+            created_at=num("created_at"),
+            updated_at=num("updated_at"),
+            submitted_at=num("submitted_at"),
+            finished_at=num("finished_at"),
+            deadline_at=num("deadline_at"),
+            next_poll_at=num("next_poll_at"),
+            idempotency_key=text("idempotency_key"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["state"] = self.state.value
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)

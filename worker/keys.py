@@ -1,0 +1,27 @@
+"""Every Redis key name videoq uses, and their lifetimes, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Task names are a public contract: foreign apps call them with send_task.
+GENERATE_TASK = "videoq.generate_video"
+POLL_TASK = "videoq.poll_video"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names under one prefix (``VIDEOQ_KEY_PREFIX``)."""
+
+    prefix: str
+
+    def job(self, job_id: str) -> str:
+        """Hash: the job record."""
+        return f"{self.prefix}:job:{job_id}"
+
+    def job_pattern(self) -> str:
+        return f"{self.prefix}:job:*"
+
+    def idempotency(self, key: str) -> str:
+        """String: ``<job id> <request fingerprint>`` for an idempotency key."""
+        return f"{self.prefix}:idem:{key}"

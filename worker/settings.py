@@ -1,0 +1,104 @@
+"""All of videoq's configuration, in one typed object.
+
+Every value comes from the environment or a ``.env`` file. The names are part of the
+product's contract (see the README's configuration table): ``AIMLAPI_KEY`` and
+``AIMLAPI_BASE_URL`` talk about the upstream; everything else is ``VIDEOQ_``-prefixed.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_BASE_URL = "https://api.aimlapi.com/v2"
+MODEL_ID = "kling-video/v2.1/pro/image-to-video"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="VIDEOQ_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    # --- upstream -----------------------------------------------------------------------
+    aimlapi_key: SecretStr = Field(
+        default=SecretStr(""),
+        validation_alias=AliasChoices("AIMLAPI_KEY", "aimlapi_key"),
+        description="Bearer key for the AI/ML API. Never logged, never stored in jobs.",
+    )
+    aimlapi_base_url: str = Field(
+        default=DEFAULT_BASE_URL,
+        validation_alias=AliasChoices("AIMLAPI_BASE_URL", "aimlapi_base_url"),
+        description="Upstream base URL (point it at `videoq simulator` for local work).",
+    )
+    upstream_path: Literal["legacy", "universal"] = Field(
+        default="legacy",
+        description="legacy: /generate/video/kling/generation; universal: /video/generations.",
+    )
+    http_connect_timeout: float = Field(default=5.0, gt=0)
+    http_read_timeout: float = Field(
+        default=30.0, gt=0, description="Read timeout of every upstream call, in seconds."
+    )
+
+    # --- Redis ----------------------------------------------------------------------------
+    redis_url: str = Field(default="redis://localhost:6379/0")
+    key_prefix: str = Field(
+        default="videoq", pattern=r"^[A-Za-z0-9_.-]+$", description="Prefix of every job key."
+    )
+    queue: str = Field(
+        default="videoq", pattern=r"^[A-Za-z0-9_.-]+$", description="Celery queue name."
+    )
+    redis_retries: int = Field(
+        default=6, ge=0, description="Retries of a job-record write on a Redis error."
+    )
+
+    # --- the chain ------------------------------------------------------------------------
+    poll_interval: float = Field(default=10.0, gt=0, description="Seconds between polls.")
+    deadline: float = Field(
+        default=1000.0, gt=0, description="Seconds from acceptance until a job times out."
+    )
+    retry_backoff: float = Field(
+        default=2.0, gt=0, description="First backoff after a transient upstream error."
+    )
+    retry_backoff_max: float = Field(
+        default=60.0, gt=0, description="Largest backoff after transient upstream errors."
+    )
+    retention: int = Field(
+        default=7 * 24 * 3600, gt=0, description="Seconds a finished job record is kept."
+    )
+    visibility_timeout: int = Field(
+        default=300,
+        gt=0,
+        description="Seconds before Redis redelivers an unacknowledged message.",
+    )
+    eta_task_limit: int = Field(
+        default=20000, gt=0, description="Most countdown tasks one worker holds in memory."
+    )
+    log_level: str = Field(default="INFO")
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.retry_backoff_max < self.retry_backoff:
+            raise ValueError("VIDEOQ_RETRY_BACKOFF_MAX must be >= VIDEOQ_RETRY_BACKOFF")
+        longest_countdown = max(self.poll_interval, self.retry_backoff_max)
+        if self.visibility_timeout <= longest_countdown + self.http_read_timeout:
+            raise ValueError(
+                "VIDEOQ_VISIBILITY_TIMEOUT must exceed the longest countdown plus "
+                "VIDEOQ_HTTP_READ_TIMEOUT, or Redis redelivers tasks that are still waiting"
+            )
+        return self
+
+    @property
+    def create_claim_timeout(self) -> float:
+        """How long a create claim may stay unresolved before its outcome is unknown."""
+        return self.http_connect_timeout + self.http_read_timeout + 30.0
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment (and ``.env``), with explicit overrides."""
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,263 @@
+"""The Redis job store: every read and every atomic write of a job record.
+
+Each state change is a compare-and-set in one Lua script: it applies only when the
+record is in one of the expected states (and, where given, its fencing field matches),
+so a late or duplicate task can never change a terminal record or race a live one.
+Writes retry on connection errors (redis-py's ``Retry``) so a Redis blip does not lose
+a result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Literal
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from .job import Job
+from .keys import Keys
+from .request import GenerationRequest
+from .settings import Settings
+from .states import ErrorKind, JobState
+
+# KEYS[1] job, KEYS[2] idempotency key or "".
+# ARGV: job id, ttl, fingerprint, job-key prefix, then field/value pairs.
+# Returns "" when created, else "<existing job id> <fingerprint>". A job id that
+# exists already (a redelivered message) is never overwritten.
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return ARGV[1] .. ' ' .. ARGV[3] end
+if KEYS[2] ~= '' then
+  local existing = redis.call('GET', KEYS[2])
+  if existing then
+    local existing_id = string.match(existing, '^(%S+)')
+    if redis.call('EXISTS', ARGV[4] .. existing_id) == 1 then return existing end
+  end
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+if KEYS[2] ~= '' then
+  redis.call('SET', KEYS[2], ARGV[1] .. ' ' .. ARGV[3], 'EX', ARGV[2])
+end
+return ''
+"""
+
+# KEYS[1] job.
+# ARGV: allowed states (comma list), new state, now, fence field, fence op (eq|lt),
+#       fence value, ttl when the new state is terminal (0 otherwise), field to
+#       increment by one (or ""), then field/value pairs.
+# Returns 1 applied, 0 refused (state or fence), -1 no such job.
+_TRANSITION = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return -1 end
+local allowed = false
+for s in string.gmatch(ARGV[1], '[^,]+') do
+  if s == state then allowed = true end
+end
+if not allowed then return 0 end
+if ARGV[4] ~= '' then
+  local current = redis.call('HGET', KEYS[1], ARGV[4]) or ''
+  if ARGV[5] == 'eq' then
+    if current ~= ARGV[6] then return 0 end
+  else
+    if (tonumber(current) or 0) >= tonumber(ARGV[6]) then return 0 end
+  end
+end
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'updated_at', ARGV[3])
+if #ARGV > 8 then redis.call('HSET', KEYS[1], unpack(ARGV, 9)) end
+if ARGV[8] ~= '' then redis.call('HINCRBY', KEYS[1], ARGV[8], 1) end
+if tonumber(ARGV[7]) > 0 then
+  redis.call('HSET', KEYS[1], 'finished_at', ARGV[3])
+  redis.call('EXPIRE', KEYS[1], ARGV[7])
+end
+return 1
+"""
+
+
+class Outcome(Enum):
+    APPLIED = "applied"
+    REFUSED = "refused"  # the record was not in an expected state, or the fence moved on
+    MISSING = "missing"  # no such record (never existed, or expired)
+
+
+@dataclass(frozen=True)
+class Fence:
+    """A condition on one field: equal to ``value``, or (``lt``) numerically below it."""
+
+    field: str
+    value: str
+    op: Literal["eq", "lt"] = "eq"
+
+
+class IdempotencyConflict(Exception):
+    """The idempotency key was used before with a different request."""
+
+    def __init__(self, key: str, job_id: str) -> None:
+        super().__init__(
+            f"idempotency_key: {key!r} was already used for job {job_id} "
+            "with different parameters"
+        )
+        self.key = key
+        self.job_id = job_id
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, Enum):
+        return str(value.value)
+    return str(value)
+
+
+def connect(settings: Settings) -> redis.Redis:
+    """A Redis client that retries commands through short connection blips."""
+    return redis.Redis.from_url(
+        settings.redis_url,
+        decode_responses=True,
+        socket_timeout=5,
+        socket_connect_timeout=3,
+        health_check_interval=30,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), settings.redis_retries),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )
+
+
+class JobStore:
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.redis = client
+        self.keys = Keys(settings.key_prefix)
+        self.retention = settings.retention
+        self._create = client.register_script(_CREATE)
+        self._transition = client.register_script(_TRANSITION)
+
+    # --- creating and reading ------------------------------------------------------------
+
+    def create(
+        self,
+        job_id: str,
+        request: GenerationRequest,
+        *,
+        accepted_at: float,
+        deadline_at: float,
+        idempotency_key: str | None = None,
+    ) -> tuple[str, bool]:
+        """Store a new ``queued`` job. Returns ``(job id, created)``.
+
+        With an idempotency key already in use, returns the existing job's id and
+        ``created=False``; a different request under the same key raises
+        :class:`IdempotencyConflict`.
+        """
+        stored = request.stored()
+        fingerprint = _fingerprint(stored)
+        ttl = int(self.retention + max(0.0, deadline_at - accepted_at)) + 1
+        fields: dict[str, object] = {
+            "id": job_id,
+            "state": JobState.QUEUED,
+            "request": json.dumps(stored, sort_keys=True),
+            "created_at": accepted_at,
+            "updated_at": accepted_at,
+            "deadline_at": deadline_at,
+            "attempts": 0,
+            "poll_seq": 0,
+            "idempotency_key": idempotency_key,
+        }
+        idem_key = self.keys.idempotency(idempotency_key) if idempotency_key else ""
+        existing = self._create(
+            keys=[self.keys.job(job_id), idem_key],
+            args=[job_id, ttl, fingerprint, self.keys.job(""), *_pairs(fields)],
+        )
+        if not existing:
+            return job_id, True
+        existing_id, _, existing_fp = str(existing).partition(" ")
+        if existing_fp != fingerprint:
+            raise IdempotencyConflict(idempotency_key or "", existing_id)
+        return existing_id, False
+
+    def create_failed(self, job_id: str, request: object, kind: ErrorKind, message: str) -> None:
+        """Record a job refused by the worker (a foreign ``send_task`` with bad input)."""
+        now = time.time()
+        key = self.keys.job(job_id)
+        fields = {
+            "id": job_id,
+            "state": JobState.FAILED,
+            "request": json.dumps({"refused": str(request)[:500]}),
+            "created_at": now,
+            "updated_at": now,
+            "finished_at": now,
+            "deadline_at": now,
+            "error_kind": kind,
+            "error_message": message,
+        }
+        if not self.redis.hsetnx(key, "id", job_id):
+            return  # a redelivery: the first delivery already recorded it
+        self.redis.hset(key, mapping={k: _fmt(v) for k, v in fields.items()})
+        self.redis.expire(key, self.retention)
+
+    def get(self, job_id: str) -> Job | None:
+        raw = self.redis.hgetall(self.keys.job(job_id))
+        if not raw or "state" not in raw:
+            return None
+        return Job.from_hash({str(k): str(v) for k, v in raw.items()})
+
+    def create_claim(self, job_id: str) -> tuple[str, float]:
+        """The token and time of the current create claim (``("", 0.0)`` if none)."""
+        token, claim_at = self.redis.hmget(self.keys.job(job_id), ["claim_token", "claim_at"])
+        return str(token or ""), float(claim_at or 0.0)
+
+    def iter_ids(self, count: int = 500) -> Iterable[str]:
+        prefix_len = len(self.keys.job(""))
+        for key in self.redis.scan_iter(match=self.keys.job_pattern(), count=count):
+            yield str(key)[prefix_len:]
+
+    # --- the one atomic write ------------------------------------------------------------
+
+    def transition(
+        self,
+        job_id: str,
+        allowed: Iterable[JobState],
+        new_state: JobState,
+        fields: Mapping[str, object] | None = None,
+        *,
+        fence: Fence | None = None,
+        increment: str | None = None,
+        now: float | None = None,
+    ) -> Outcome:
+        """Move a job to ``new_state`` if it is in ``allowed`` (and the fence holds)."""
+        now = time.time() if now is None else now
+        ttl = self.retention if new_state.is_terminal else 0
+        result = self._transition(
+            keys=[self.keys.job(job_id)],
+            args=[
+                ",".join(s.value for s in allowed),
+                new_state.value,
+                repr(now),
+                fence.field if fence else "",
+                fence.op if fence else "eq",
+                fence.value if fence else "",
+                ttl,
+                increment or "",
+                *_pairs(fields or {}),
+            ],
+        )
+        return {1: Outcome.APPLIED, 0: Outcome.REFUSED}.get(int(result), Outcome.MISSING)
+
+
+def _pairs(fields: Mapping[str, object]) -> list[str]:
+    out: list[str] = []
+    for name, value in fields.items():
+        out.extend((name, _fmt(value)))
+    return out
+
+
+def _fingerprint(stored: Mapping[str, object]) -> str:
+    return hashlib.sha256(json.dumps(stored, sort_keys=True).encode()).hexdigest()[:32]

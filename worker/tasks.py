@@ -1,0 +1,127 @@
+"""The Celery tasks: thin bindings of ``worker.chain`` to messages.
+
+Messages carry only ``job_id``, ``deadline_at`` and a sequence number: the request
+lives in the job record, so no image payload and no secret ever travels in a message.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+from celery.exceptions import Reject
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from . import logs
+from .app import app
+from .chain import Runtime, run_generate, run_poll
+from .keys import GENERATE_TASK, POLL_TASK
+from .request import RequestError, parse_request
+from .states import ErrorKind
+
+_TASK_OPTIONS: dict[str, Any] = {
+    "bind": True,
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "ignore_result": True,
+    "max_retries": 0,
+}
+
+
+class CeleryScheduler:
+    """Schedules the next step of a chain as a countdown message. Never waits."""
+
+    def generate(self, job_id: str, deadline_at: float, attempt: int, countdown: float) -> None:
+        generate_video.apply_async(
+            kwargs={"job_id": job_id, "deadline_at": deadline_at, "attempt": attempt},
+            countdown=countdown,
+        )
+
+    def poll(
+        self, job_id: str, deadline_at: float, seq: int, errors: int, countdown: float
+    ) -> None:
+        poll_video.apply_async(
+            kwargs={"job_id": job_id, "deadline_at": deadline_at, "seq": seq, "errors": errors},
+            countdown=countdown,
+        )
+
+
+_SCHEDULER = CeleryScheduler()
+
+
+def _runtime() -> Runtime:
+    return app.runtime(_SCHEDULER)
+
+
+def _requeue_on_redis_outage(job_id: str, step: str, attempt: int, exc: Exception) -> None:
+    logs.event(
+        "task.requeued", level=logging.WARNING, job_id=job_id, step=step,
+        attempt=attempt, reason=f"redis unavailable: {type(exc).__name__}",
+    )
+    # The message goes back to the queue (or, if Redis cannot even take it back,
+    # stays unacknowledged until the visibility timeout restores it).
+    raise Reject(f"redis unavailable: {exc}", requeue=True) from None
+
+
+@app.task(name=GENERATE_TASK, **_TASK_OPTIONS)  # type: ignore[untyped-decorator]
+def generate_video(
+    self: Any,
+    job_id: str | None = None,
+    deadline_at: float | None = None,
+    attempt: int = 1,
+    request: dict[str, Any] | None = None,
+    **params: Any,
+) -> None:
+    """Create the upstream generation for a job, then schedule its first poll.
+
+    videoq's producers store the job first and send ``job_id`` + ``deadline_at``.
+    Apps without videoq installed may instead send the generation parameters
+    (``request={...}`` or as keyword arguments); the task id becomes the job id.
+    """
+    rt = _runtime()
+    try:
+        if job_id is None:
+            accepted = _accept_foreign(rt, self.request.id or uuid.uuid4().hex, request, params)
+            if accepted is None:
+                return
+            job_id, deadline_at = accepted
+        if deadline_at is None:
+            job = rt.store.get(job_id)
+            deadline_at = job.deadline_at if job and job.deadline_at else time.time()
+        run_generate(rt, job_id, float(deadline_at), int(attempt))
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        _requeue_on_redis_outage(job_id or "-", "generate", attempt, exc)
+
+
+def _accept_foreign(
+    rt: Runtime, job_id: str, request: dict[str, Any] | None, params: dict[str, Any]
+) -> tuple[str, float] | None:
+    payload: Any = request if request is not None else params
+    now = time.time()
+    try:
+        parsed = parse_request(payload)
+    except RequestError as exc:
+        rt.store.create_failed(job_id, payload, ErrorKind.VALIDATION, str(exc))
+        logs.event("job.refused", job_id=job_id, state="failed", attempt=0, error=str(exc))
+        return None
+    deadline_at = now + rt.settings.deadline
+    job_id, created = rt.store.create(job_id, parsed, accepted_at=now, deadline_at=deadline_at)
+    if created:
+        logs.event("job.accepted", job_id=job_id, state="queued", attempt=0, via="send_task")
+    else:
+        existing = rt.store.get(job_id)
+        if existing and existing.deadline_at:
+            deadline_at = existing.deadline_at
+    return job_id, deadline_at
+
+
+@app.task(name=POLL_TASK, **_TASK_OPTIONS)  # type: ignore[untyped-decorator]
+def poll_video(self: Any, job_id: str, deadline_at: float, seq: int, errors: int = 0) -> None:
+    """Ask the upstream once for a job's status; end the job or schedule the next poll."""
+    try:
+        run_poll(_runtime(), job_id, float(deadline_at), int(seq), int(errors))
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        _requeue_on_redis_outage(job_id, "poll", seq, exc)
