@@ -133,7 +133,7 @@ def run_generate(rt: Runtime, job_id: str, deadline_at: float, attempt: int = 1)
     try:
         created = rt.upstream.create(_upstream_body(job))
     except Transient as exc:
-        if exc.request_sent:
+        if exc.outcome_unknown:
             _finish(
                 rt, job_id, JobState.SUBMITTING, JobState.FAILED, fence, attempt=attempt,
                 error_kind=ErrorKind.CREATE_OUTCOME_UNKNOWN,

@@ -4,8 +4,9 @@ Every call has a connect and a read timeout. Failures are classified so the task
 decide without guessing:
 
 - :class:`Transient` (429, 5xx, network): retry later; ``retry_after`` honours the
-  upstream's ``Retry-After``. ``request_sent`` says whether the request may have
-  reached the upstream (a create that may have been received must not be repeated).
+  upstream's ``Retry-After``. ``outcome_unknown`` is set when the request may have
+  been received and acted on but no answer came back (read timeout, connection
+  dropped after sending): a create in that state must not be repeated.
 - :class:`Rejected` (other 4xx): the upstream refused the request; never retried.
 - :class:`ProtocolError`: an answer the code cannot use (not JSON, missing fields).
 """
@@ -38,11 +39,11 @@ class UpstreamError(Exception):
 
 class Transient(UpstreamError):
     def __init__(
-        self, message: str, *, retry_after: float | None = None, request_sent: bool = True
+        self, message: str, *, retry_after: float | None = None, outcome_unknown: bool = False
     ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
-        self.request_sent = request_sent
+        self.outcome_unknown = outcome_unknown
 
 
 class Rejected(UpstreamError):
@@ -136,19 +137,25 @@ class UpstreamClient:
                 **kwargs,
             )
         except requests.ConnectTimeout as exc:
-            raise Transient(f"connect timeout: {exc}", request_sent=False) from None
+            raise Transient(f"connect timeout: {exc}") from None
         except requests.ConnectionError as exc:
-            sent = not _never_connected(exc)
-            raise Transient(f"connection error: {_reason(exc)}", request_sent=sent) from None
+            unknown = not _never_connected(exc)
+            raise Transient(f"connection error: {_reason(exc)}", outcome_unknown=unknown) from None
         except requests.Timeout:
-            raise Transient(f"read timeout after {self.timeout[1]}s") from None
+            raise Transient(
+                f"read timeout after {self.timeout[1]}s", outcome_unknown=True
+            ) from None
         except requests.RequestException as exc:
-            raise Transient(f"request failed: {type(exc).__name__}") from None
+            raise Transient(
+                f"request failed: {type(exc).__name__}", outcome_unknown=True
+            ) from None
         with resp:
             try:
                 body = resp.raw.read(MAX_BODY_BYTES + 1, decode_content=True)
             except (requests.RequestException, OSError, ValueError) as exc:
-                raise Transient(f"reading the answer failed: {type(exc).__name__}") from None
+                raise Transient(
+                    f"reading the answer failed: {type(exc).__name__}", outcome_unknown=True
+                ) from None
         if len(body) > MAX_BODY_BYTES:
             raise ProtocolError(f"answer over {MAX_BODY_BYTES} bytes (HTTP {resp.status_code})")
         code = resp.status_code

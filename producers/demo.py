@@ -1,0 +1,127 @@
+"""``videoq demo``: the whole product on one machine in about a minute.
+
+A private Redis (or ``VIDEOQ_REDIS_URL``), the simulator as upstream, one worker, Flower,
+a few jobs with live progress, then every job's final record on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+from simulator import Simulator
+from worker.settings import load_settings
+
+from .client import Client
+from .local import RedisServer, free_port, start_flower, start_worker, stop_process
+from .progress import Progress
+
+IMAGE = "https://raw.githubusercontent.com/aimlapi/api-docs/main/reference-files/mona_lisa_extended.jpg"
+PROMPTS = [
+    ("Mona Lisa puts on glasses with her hands.", 5),
+    ("The camera slowly pulls back from the portrait.", 10),
+    ("Mona Lisa smiles and waves.", 5),
+    ("The background turns to night. [sim:error]", 5),
+    ("Leaves drift across the frame.", 5),
+    ("Mona Lisa winks.", 10),
+]
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="videoq-demo-")))
+        redis_url = os.environ.get("VIDEOQ_REDIS_URL")
+        if redis_url:
+            _say(f"Redis: using VIDEOQ_REDIS_URL ({redis_url.split('@')[-1]})")
+        else:
+            try:
+                server = RedisServer().start()
+            except RuntimeError as exc:
+                _say(f"videoq demo: {exc}")
+                return 3
+            stack.callback(server.cleanup)
+            redis_url = server.url
+            _say(f"Redis: started a private redis-server at {redis_url}")
+
+        sim = Simulator(generation_time=args.generation_time).start()
+        stack.callback(sim.stop)
+        # Show retries: the first create is rate-limited with Retry-After.
+        sim.add_fault(status=429, count=1, method="POST", retry_after=2, message="slow down")
+        _say(f"Upstream: the simulator at {sim.base_url} ({args.generation_time:g}s per 5s video)")
+
+        queue = f"videoq-demo-{os.getpid()}"
+        env = {
+            "VIDEOQ_REDIS_URL": redis_url,
+            "AIMLAPI_BASE_URL": sim.base_url,
+            "AIMLAPI_KEY": "sim-key",
+            "VIDEOQ_POLL_INTERVAL": str(args.poll_interval),
+            "VIDEOQ_DEADLINE": str(args.deadline),
+            "VIDEOQ_RETRY_BACKOFF": "1",
+            "VIDEOQ_QUEUE": queue,
+            "VIDEOQ_LOG_LEVEL": "INFO",
+        }
+        worker_log_path = workdir / "worker.log"
+        worker_log = stack.enter_context(worker_log_path.open("wb"))
+        worker = start_worker(env, worker_log, name="demo", concurrency=2)
+        stack.callback(stop_process, worker)
+        _say(f"Worker: pid {worker.pid}, prefork x2 (log: {worker_log_path})")
+
+        if not args.no_flower:
+            port = free_port()
+            flower_log = stack.enter_context((workdir / "flower.log").open("wb"))
+            flower = start_flower(env, flower_log, port)
+            stack.callback(stop_process, flower)
+            _say(f"Flower: http://127.0.0.1:{port}/tasks  (task events on)")
+
+        settings = load_settings(
+            redis_url=redis_url, queue=queue, deadline=args.deadline,
+            poll_interval=args.poll_interval,
+        )
+        client = Client(settings=settings)
+        ids = []
+        for i in range(args.jobs):
+            prompt, duration = PROMPTS[i % len(PROMPTS)]
+            ids.append(client.submit(IMAGE, prompt=prompt, duration=duration))
+        _say(f"Submitted {len(ids)} jobs (deadline {args.deadline:g}s each); progress:")
+
+        progress = Progress()
+        give_up = time.monotonic() + args.deadline + 30
+        while True:
+            jobs = [client.get(job_id) for job_id in ids]
+            progress.update(jobs)
+            if all(job.is_terminal for job in jobs):
+                break
+            if worker.poll() is not None:
+                _say(f"videoq demo: the worker exited ({worker.returncode}); see {worker_log_path}")
+                return 1
+            if time.monotonic() > give_up:
+                _say("videoq demo: jobs did not finish in time")
+                return 1
+            time.sleep(1.0)
+
+        for job in jobs:
+            print(json.dumps(job.to_dict(), indent=2, sort_keys=True))
+        log = sim.requests()
+        creates = len(sim.creates())
+        limited = sum(1 for r in log if r.status_code == 429)
+        _say(f"Done: {len(jobs)} jobs, {creates} upstream creates, {len(log)} upstream "
+             f"requests in all, {limited} answered 429 and retried.")
+        if args.keep_running:
+            _say("Everything keeps running (Flower above); Ctrl-C to stop.")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+        _say("Cleaning up.")
+    return 0
