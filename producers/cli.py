@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         "worker",
         help="run a Celery worker for videoq's queue",
         description="Run a Celery worker on videoq's queue. Options not listed here are "
-        "passed to `celery worker` unchanged (e.g. --pool threads --concurrency 8 -n w1@%%h).",
+        "passed to `celery worker` unchanged (e.g. --pool threads --concurrency 8 -n w1@%h).",
     )
     w.add_argument("--loglevel", "-l", default=None, help="log level (default VIDEOQ_LOG_LEVEL)")
 

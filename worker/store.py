@@ -27,7 +27,7 @@ from .job import Job
 from .keys import Keys
 from .request import GenerationRequest
 from .settings import Settings
-from .states import ErrorKind, JobState
+from .states import TERMINAL_STATES, ErrorKind, JobState
 
 # KEYS[1] job, KEYS[2] idempotency key or "".
 # ARGV: job id, ttl, fingerprint, job-key prefix, then field/value pairs.
@@ -53,11 +53,15 @@ return ''
 # KEYS[1] job.
 # ARGV: allowed states (comma list), new state, now, fence field, fence op (eq|lt),
 #       fence value, ttl when the new state is terminal (0 otherwise), field to
-#       increment by one (or ""), then field/value pairs.
+#       increment by one (or ""), terminal states (comma list: never left, whatever
+#       the caller allows), then field/value pairs.
 # Returns 1 applied, 0 refused (state or fence), -1 no such job.
 _TRANSITION = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return -1 end
+for s in string.gmatch(ARGV[9], '[^,]+') do
+  if s == state then return 0 end
+end
 local allowed = false
 for s in string.gmatch(ARGV[1], '[^,]+') do
   if s == state then allowed = true end
@@ -72,7 +76,7 @@ if ARGV[4] ~= '' then
   end
 end
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'updated_at', ARGV[3])
-if #ARGV > 8 then redis.call('HSET', KEYS[1], unpack(ARGV, 9)) end
+if #ARGV > 9 then redis.call('HSET', KEYS[1], unpack(ARGV, 10)) end
 if ARGV[8] ~= '' then redis.call('HINCRBY', KEYS[1], ARGV[8], 1) end
 if tonumber(ARGV[7]) > 0 then
   redis.call('HSET', KEYS[1], 'finished_at', ARGV[3])
@@ -246,10 +250,14 @@ class JobStore:
                 fence.value if fence else "",
                 ttl,
                 increment or "",
+                _TERMINAL,
                 *_pairs(fields or {}),
             ],
         )
         return {1: Outcome.APPLIED, 0: Outcome.REFUSED}.get(int(result), Outcome.MISSING)
+
+
+_TERMINAL = ",".join(sorted(s.value for s in TERMINAL_STATES))
 
 
 def _pairs(fields: Mapping[str, object]) -> list[str]:

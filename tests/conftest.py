@@ -1,0 +1,85 @@
+"""Shared fixtures: a real Redis for every test, isolated by key prefix and queue name.
+
+Redis: a private ``redis-server`` on a free port when the binary is on PATH; else
+``VIDEOQ_TEST_REDIS_URL``, else 127.0.0.1:6379. No Redis at all is a test *failure*
+(never a skip): the suite is meaningless without it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from producers.local import RedisServer
+from worker.settings import Settings, load_settings
+
+TEST_KEY = "sk-test-TOPSECRET-0123456789abcdef"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    explicit = os.environ.get("VIDEOQ_TEST_REDIS_URL")
+    if explicit:
+        yield explicit
+        return
+    if shutil.which("redis-server"):
+        server = RedisServer().start()
+        try:
+            yield server.url
+        finally:
+            server.cleanup()
+        return
+    url = "redis://127.0.0.1:6379/15"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.ConnectionError:
+        pytest.fail(
+            "no Redis: install redis-server, or run one at 127.0.0.1:6379, "
+            "or set VIDEOQ_TEST_REDIS_URL",
+            pytrace=False,
+        )
+    yield url
+
+
+@pytest.fixture
+def unique() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def make_settings(redis_url: str, unique: str) -> object:
+    def make(**overrides: object) -> Settings:
+        base: dict[str, object] = {
+            "redis_url": redis_url,
+            "key_prefix": f"t{unique}",
+            "queue": f"q{unique}",
+            "aimlapi_key": TEST_KEY,
+            "aimlapi_base_url": "http://127.0.0.1:9/v2",
+            "poll_interval": 1.0,
+            "deadline": 30.0,
+            "retry_backoff": 0.5,
+            "retry_backoff_max": 4.0,
+            "http_read_timeout": 5.0,
+            "visibility_timeout": 60,
+        }
+        base.update(overrides)
+        return load_settings(**base)
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: object) -> Settings:
+    return make_settings()  # type: ignore[operator,no-any-return]
+
+
+@pytest.fixture
+def rclient(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()

@@ -1,0 +1,71 @@
+"""Test doubles: a fake clock, a scripted upstream, a recording scheduler."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from worker.upstream import Status, UpstreamError
+
+
+@dataclass
+class FakeClock:
+    now: float = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class FakeUpstream:
+    """Answers from scripted queues; each item a :class:`Status` or an exception."""
+
+    create_answers: deque[Status | UpstreamError] = field(default_factory=deque)
+    status_answers: deque[Status | UpstreamError] = field(default_factory=deque)
+    creates: list[dict[str, Any]] = field(default_factory=list)
+    polls: list[str] = field(default_factory=list)
+
+    def create(self, body: dict[str, Any]) -> Status:
+        self.creates.append(body)
+        answer = self.create_answers.popleft() if self.create_answers else Status("gen-1", "queued")
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def status(self, generation_id: str) -> Status:
+        self.polls.append(generation_id)
+        answer = self.status_answers.popleft()
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+@dataclass
+class Scheduled:
+    step: str
+    job_id: str
+    deadline_at: float
+    countdown: float
+    attempt: int = 0
+    seq: int = 0
+    errors: int = 0
+
+
+@dataclass
+class RecordingScheduler:
+    calls: list[Scheduled] = field(default_factory=list)
+
+    def generate(self, job_id: str, deadline_at: float, attempt: int, countdown: float) -> None:
+        self.calls.append(Scheduled("generate", job_id, deadline_at, countdown, attempt=attempt))
+
+    def poll(
+        self, job_id: str, deadline_at: float, seq: int, errors: int, countdown: float
+    ) -> None:
+        self.calls.append(Scheduled("poll", job_id, deadline_at, countdown, seq=seq, errors=errors))
+
+    def pop(self) -> Scheduled:
+        return self.calls.pop(0)

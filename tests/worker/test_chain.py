@@ -1,0 +1,336 @@
+"""The chain's decisions, step by step, with a fake clock, a scripted upstream and a
+recording scheduler (the job store is real: Redis)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.fakes import FakeClock, FakeUpstream, RecordingScheduler
+from worker.chain import Runtime, run_generate, run_poll
+from worker.request import parse_request
+from worker.settings import Settings
+from worker.states import ErrorKind, JobState
+from worker.store import JobStore, connect
+from worker.upstream import ProtocolError, Rejected, Status, Transient
+
+IMG = "https://example.com/cat.png"
+
+
+class World:
+    def __init__(self, settings: Settings) -> None:
+        self.clock = FakeClock()
+        self.upstream = FakeUpstream()
+        self.scheduler = RecordingScheduler()
+        self.store = JobStore(connect(settings), settings)
+        self.rt = Runtime(
+            settings=settings,
+            store=self.store,
+            upstream=self.upstream,  # type: ignore[arg-type]
+            scheduler=self.scheduler,
+            clock=self.clock,
+            rng=random.Random(7),
+        )
+        self.deadline_at = self.clock.now + settings.deadline
+
+    def job(self, job_id: str = "job-1") -> str:
+        self.store.create(
+            job_id,
+            parse_request({"image_url": IMG, "prompt": "p"}),
+            accepted_at=self.clock.now,
+            deadline_at=self.deadline_at,
+        )
+        return job_id
+
+    def state(self, job_id: str = "job-1") -> JobState:
+        job = self.store.get(job_id)
+        assert job is not None
+        return job.state
+
+    def generate(self, job_id: str = "job-1", attempt: int = 1) -> None:
+        run_generate(self.rt, job_id, self.deadline_at, attempt)
+
+    def poll(self, seq: int, errors: int = 0, job_id: str = "job-1") -> None:
+        run_poll(self.rt, job_id, self.deadline_at, seq, errors)
+
+
+@pytest.fixture
+def world(make_settings: Callable[..., Settings]) -> Callable[..., World]:
+    def make(**overrides: Any) -> World:
+        base: dict[str, Any] = {
+            "poll_interval": 10.0,
+            "deadline": 100.0,
+            "retry_backoff": 2.0,
+            "retry_backoff_max": 30.0,
+        }
+        base.update(overrides)
+        return World(make_settings(**base))
+
+    return make
+
+
+def test_happy_path_one_create_then_polls_until_completed(world: Callable[..., World]) -> None:
+    w = world()
+    w.job()
+    w.upstream.create_answers.append(Status("gen-9", "queued"))
+    w.generate()
+    assert len(w.upstream.creates) == 1
+    assert w.upstream.creates[0]["model"] == "kling-video/v2.1/pro/image-to-video"
+    job = w.store.get("job-1")
+    assert job and job.state is JobState.GENERATING and job.generation_id == "gen-9"
+    first = w.scheduler.pop()
+    assert (first.step, first.seq, first.countdown) == ("poll", 1, 10.0)
+
+    w.upstream.status_answers.extend(
+        [
+            Status("gen-9", "waiting"),
+            Status("gen-9", "active"),
+            Status("gen-9", "generating"),
+            Status("gen-9", "completed", video_url="https://cdn/v.mp4", credits_used=210.0),
+        ]
+    )
+    for seq in range(1, 5):
+        w.clock.advance(10)
+        w.poll(seq)
+        if seq < 4:
+            nxt = w.scheduler.pop()
+            assert (nxt.step, nxt.seq, nxt.countdown) == ("poll", seq + 1, 10.0)
+    assert not w.scheduler.calls
+    job = w.store.get("job-1")
+    assert job is not None
+    assert job.state is JobState.COMPLETED
+    assert (job.video_url, job.credits_used, job.polls) == ("https://cdn/v.mp4", 210.0, 4)
+    assert job.finished_at == w.clock.now
+    assert w.upstream.polls == ["gen-9"] * 4
+
+
+def test_duplicate_generate_never_creates_twice(world: Callable[..., World]) -> None:
+    w = world()
+    w.job()
+    w.generate()
+    w.generate()  # a redelivery after the create was saved
+    assert len(w.upstream.creates) == 1
+    assert [c.step for c in w.scheduler.calls] == ["poll"]
+
+
+def test_duplicate_generate_during_create_waits_then_records_unknown_outcome(
+    world: Callable[..., World],
+) -> None:
+    w = world(deadline=1000.0)
+    w.job()
+    # A first delivery claimed the create and its worker died before saving the id.
+    w.store.transition(
+        "job-1",
+        [JobState.QUEUED],
+        JobState.SUBMITTING,
+        {"claim_token": "dead", "claim_at": w.clock.now},
+        now=w.clock.now,
+    )
+    w.generate(attempt=1)
+    assert not w.upstream.creates
+    recheck = w.scheduler.pop()
+    assert recheck.step == "generate" and recheck.countdown > 0
+    w.clock.advance(recheck.countdown)
+    w.generate(attempt=1)
+    assert not w.upstream.creates, "a create whose outcome is unknown is never repeated"
+    job = w.store.get("job-1")
+    assert job and job.state is JobState.FAILED
+    assert job.error and job.error.kind == ErrorKind.CREATE_OUTCOME_UNKNOWN
+
+
+def test_duplicate_poll_is_dropped(world: Callable[..., World]) -> None:
+    w = world()
+    w.job()
+    w.generate()
+    w.scheduler.pop()
+    w.upstream.status_answers.extend([Status("gen-1", "generating")] * 2)
+    w.poll(1)
+    w.poll(1)  # the same message delivered twice
+    assert len(w.upstream.polls) == 1
+    assert len(w.scheduler.calls) == 1
+
+
+def test_429_on_create_is_rescheduled_no_sooner_than_retry_after(
+    world: Callable[..., World],
+) -> None:
+    w = world()
+    w.job()
+    w.upstream.create_answers.extend(
+        [Transient("HTTP 429", retry_after=17.0), Status("g", "queued")]
+    )
+    w.generate(attempt=1)
+    assert w.state() is JobState.QUEUED
+    retry = w.scheduler.pop()
+    assert retry.step == "generate" and retry.attempt == 2 and retry.countdown >= 17.0
+    w.clock.advance(retry.countdown)
+    w.generate(attempt=2)
+    assert w.state() is JobState.GENERATING
+    assert len(w.upstream.creates) == 2  # the 429'd create was refused, not received
+
+
+def test_create_retry_that_would_pass_the_deadline_times_out(world: Callable[..., World]) -> None:
+    w = world(deadline=20.0)
+    w.job()
+    w.upstream.create_answers.append(Transient("HTTP 503", retry_after=60.0))
+    w.generate()
+    job = w.store.get("job-1")
+    assert job and job.state is JobState.TIMED_OUT
+    assert job.error and job.error.kind == ErrorKind.DEADLINE and "503" in job.error.message
+    assert not w.scheduler.calls
+
+
+def test_create_read_timeout_is_recorded_never_repeated(world: Callable[..., World]) -> None:
+    w = world()
+    w.job()
+    w.upstream.create_answers.append(Transient("read timeout", outcome_unknown=True))
+    w.generate()
+    job = w.store.get("job-1")
+    assert job and job.state is JobState.FAILED
+    assert job.error and job.error.kind == ErrorKind.CREATE_OUTCOME_UNKNOWN
+    assert not w.scheduler.calls
+
+
+def test_4xx_on_create_fails_at_once_with_the_upstreams_message(
+    world: Callable[..., World],
+) -> None:
+    w = world()
+    w.job()
+    w.upstream.create_answers.append(Rejected(401, "Invalid API key"))
+    w.generate()
+    job = w.store.get("job-1")
+    assert job and job.state is JobState.FAILED
+    assert job.error and job.error.kind == ErrorKind.UPSTREAM_REJECTED
+    assert "Invalid API key" in job.error.message
+    assert len(w.upstream.creates) == 1 and not w.scheduler.calls
+
+
+def _generating(w: World) -> None:
+    w.job()
+    w.generate()
+    w.scheduler.pop()
+
+
+@pytest.mark.parametrize(
+    ("answer", "kind", "text"),
+    [
+        (
+            Status("g", "error", error_name="NSFW", error_message="refused"),
+            ErrorKind.UPSTREAM_ERROR,
+            "NSFW: refused",
+        ),
+        (
+            Status("g", "exploded"),
+            ErrorKind.UPSTREAM_PROTOCOL,
+            "unknown upstream status 'exploded'",
+        ),
+        (Status("g", "completed"), ErrorKind.UPSTREAM_PROTOCOL, "no video URL"),
+        (ProtocolError("answer is not JSON"), ErrorKind.UPSTREAM_PROTOCOL, "not JSON"),
+    ],
+)
+def test_poll_outcomes_that_fail_the_job(
+    world: Callable[..., World], answer: Any, kind: ErrorKind, text: str
+) -> None:
+    w = world()
+    _generating(w)
+    w.upstream.status_answers.append(answer)
+    w.poll(1)
+    job = w.store.get("job-1")
+    assert job and job.state is JobState.FAILED
+    assert job.error and job.error.kind == kind and text in job.error.message
+    assert not w.scheduler.calls
+
+
+def test_transient_poll_errors_back_off_and_the_chain_survives(
+    world: Callable[..., World],
+) -> None:
+    w = world(deadline=1000.0)
+    _generating(w)
+    w.upstream.status_answers.extend(
+        [
+            Transient("HTTP 500"),
+            Transient("HTTP 429", retry_after=45.0),
+            Transient("connection refused"),
+            Status("g", "completed", video_url="https://cdn/v.mp4"),
+        ]
+    )
+    countdowns = []
+    for seq in range(1, 4):
+        w.poll(seq, errors=seq - 1)
+        nxt = w.scheduler.pop()
+        assert nxt.seq == seq + 1 and nxt.errors == seq
+        countdowns.append(nxt.countdown)
+        w.clock.advance(nxt.countdown)
+    assert countdowns[0] >= 10.0  # never faster than the poll interval
+    assert countdowns[1] >= 45.0  # Retry-After honoured
+    assert all(c <= 45.0 for c in countdowns)
+    w.poll(4, errors=3)
+    assert w.state() is JobState.COMPLETED
+
+
+def test_last_countdown_is_clamped_and_the_chain_ends_at_the_deadline(
+    world: Callable[..., World],
+) -> None:
+    w = world(poll_interval=10.0, deadline=25.0)
+    _generating(w)
+    w.upstream.status_answers.extend([Status("g", "generating")] * 5)
+    seq = 1
+    w.clock.advance(10)
+    w.poll(seq)
+    assert w.scheduler.pop().countdown == 10.0
+    w.clock.advance(10)
+    seq += 1
+    w.poll(seq)
+    last = w.scheduler.pop()
+    assert last.countdown == pytest.approx(5.0), "clamped to the deadline, not a full interval"
+    w.clock.advance(last.countdown)
+    w.poll(seq + 1)
+    job = w.store.get("job-1")
+    assert job and job.state is JobState.TIMED_OUT
+    assert job.error and job.error.kind == ErrorKind.DEADLINE
+    assert job.finished_at == pytest.approx(w.deadline_at)
+    assert not w.scheduler.calls
+
+
+def test_generate_after_the_deadline_times_out_without_a_create(
+    world: Callable[..., World],
+) -> None:
+    w = world(deadline=5.0)
+    w.job()
+    w.clock.advance(6)
+    w.generate()
+    assert w.state() is JobState.TIMED_OUT
+    assert not w.upstream.creates
+
+
+@pytest.mark.parametrize("terminal", [JobState.COMPLETED, JobState.CANCELLED, JobState.FAILED])
+def test_terminal_record_is_never_changed_by_a_late_task(
+    world: Callable[..., World], terminal: JobState
+) -> None:
+    w = world()
+    _generating(w)
+    w.store.transition("job-1", [JobState.GENERATING], terminal, {"video_url": "keep"})
+    before = w.store.redis.hgetall(w.store.keys.job("job-1"))
+    w.upstream.status_answers.append(Status("g", "error", error_message="late"))
+    w.poll(5)
+    w.generate()
+    assert w.store.redis.hgetall(w.store.keys.job("job-1")) == before
+    assert not w.upstream.polls and len(w.upstream.creates) == 1
+
+
+def test_missing_job_is_dropped_quietly(world: Callable[..., World]) -> None:
+    w = world()
+    w.generate("nope")
+    w.poll(1, job_id="nope")
+    assert not w.upstream.creates and not w.upstream.polls and not w.scheduler.calls
+
+
+def test_backoff_grows_and_is_capped(world: Callable[..., World]) -> None:
+    w = world(retry_backoff=2.0, retry_backoff_max=30.0)
+    delays = [w.rt.backoff(n, None) for n in range(10)]
+    assert 1.0 <= delays[0] <= 2.0
+    assert all(d <= 30.0 for d in delays)
+    assert delays[-1] >= 15.0
+    assert w.rt.backoff(0, 99.0) == 99.0

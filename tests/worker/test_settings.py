@@ -1,0 +1,76 @@
+"""Settings: the environment names are a contract (see SPEC and the README's table)."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from worker.app import celery_config
+from worker.settings import Settings
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    monkeypatch.chdir(tmp_path)  # type: ignore[arg-type]
+    for name in (
+        "AIMLAPI_KEY",
+        "AIMLAPI_BASE_URL",
+        "VIDEOQ_REDIS_URL",
+        "VIDEOQ_POLL_INTERVAL",
+        "VIDEOQ_DEADLINE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    s = Settings()
+    assert s.aimlapi_base_url == "https://api.aimlapi.com/v2"
+    assert s.redis_url == "redis://localhost:6379/0"
+    assert (s.poll_interval, s.deadline) == (10.0, 1000.0)
+    assert s.aimlapi_key.get_secret_value() == ""
+
+
+def test_contract_names_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIMLAPI_KEY", "sk-env")
+    monkeypatch.setenv("AIMLAPI_BASE_URL", "http://127.0.0.1:9999/v2")
+    monkeypatch.setenv("VIDEOQ_REDIS_URL", "redis://r:6379/3")
+    monkeypatch.setenv("VIDEOQ_POLL_INTERVAL", "2.5")
+    monkeypatch.setenv("VIDEOQ_DEADLINE", "60")
+    monkeypatch.setenv("VIDEOQ_UPSTREAM_PATH", "universal")
+    s = Settings()
+    assert s.aimlapi_key.get_secret_value() == "sk-env"
+    assert "sk-env" not in repr(s)
+    assert s.aimlapi_base_url == "http://127.0.0.1:9999/v2"
+    assert (s.redis_url, s.poll_interval, s.deadline) == ("redis://r:6379/3", 2.5, 60.0)
+    assert s.upstream_path == "universal"
+
+
+def test_dotenv_file(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    from pathlib import Path
+
+    monkeypatch.delenv("VIDEOQ_DEADLINE", raising=False)
+    monkeypatch.chdir(tmp_path)  # type: ignore[arg-type]
+    Path(".env").write_text("VIDEOQ_DEADLINE=77\n")
+    assert Settings().deadline == 77.0
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"poll_interval": 0},
+        {"deadline": -1},
+        {"upstream_path": "other"},
+        {"retry_backoff": 10, "retry_backoff_max": 5},
+        {"visibility_timeout": 30, "poll_interval": 10, "http_read_timeout": 30},
+        {"key_prefix": "has space"},
+    ],
+)
+def test_bad_settings_are_refused(overrides: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        Settings(**overrides)  # type: ignore[arg-type]
+
+
+def test_celery_config_follows_the_settings() -> None:
+    s = Settings(visibility_timeout=400, queue="vq", eta_task_limit=123)  # type: ignore[call-arg]
+    conf = celery_config(s)
+    assert conf["broker_transport_options"]["visibility_timeout"] == 400
+    assert conf["task_default_queue"] == "vq"
+    assert conf["worker_eta_task_limit"] == 123
+    assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
+    assert conf["task_serializer"] == "json"

@@ -1,0 +1,161 @@
+"""The job store's atomic writes, on real Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from worker.request import parse_request
+from worker.settings import Settings
+from worker.states import TERMINAL_STATES, ErrorKind, JobState
+from worker.store import Fence, IdempotencyConflict, JobStore, Outcome, connect
+
+IMG = "https://example.com/a.png"
+
+
+@pytest.fixture
+def store(make_settings: Callable[..., Settings]) -> JobStore:
+    settings = make_settings(retention=100)
+    return JobStore(connect(settings), settings)
+
+
+def new(
+    store: JobStore, job_id: str = "j1", key: str | None = None, prompt: str = "p"
+) -> tuple[str, bool]:
+    return store.create(
+        job_id,
+        parse_request({"image_url": IMG, "prompt": prompt}),
+        accepted_at=1000.0,
+        deadline_at=2000.0,
+        idempotency_key=key,
+    )
+
+
+def test_create_then_get(store: JobStore) -> None:
+    assert new(store) == ("j1", True)
+    job = store.get("j1")
+    assert job is not None
+    assert job.state is JobState.QUEUED
+    assert job.request == {"image_url": IMG, "prompt": "p", "duration": 5}
+    assert (job.created_at, job.deadline_at, job.attempts) == (1000.0, 2000.0, 0)
+    # kept until the deadline plus the retention, so a queued job never vanishes early
+    assert 1000 < store.redis.ttl(store.keys.job("j1")) <= 1101
+
+
+def test_create_never_overwrites_an_existing_job(store: JobStore) -> None:
+    new(store)
+    store.transition("j1", [JobState.QUEUED], JobState.SUBMITTING)
+    assert new(store, prompt="other") == ("j1", False)
+    job = store.get("j1")
+    assert job and job.state is JobState.SUBMITTING and job.request["prompt"] == "p"
+
+
+def test_idempotency_key_returns_the_first_job(store: JobStore) -> None:
+    assert new(store, "a", key="order-7") == ("a", True)
+    assert new(store, "b", key="order-7") == ("a", False)
+    assert store.get("b") is None
+    with pytest.raises(IdempotencyConflict, match="idempotency_key"):
+        new(store, "c", key="order-7", prompt="different")
+
+
+def test_idempotency_key_of_an_expired_job_is_free_again(store: JobStore) -> None:
+    new(store, "a", key="k")
+    store.redis.delete(store.keys.job("a"))
+    assert new(store, "b", key="k") == ("b", True)
+
+
+def test_transition_is_a_compare_and_set(store: JobStore) -> None:
+    new(store)
+    assert store.transition("j1", [JobState.GENERATING], JobState.COMPLETED) is Outcome.REFUSED
+    assert store.transition("missing", [JobState.QUEUED], JobState.SUBMITTING) is Outcome.MISSING
+    assert (
+        store.transition(
+            "j1",
+            [JobState.QUEUED],
+            JobState.SUBMITTING,
+            {"claim_token": "t1"},
+            increment="attempts",
+        )
+        is Outcome.APPLIED
+    )
+    assert (
+        store.transition(
+            "j1", [JobState.SUBMITTING], JobState.GENERATING, fence=Fence("claim_token", "t2")
+        )
+        is Outcome.REFUSED
+    )
+    assert (
+        store.transition(
+            "j1",
+            [JobState.SUBMITTING],
+            JobState.GENERATING,
+            {"generation_id": "g"},
+            fence=Fence("claim_token", "t1"),
+            now=1500.0,
+        )
+        is Outcome.APPLIED
+    )
+    job = store.get("j1")
+    assert job and job.attempts == 1 and job.generation_id == "g" and job.updated_at == 1500.0
+
+
+def test_lt_fence_orders_polls(store: JobStore) -> None:
+    new(store)
+    store.transition("j1", [JobState.QUEUED], JobState.GENERATING)
+    move: Callable[[int], Outcome] = lambda n: store.transition(  # noqa: E731
+        "j1",
+        [JobState.GENERATING],
+        JobState.GENERATING,
+        {"poll_seq": n},
+        fence=Fence("poll_seq", str(n), op="lt"),
+    )
+    assert move(1) is Outcome.APPLIED
+    assert move(1) is Outcome.REFUSED
+    assert move(3) is Outcome.APPLIED
+    assert move(2) is Outcome.REFUSED
+    assert move(10) is Outcome.APPLIED  # numeric, not string, comparison
+
+
+@pytest.mark.parametrize("terminal", sorted(TERMINAL_STATES))
+def test_terminal_sets_finished_at_and_retention(store: JobStore, terminal: JobState) -> None:
+    new(store)
+    assert (
+        store.transition(
+            "j1", [JobState.QUEUED], terminal, {"error_kind": ErrorKind.DEADLINE}, now=1234.5
+        )
+        is Outcome.APPLIED
+    )
+    job = store.get("j1")
+    assert job and job.finished_at == 1234.5 and job.is_terminal
+    assert 90 < store.redis.ttl(store.keys.job("j1")) <= 100
+    for state in JobState:  # even a caller that "allows" every state cannot leave it
+        assert store.transition("j1", list(JobState), state) is Outcome.REFUSED
+
+
+def test_no_transition_leaves_a_terminal_state(store: JobStore) -> None:
+    new(store)
+    store.transition("j1", [JobState.QUEUED], JobState.COMPLETED, {"video_url": "u"})
+    before = store.redis.hgetall(store.keys.job("j1"))
+    for target in JobState:
+        store.transition(
+            "j1",
+            [JobState.QUEUED, JobState.SUBMITTING, JobState.GENERATING],
+            target,
+            {"video_url": "other"},
+        )
+    assert store.redis.hgetall(store.keys.job("j1")) == before
+
+
+def test_create_failed_records_a_refused_foreign_job_once(store: JobStore) -> None:
+    store.create_failed("f1", {"image_url": "nope"}, ErrorKind.VALIDATION, "image_url: bad")
+    store.create_failed("f1", {"image_url": "other"}, ErrorKind.VALIDATION, "second")
+    job = store.get("f1")
+    assert job and job.state is JobState.FAILED
+    assert job.error and job.error.message == "image_url: bad"
+
+
+def test_iter_ids_sees_only_this_prefix(store: JobStore) -> None:
+    new(store, "a")
+    new(store, "b")
+    assert sorted(store.iter_ids()) == ["a", "b"]
