@@ -192,6 +192,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _api(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> None:
         state = self.server.state
         entry = LoggedRequest(t=time.time(), method=method, path=path)
+        if isinstance(body, dict):
+            entry.prompt = str(body.get("prompt") or "")
+        entry.generation_id = next(iter(query.get("generation_id") or []), None)
         with state.lock:
             state.log.append(entry)
             config = SimConfig(**asdict(state.config))
@@ -311,7 +314,10 @@ class Simulator:
         self._server.serve_forever()
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._thread is not None:  # shutdown() waits for a serve loop that must exist
+            self._server.shutdown()
+            self._thread.join()
+            self._thread = None
         self._server.server_close()
 
     # --- helpers for tests -----------------------------------------------------------------

@@ -25,7 +25,7 @@ from redis.retry import Retry
 
 from .job import Job
 from .keys import Keys
-from .request import GenerationRequest
+from .request import GenerationRequest, RequestError
 from .settings import Settings
 from .states import TERMINAL_STATES, ErrorKind, JobState
 
@@ -101,13 +101,13 @@ class Fence:
     op: Literal["eq", "lt"] = "eq"
 
 
-class IdempotencyConflict(Exception):
-    """The idempotency key was used before with a different request."""
+class IdempotencyConflict(RequestError):
+    """The idempotency key was used before with a different request (a bad input)."""
 
     def __init__(self, key: str, job_id: str) -> None:
         super().__init__(
-            f"idempotency_key: {key!r} was already used for job {job_id} "
-            "with different parameters"
+            "idempotency_key",
+            f"{key!r} was already used for job {job_id} with different parameters",
         )
         self.key = key
         self.job_id = job_id

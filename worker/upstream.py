@@ -16,7 +16,7 @@ from __future__ import annotations
 import email.utils
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import requests
@@ -161,11 +161,11 @@ class UpstreamClient:
         code = resp.status_code
         if code == 429 or code >= 500:
             raise Transient(
-                f"HTTP {code}: {_error_text(resp, body)}",
+                f"HTTP {code}: {self._scrub(_error_text(resp, body))}",
                 retry_after=parse_retry_after(resp.headers.get("Retry-After")),
             )
         if code >= 400:
-            raise Rejected(code, _error_text(resp, body))
+            raise Rejected(code, self._scrub(_error_text(resp, body)))
         try:
             data = _loads(body)
         except ValueError:
@@ -174,13 +174,25 @@ class UpstreamClient:
             raise ProtocolError(f"answer is not a JSON object (HTTP {code})")
         return data
 
+    def _scrub(self, text: str) -> str:
+        """Mask the API key in upstream text (some APIs echo a bad key back)."""
+        key = self._key.get_secret_value()
+        return text.replace(key, "***") if key and len(key) >= 4 else text
+
     def create(self, body: dict[str, Any]) -> Status:
-        return self._status_from(self._send("POST", json=body), what="create")
+        return self._scrubbed(self._status_from(self._send("POST", json=body), what="create"))
 
     def status(self, generation_id: str) -> Status:
-        return self._status_from(
-            self._send("GET", params={"generation_id": generation_id}), what="status"
+        return self._scrubbed(
+            self._status_from(
+                self._send("GET", params={"generation_id": generation_id}), what="status"
+            )
         )
+
+    def _scrubbed(self, status: Status) -> Status:
+        if status.error_message is None:
+            return status
+        return replace(status, error_message=self._scrub(status.error_message))
 
     @staticmethod
     def _status_from(data: dict[str, Any], *, what: str) -> Status:

@@ -246,3 +246,14 @@ def test_refused_port_is_known_not_sent() -> None:
     with pytest.raises(Transient) as info:
         client.create({})
     assert not info.value.outcome_unknown
+
+
+def test_a_key_echoed_by_the_upstream_is_masked() -> None:
+    client, _ = client_with(
+        (401, {"message": f"invalid key {KEY}"}, {}),
+        (200, {"id": "g", "status": "error", "error": {"message": f"bad {KEY}"}}, {}),
+    )
+    with pytest.raises(Rejected) as info:
+        client.create({})
+    assert KEY not in str(info.value) and "invalid key ***" in str(info.value)
+    assert client.status("g").error_message == "bad ***"

@@ -1,0 +1,127 @@
+"""The CLI without a worker: help, bad input, status of unknown jobs, exit codes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+
+from producers.cli import main
+from worker.settings import Settings
+
+IMG = "https://example.com/a.png"
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, make_settings: Callable[..., Settings]) -> Settings:
+    s = make_settings()
+    monkeypatch.setenv("VIDEOQ_REDIS_URL", s.redis_url)
+    monkeypatch.setenv("VIDEOQ_QUEUE", s.queue)
+    monkeypatch.setenv("VIDEOQ_KEY_PREFIX", s.key_prefix)
+    return s
+
+
+@pytest.mark.parametrize("command", ["worker", "submit", "status", "simulator", "demo"])
+def test_help_for_every_command(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    assert f"usage: videoq {command}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["--image-url", "ftp://x/y.png"], "image_url"),
+        (["--image-url", IMG, "--duration", "7"], "duration"),
+        (["--image-url", IMG, "--cfg-scale", "1.2"], "cfg_scale"),
+        (["--image-url", IMG, "--cfg-scale", "lots"], "cfg_scale"),
+        (["--image-url", IMG, "--static-mask", "nope"], "static_mask"),
+        (["--image-url", IMG, "--dynamic-masks", "[{]"], "dynamic_masks"),
+        (
+            [
+                "--image-url",
+                IMG,
+                "--dynamic-masks",
+                json.dumps([{"mask": IMG, "trajectories": [{"x": 1, "y": 2}]}]),
+            ],
+            "dynamic_masks.0.trajectories",
+        ),
+        (["--image-url", IMG, "--camera-control", '{"type": "zoom"}'], "camera_control.type"),
+        (["--image-url", IMG, "--idempotency-key", ""], "idempotency_key"),
+    ],
+)
+def test_bad_input_exits_2_naming_the_field_and_enqueues_nothing(
+    env: Settings,
+    args: list[str],
+    field: str,
+    capsys: pytest.CaptureFixture[str],
+    rclient: object,
+) -> None:
+    try:
+        code = main(["submit", *args])
+    except SystemExit as exc:  # argparse's own refusals (not a number, not JSON)
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert out == ""
+    assert field in err
+    assert rclient.llen(env.queue) == 0  # type: ignore[attr-defined]
+    assert not list(rclient.scan_iter(match=f"{env.key_prefix}:*"))  # type: ignore[attr-defined]
+
+
+def test_missing_image_url_is_a_usage_error(
+    env: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["submit", "--prompt", "x"])
+    assert info.value.code == 2
+    assert "--image-url" in capsys.readouterr().err
+
+
+def test_submit_prints_only_the_job_id(
+    env: Settings, capsys: pytest.CaptureFixture[str], rclient: object
+) -> None:
+    assert main(["submit", "--image-url", IMG, "--prompt", "hello"]) == 0
+    out, err = capsys.readouterr()
+    job_id = out.strip()
+    assert len(out.splitlines()) == 1 and len(job_id) == 32
+    assert job_id in err  # the human message goes to stderr
+    assert rclient.llen(env.queue) == 1  # type: ignore[attr-defined]
+
+    assert main(["status", job_id, "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    for field in (
+        "id",
+        "state",
+        "generation_id",
+        "video_url",
+        "error",
+        "created_at",
+        "finished_at",
+        "deadline_at",
+    ):
+        assert field in record
+    assert (record["id"], record["state"]) == (job_id, "queued")
+    assert isinstance(record["created_at"], float)
+
+    assert main(["status", job_id]) == 0
+    assert "queued" in capsys.readouterr().out
+
+
+def test_status_of_an_unknown_job(env: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", "nope", "--json"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "no job with id 'nope'" in err
+
+
+def test_redis_down_exits_3(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from producers.local import free_port
+
+    monkeypatch.setenv("VIDEOQ_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    monkeypatch.setenv("VIDEOQ_REDIS_RETRIES", "1")
+    assert main(["submit", "--image-url", IMG]) == 3
+    assert "unreachable" in capsys.readouterr().err

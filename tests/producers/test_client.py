@@ -1,0 +1,117 @@
+"""The Python producer API on real Redis (no worker needed: we inspect the queue)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+import redis
+
+from producers import Client, JobNotFound, JobState, RequestError, Unavailable, ValidationError
+from producers.local import free_port
+from worker.keys import GENERATE_TASK
+from worker.settings import Settings
+
+IMG = "https://example.com/a.png"
+
+
+@pytest.fixture
+def client(make_settings: Callable[..., Settings]) -> Client:
+    return Client(settings=make_settings())
+
+
+def queued_messages(client: Client) -> list[dict[str, object]]:
+    raw = client.store.redis.lrange(client.settings.queue, 0, -1)
+    return [json.loads(m) for m in raw]
+
+
+def job_keys(client: Client) -> list[str]:
+    return list(client.store.redis.scan_iter(match=client.store.keys.job_pattern()))
+
+
+def test_submit_stores_the_job_then_enqueues_the_task_by_name(client: Client) -> None:
+    job_id = client.submit(IMG, prompt="hi", duration="10", cfg_scale=0.3)
+    job = client.get(job_id)
+    assert job.state is JobState.QUEUED
+    assert job.request == {"image_url": IMG, "prompt": "hi", "duration": 10, "cfg_scale": 0.3}
+    [message] = queued_messages(client)
+    assert message["headers"]["task"] == GENERATE_TASK  # type: ignore[index]
+    assert message["headers"]["kwargsrepr"] == repr(  # type: ignore[index]
+        {"job_id": job_id, "deadline_at": job.deadline_at, "attempt": 1}
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"image_url": "nope"}, "image_url"),
+        ({"image_url": IMG, "duration": 6}, "duration"),
+        ({"image_url": IMG, "cfg_scale": 2}, "cfg_scale"),
+        ({"image_url": IMG, "negative_prompt": 5}, "negative_prompt"),
+        (
+            {"image_url": IMG, "camera_control": {"type": "simple", "config": {"roll": 99}}},
+            "camera_control.config.roll",
+        ),
+        (
+            {"image_url": IMG, "dynamic_masks": [{"mask": IMG, "trajectories": []}]},
+            "dynamic_masks.0.trajectories",
+        ),
+        ({"image_url": IMG, "static_mask": "x"}, "static_mask"),
+        ({"image_url": IMG, "seed": 3}, "seed"),
+        ({"image_url": IMG, "idempotency_key": "has space"}, "idempotency_key"),
+    ],
+)
+def test_bad_input_names_the_field_and_enqueues_nothing(
+    client: Client, kwargs: dict[str, object], field: str
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        client.submit(**kwargs)  # type: ignore[arg-type]
+    assert info.value.field == field
+    assert queued_messages(client) == []
+    assert job_keys(client) == []
+
+
+def test_idempotency_key_gives_one_job_and_one_message(client: Client) -> None:
+    first = client.submit(IMG, prompt="p", idempotency_key="order-1")
+    again = client.submit(IMG, prompt="p", idempotency_key="order-1")
+    assert first == again
+    assert len(queued_messages(client)) == 1
+    with pytest.raises(RequestError, match="idempotency_key"):
+        client.submit(IMG, prompt="other", idempotency_key="order-1")
+
+
+def test_unknown_job(client: Client) -> None:
+    with pytest.raises(JobNotFound, match="no job"):
+        client.get("does-not-exist")
+
+
+def test_wait_times_out_on_a_job_nobody_works_on(client: Client) -> None:
+    job_id = client.submit(IMG)
+    seen: list[JobState] = []
+    with pytest.raises(TimeoutError):
+        client.wait(job_id, timeout=0.3, interval=0.1, on_update=lambda j: seen.append(j.state))
+    assert seen and set(seen) == {JobState.QUEUED}
+
+
+def test_redis_down_is_a_clear_error_not_a_hang(make_settings: Callable[..., Settings]) -> None:
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    client = Client(settings=make_settings(redis_url=url, redis_retries=1))
+    with pytest.raises(Unavailable) as info:
+        client.submit(IMG)
+    assert "unreachable" in str(info.value) and "nothing was enqueued" in str(info.value)
+    assert "hunter2" not in str(info.value)
+    with pytest.raises(Unavailable):
+        client.get("x")
+
+
+def test_client_reads_settings_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, redis_url: str
+) -> None:
+    monkeypatch.setenv("VIDEOQ_REDIS_URL", redis_url)
+    monkeypatch.setenv("VIDEOQ_DEADLINE", "123")
+    client = Client()
+    assert client.settings.redis_url == redis_url
+    assert client.settings.deadline == 123.0
+    assert Client(redis_url="redis://elsewhere:1/0").settings.redis_url == "redis://elsewhere:1/0"
+    assert isinstance(client.store.redis, redis.Redis)
