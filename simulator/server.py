@@ -172,9 +172,13 @@ class _Handler(BaseHTTPRequestHandler):
             with state.lock:
                 return self._send(200, [asdict(g) for g in state.generations.values()])
         if method == "POST" and path == "/_sim/faults":
-            faults = body if isinstance(body, list) else [body]
+            items = body if isinstance(body, list) else [body]
+            try:
+                faults = [Fault(**item) for item in items]
+            except TypeError as exc:
+                return self._send(400, {"message": f"bad fault: {exc}"})
             with state.lock:
-                state.faults.extend(Fault(**f) for f in faults)
+                state.faults.extend(faults)
             return self._send(200, {"queued": len(faults)})
         if method == "POST" and path == "/_sim/config":
             with state.lock:

@@ -138,8 +138,9 @@ def cluster(
 @pytest.fixture
 def videoq_cli(cluster: Cluster) -> Callable[..., subprocess.CompletedProcess[str]]:
     def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        script = Path(sys.executable).with_name("videoq")  # the installed console script
         return subprocess.run(
-            [sys.executable, "-m", "producers", *args],
+            [str(script), *args],
             env={**os.environ, **cluster.env},
             capture_output=True,
             text=True,

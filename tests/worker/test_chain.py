@@ -4,10 +4,13 @@ recording scheduler (the job store is real: Redis)."""
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.fakes import FakeClock, FakeUpstream, RecordingScheduler
 from worker.chain import Runtime, run_generate, run_poll
@@ -334,3 +337,17 @@ def test_backoff_grows_and_is_capped(world: Callable[..., World]) -> None:
     assert all(d <= 30.0 for d in delays)
     assert delays[-1] >= 15.0
     assert w.rt.backoff(0, 99.0) == 99.0
+
+
+@given(
+    errors=st.integers(min_value=0, max_value=200),
+    retry_after=st.one_of(st.none(), st.floats(min_value=0, max_value=3600)),
+    floor=st.floats(min_value=0, max_value=100),
+    seed=st.integers(),
+)
+def test_backoff_bounds(errors: int, retry_after: float | None, floor: float, seed: int) -> None:
+    settings = Settings(retry_backoff=2.0, retry_backoff_max=30.0)  # type: ignore[call-arg]
+    rt = Runtime(settings, None, None, None, time.time, random.Random(seed))  # type: ignore[arg-type]
+    delay = rt.backoff(errors, retry_after, floor)
+    assert delay >= (retry_after or 0.0) and delay >= floor and delay >= 1.0
+    assert delay <= max(30.0, retry_after or 0.0, floor)
