@@ -221,7 +221,9 @@ def _cmd_simulator(args: argparse.Namespace) -> int:
         latency=args.latency, never_finish=args.never_finish, fail_generations=args.fail,
         reject_create=args.reject_create,
     )
-    _err(f"simulator listening: AIMLAPI_BASE_URL=http://{args.host}:{sim.port}/v2 "
+    shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+    _err(f"simulator listening on {args.host}:{sim.port}: "
+         f"AIMLAPI_BASE_URL=http://{shown}:{sim.port}/v2 "
          f"(Bearer key {'any' if not args.api_key else repr(args.api_key)})")
     with contextlib.suppress(KeyboardInterrupt):
         sim.serve_forever()
