@@ -1,0 +1,243 @@
+"""Break the code on purpose, one mutation at a time, and check the tests notice.
+
+    python tests/mutants.py            # all mutations
+    python tests/mutants.py M2 M13     # some
+
+Each mutation edits the source, runs the tests that guard that behaviour (expecting a
+failure: CAUGHT), then restores the file. Not part of the pytest run.
+"""
+
+import subprocess
+import sys
+
+M = [
+    (
+        "M1 no create claim (duplicates create again)",
+        "worker/chain.py",
+        "    if job.state is not JobState.QUEUED:\n        if job.state is JobState.SUBMITTING:",
+        "    if False:\n        if job.state is JobState.SUBMITTING:",
+        [
+            "tests/worker/test_chain.py::test_duplicate_generate_never_creates_twice",
+            "tests/integration/test_chain.py::test_one_create_even_when_generate_is_delivered_again",
+        ],
+    ),
+    (
+        "M1b claim accepts any state",
+        "worker/chain.py",
+        '        job_id, [JobState.QUEUED], JobState.SUBMITTING,\n        {"claim_token": token',
+        '        job_id, [JobState.QUEUED, JobState.GENERATING, JobState.SUBMITTING], JobState.SUBMITTING,\n        {"claim_token": token',
+        ["tests/worker/test_chain.py::test_duplicate_generate_never_creates_twice"],
+    ),
+    (
+        "M2 no clamp",
+        "worker/chain.py",
+        "    return max(0.0, min(delay, deadline_at - now))",
+        "    return delay",
+        [
+            "tests/worker/test_chain.py::test_last_countdown_is_clamped_and_the_chain_ends_at_the_deadline",
+            "tests/integration/test_chain.py::test_deadline_times_out_a_job_that_never_finishes_with_a_clamped_last_poll",
+        ],
+    ),
+    (
+        "M3 scheduler sleeps instead of countdown",
+        "worker/tasks.py",
+        '        poll_video.apply_async(\n            kwargs={"job_id": job_id, "deadline_at": deadline_at, "seq": seq, "errors": errors},\n            countdown=countdown,\n        )',
+        '        time.sleep(countdown)\n        poll_video.apply_async(\n            kwargs={"job_id": job_id, "deadline_at": deadline_at, "seq": seq, "errors": errors},\n        )',
+        [
+            "tests/integration/test_chain.py::test_one_worker_slot_keeps_fifty_jobs_in_flight",
+            "tests/test_static.py::test_no_sleep_anywhere_in_the_worker",
+        ],
+    ),
+    (
+        "M4 Retry-After ignored",
+        "worker/chain.py",
+        "        return max(delay, retry_after or 0.0, floor)",
+        "        return max(delay, floor)",
+        [
+            "tests/worker/test_chain.py::test_429_on_create_is_rescheduled_no_sooner_than_retry_after",
+            "tests/integration/test_chain.py::test_transient_upstream_errors_are_retried_and_the_job_completes",
+        ],
+    ),
+    (
+        "M5 terminal can be overwritten (no guard, no state check)",
+        "worker/store.py",
+        "if not allowed then return 0 end",
+        "",
+        ["tests/worker/test_store.py::test_no_transition_leaves_a_terminal_state"],
+    ),
+    (
+        "M5b late poll not dropped",
+        "worker/chain.py",
+        '    if job.state is not JobState.GENERATING or not job.generation_id:\n        return _drop(job_id, "poll", seq, "not generating", job)',
+        "",
+        [
+            "tests/worker/test_chain.py::test_terminal_record_is_never_changed_by_a_late_task",
+            "tests/integration/test_chain.py::test_late_poll_never_changes_a_terminal_record",
+        ],
+    ),
+    (
+        "M6 echoed key not masked",
+        "worker/upstream.py",
+        '        return text.replace(key, "***") if key and len(key) >= 4 else text',
+        "        return text",
+        [
+            "tests/integration/test_secrets.py",
+            "tests/worker/test_upstream.py::test_a_key_echoed_by_the_upstream_is_masked",
+        ],
+    ),
+    (
+        "M6b key in task kwargs",
+        "worker/tasks.py",
+        '            kwargs={"job_id": job_id, "deadline_at": deadline_at, "seq": seq, "errors": errors},',
+        '            kwargs={"job_id": job_id, "deadline_at": deadline_at, "seq": seq, "errors": errors},\n            headers={"auth": app.videoq_settings.aimlapi_key.get_secret_value()},',
+        ["tests/integration/test_secrets.py"],
+    ),
+    (
+        "M7 4xx retried like 5xx",
+        "worker/upstream.py",
+        "            raise Rejected(code, self._scrub(_error_text(resp, body)))",
+        "            raise Transient(self._scrub(_error_text(resp, body)))",
+        [
+            "tests/worker/test_upstream.py",
+            "tests/integration/test_chain.py::test_4xx_on_create_fails_at_once_without_retry",
+        ],
+    ),
+    (
+        "M8 unknown status polled forever",
+        "worker/chain.py",
+        "    if st.status not in IN_PROGRESS:",
+        "    if False:",
+        ["tests/integration/test_chain.py::test_upstream_failures_fail_the_job_with_a_clear_error"],
+    ),
+    (
+        "M9 unknown fields ignored",
+        "worker/request.py",
+        '    model_config = ConfigDict(extra="forbid", frozen=True)',
+        '    model_config = ConfigDict(extra="ignore", frozen=True)',
+        ["tests/producers/test_client.py", "tests/producers/test_cli.py"],
+    ),
+    (
+        "M10 enqueue before validation",
+        "producers/client.py",
+        "        request = build_request(image_url, prompt, duration, **upstream_options)\n",
+        "        self._app.send_task(GENERATE_TASK, kwargs={}, queue=self.settings.queue)\n        request = build_request(image_url, prompt, duration, **upstream_options)\n",
+        ["tests/producers/test_client.py::test_bad_input_names_the_field_and_enqueues_nothing"],
+    ),
+    (
+        "M11 poll interval ignored (polls immediately)",
+        "worker/chain.py",
+        "        rt, job_id, deadline_at, seq, 0, fence, rt.settings.poll_interval,",
+        "        rt, job_id, deadline_at, seq, 0, fence, 0.05,",
+        ["tests/integration/test_chain.py::test_polls_are_spaced_by_the_interval"],
+    ),
+    (
+        "M12 create-outcome-unknown retried",
+        "worker/chain.py",
+        "        if exc.outcome_unknown:",
+        "        if False:",
+        ["tests/worker/test_chain.py::test_create_read_timeout_is_recorded_never_repeated"],
+    ),
+]
+LUA_OFF = [
+    ("worker/store.py", "if not allowed then return 0 end", ""),
+    ("worker/store.py", "  if s == state then return 0 end\n", ""),
+]
+EXTRA = [
+    (
+        "M13 both create-claim layers removed",
+        [
+            (
+                "worker/chain.py",
+                "    if job.state is not JobState.QUEUED:\n        if job.state is JobState.SUBMITTING:",
+                "    if False:\n        if job.state is JobState.SUBMITTING:",
+            ),
+            (
+                "worker/chain.py",
+                '        job_id, [JobState.QUEUED], JobState.SUBMITTING,\n        {"claim_token": token',
+                '        job_id, [JobState.QUEUED, JobState.GENERATING, JobState.SUBMITTING], JobState.SUBMITTING,\n        {"claim_token": token',
+            ),
+        ],
+        [
+            "tests/worker/test_chain.py::test_duplicate_generate_never_creates_twice",
+            "tests/integration/test_chain.py::test_one_create_even_when_generate_is_delivered_again",
+        ],
+    ),
+    (
+        "M14 store CAS off (state list and terminal guard)",
+        LUA_OFF,
+        [
+            "tests/worker/test_store.py::test_no_transition_leaves_a_terminal_state",
+            "tests/worker/test_store.py::test_transition_is_a_compare_and_set",
+        ],
+    ),
+    (
+        "M15 late poll: no state check, store CAS off",
+        LUA_OFF
+        + [
+            (
+                "worker/chain.py",
+                '    if job.state is not JobState.GENERATING or not job.generation_id:\n        return _drop(job_id, "poll", seq, "not generating", job)',
+                "",
+            )
+        ],
+        [
+            "tests/worker/test_chain.py::test_terminal_record_is_never_changed_by_a_late_task",
+            "tests/integration/test_chain.py::test_late_poll_never_changes_a_terminal_record",
+        ],
+    ),
+    (
+        "M16 terminal guard only removed (caller allows everything)",
+        [("worker/store.py", "  if s == state then return 0 end\n", "")],
+        ["tests/worker/test_store.py::test_terminal_sets_finished_at_and_retention"],
+    ),
+    (
+        "M17 poll fence off (duplicate poll runs)",
+        [
+            (
+                "worker/chain.py",
+                '        fence=Fence("poll_seq", str(seq), op="lt"), increment="attempts", now=now,',
+                '        increment="attempts", now=now,',
+            )
+        ],
+        ["tests/worker/test_chain.py::test_duplicate_poll_is_dropped"],
+    ),
+]
+for item in list(EXTRA):
+    if item[0].startswith(("M13 ", "M15 ")):
+        EXTRA.append(
+            (
+                item[0].split()[0] + "i " + " ".join(item[0].split()[1:]) + " [integration only]",
+                item[1],
+                [t for t in item[2] if "integration" in t],
+            )
+        )
+only = sys.argv[1:]
+results = []
+M += EXTRA
+for item in M:
+    if len(item) == 5:
+        name, path, old, new, tests = item
+        edits = [(path, old, new)]
+    else:
+        name, edits, tests = item
+    if only and not any(name.startswith(o + " ") for o in only):
+        continue
+    saved = {}
+    for path, old, new in edits:
+        src = saved.setdefault(path, open(path).read()) if path not in saved else open(path).read()
+        assert src.count(old) == 1, (name, path, src.count(old))
+        open(path, "w").write(src.replace(old, new))
+    try:
+        r = subprocess.run(
+            [".venv/bin/pytest", "-x", "-q", "-p", "no:randomly", "--timeout=120", *tests],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        last = [line for line in r.stdout.splitlines() if line.strip()][-1]
+        verdict = "CAUGHT" if r.returncode != 0 else "MISSED"
+    finally:
+        for path, src in saved.items():
+            open(path, "w").write(src)
+    results.append((verdict, name, last))
+    print(verdict, "|", name, "|", last, flush=True)
