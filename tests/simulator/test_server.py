@@ -33,6 +33,11 @@ def call(sim: Simulator, method: str, path: str, key: str = KEY, **kw: object) -
     )
 
 
+def create(sim: Simulator, prompt: str) -> str:
+    body = {"model": MODEL_ID, "image_url": "https://x", "prompt": prompt}
+    return str(call(sim, "POST", LEGACY, json=body).json()["id"])
+
+
 @pytest.mark.parametrize("path", [LEGACY, UNIVERSAL])
 def test_create_then_poll_until_completed(sim: Simulator, path: str) -> None:
     created = call(sim, "POST", path, json={"model": MODEL_ID, "image_url": "https://x/y.png"})
@@ -53,16 +58,7 @@ def test_create_then_poll_until_completed(sim: Simulator, path: str) -> None:
 
 
 def test_legacy_variants_of_the_statuses(sim: Simulator) -> None:
-    gen_id = call(
-        sim,
-        "POST",
-        LEGACY,
-        json={
-            "model": MODEL_ID,
-            "image_url": "https://x",
-            "prompt": "[sim:legacy] [sim:time=0.3]",
-        },
-    ).json()["id"]
+    gen_id = create(sim, "[sim:legacy] [sim:time=0.3]")
     first = call(sim, "GET", LEGACY, params={"generation_id": gen_id}).json()["status"]
     assert first == "waiting"
     time.sleep(0.2)
@@ -99,19 +95,7 @@ def test_faults_over_http_are_one_shot(sim: Simulator) -> None:
 
 
 def test_never_and_error_and_unknown_tags(sim: Simulator) -> None:
-    ids = {
-        tag: call(
-            sim,
-            "POST",
-            LEGACY,
-            json={
-                "model": MODEL_ID,
-                "image_url": "https://x",
-                "prompt": f"[sim:{tag}]",
-            },
-        ).json()["id"]
-        for tag in ("never", "error", "unknown")
-    }
+    ids = {tag: create(sim, f"[sim:{tag}]") for tag in ("never", "error", "unknown")}
     time.sleep(0.5)
     status = {
         t: call(sim, "GET", LEGACY, params={"generation_id": i}).json() for t, i in ids.items()
