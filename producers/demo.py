@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -37,7 +38,22 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def run_demo(args: argparse.Namespace) -> int:
+    """Run the demo; Ctrl-C or SIGTERM at any point stops it and cleans everything up."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        _say("videoq demo: interrupted; everything it started has been stopped.")
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="videoq-demo-")))
         redis_url = os.environ.get("VIDEOQ_REDIS_URL")
