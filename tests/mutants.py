@@ -135,7 +135,10 @@ M = [
         "worker/chain.py",
         "        if exc.outcome_unknown:",
         "        if False:",
-        ["tests/worker/test_chain.py::test_create_read_timeout_is_recorded_never_repeated"],
+        [
+            "tests/worker/test_chain.py::test_create_read_timeout_is_recorded_never_repeated",
+            "tests/integration/test_chain.py::test_a_create_whose_answer_is_lost_is_recorded_never_repeated",
+        ],
     ),
 ]
 LUA_OFF = [

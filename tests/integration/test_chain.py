@@ -145,6 +145,7 @@ def test_4xx_on_create_fails_at_once_without_retry(cluster: Cluster) -> None:
         ({"status": 503, "count": 2, "method": "GET"}, "503 polls"),
         ({"status": 429, "retry_after": 2, "method": "GET"}, "429 poll"),
         ({"kind": "disconnect", "count": 2, "method": "GET"}, "dropped polls"),
+        ({"kind": "delay", "seconds": 5.5, "method": "GET"}, "slow poll"),  # read timeout 5 s
     ],
 )
 def test_transient_upstream_errors_are_retried_and_the_job_completes(
@@ -217,3 +218,16 @@ def test_apps_without_videoq_can_send_the_task_by_name(cluster: Cluster) -> None
     assert refused.error and refused.error.kind == ErrorKind.VALIDATION
     assert "image_url" in refused.error.message
     foreign.close()
+
+
+def test_a_create_whose_answer_is_lost_is_recorded_never_repeated(cluster: Cluster) -> None:
+    """The upstream takes longer than the read timeout to answer the create: it may have
+    created (and will charge for) a generation, so videoq must not create another."""
+    cluster.sim.add_fault(kind="delay", seconds=5.5, method="POST")
+    job = cluster.client.wait(cluster.client.submit(IMG, prompt="slow create"), timeout=30)
+    assert job.state is JobState.FAILED
+    assert job.error and job.error.kind == ErrorKind.CREATE_OUTCOME_UNKNOWN
+    assert "read timeout" in job.error.message
+    time.sleep(1.0)
+    posts = [r for r in cluster.sim.requests() if r.method == "POST" and r.prompt == "slow create"]
+    assert len(posts) == 1
