@@ -84,6 +84,7 @@ def test_one_worker_slot_keeps_fifty_jobs_in_flight(cluster: Cluster) -> None:
     for _, delta in sorted(events):
         in_flight += delta
         peak = max(peak, in_flight)
+    print(f"\n50 jobs on one slot: {elapsed:.1f}s, peak {peak} in flight")
     assert peak >= 40, f"only {peak} of 50 jobs were ever in flight at once"
     # Serially this would take 50 x 2 s = 100 s; generous bound for a shared machine.
     assert elapsed < 40, f"50 jobs took {elapsed:.1f}s"
@@ -104,6 +105,9 @@ def test_deadline_times_out_a_job_that_never_finishes_with_a_clamped_last_poll(
     assert job.error and job.error.kind == ErrorKind.DEADLINE
     assert job.finished_at and job.deadline_at
     late = job.finished_at - job.deadline_at
+    print(
+        f"\ntimed out {late:+.3f}s from the deadline after {len(cluster.sim.polls(job.generation_id or ''))} polls"
+    )
     assert -0.05 <= late <= 0.4, f"ended {late:+.2f}s from the deadline"
     polls = cluster.sim.polls(job.generation_id or "")
     assert len(polls) >= 3
