@@ -63,3 +63,18 @@ def test_docker_compose_is_valid() -> None:
         assert any(
             str(v).startswith(f"{volume}:") for s in services.values() for v in s.get("volumes", [])
         )
+
+
+def test_readme_documents_every_setting_and_the_ci_runs_its_test_command() -> None:
+    from worker.settings import Settings
+
+    readme = (ROOT / "README.md").read_text()
+    for name, field in Settings.model_fields.items():
+        env = (
+            str(field.validation_alias.choices[0])  # type: ignore[union-attr]
+            if field.validation_alias
+            else f"VIDEOQ_{name.upper()}"
+        )
+        assert f"| `{env}` |" in readme, f"{env} is missing from the README's table"
+    ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert f"```sh\n{ci}\n```" in readme, "the README's test command and .ci/run differ"
