@@ -61,7 +61,7 @@ M = [
         ],
     ),
     (
-        "M5 terminal can be overwritten (no guard, no state check) [one of two layers]",
+        "M5 store ignores the allowed-state list (terminal guard kept) [one of two layers]",
         "worker/store.py",
         "if not allowed then return 0 end",
         "",
