@@ -198,7 +198,7 @@ class _Handler(BaseHTTPRequestHandler):
         entry = LoggedRequest(t=time.time(), method=method, path=path)
         if isinstance(body, dict):
             entry.prompt = str(body.get("prompt") or "")
-        entry.generation_id = next(iter(query.get("generation_id") or []), None)
+        entry.generation_id = (query.get("generation_id") or [""])[0] or None
         with state.lock:
             state.log.append(entry)
             config = SimConfig(**asdict(state.config))
@@ -236,8 +236,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(body, dict) or body.get("model") != MODEL_ID:
             entry.status_code = 400
             return self._send(400, {"message": "model: invalid or missing model"})
-        prompt = str(body.get("prompt") or "")
-        entry.prompt = prompt
+        prompt = entry.prompt or ""
         if not body.get("image_url"):
             entry.status_code = 400
             return self._send(400, {"message": "image_url: Required"})
@@ -258,8 +257,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self._send(200, {"id": gen.id, "status": "queued"})
 
     def _status(self, entry: LoggedRequest, query: dict[str, list[str]], cfg: SimConfig) -> None:
-        gen_id = (query.get("generation_id") or [""])[0]
-        entry.generation_id = gen_id or None
+        gen_id = entry.generation_id or ""
         with self.server.state.lock:
             gen = self.server.state.generations.get(gen_id)
         if gen is None:

@@ -63,7 +63,7 @@ M = [
     (
         "M5 store ignores the allowed-state list (terminal guard kept) [one of two layers]",
         "worker/store.py",
-        "if not allowed then return 0 end",
+        "if not member(ARGV[1], state) then return 0 end",
         "",
         ["tests/worker/test_store.py::test_no_transition_leaves_a_terminal_state"],
     ),
@@ -80,7 +80,7 @@ M = [
     (
         "M6 echoed key not masked",
         "worker/upstream.py",
-        '        return text.replace(key, "***") if key and len(key) >= 4 else text',
+        '        return mask(text, [self._key.get_secret_value()])',
         "        return text",
         [
             "tests/integration/test_secrets.py",
@@ -144,8 +144,8 @@ M = [
     ),
 ]
 LUA_OFF = [
-    ("worker/store.py", "if not allowed then return 0 end", ""),
-    ("worker/store.py", "  if s == state then return 0 end\n", ""),
+    ("worker/store.py", "if not member(ARGV[1], state) then return 0 end", ""),
+    ("worker/store.py", "if member(ARGV[9], state) then return 0 end\n", ""),
 ]
 EXTRA = [
     (
@@ -192,7 +192,7 @@ EXTRA = [
     ),
     (
         "M16 terminal guard only removed (caller allows everything)",
-        [("worker/store.py", "  if s == state then return 0 end\n", "")],
+        [("worker/store.py", "if member(ARGV[9], state) then return 0 end\n", "")],
         ["tests/worker/test_store.py::test_terminal_sets_finished_at_and_retention"],
     ),
     (

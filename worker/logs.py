@@ -26,6 +26,14 @@ def event(name: str, *, level: int = logging.INFO, **fields: object) -> None:
     logger.log(level, " ".join(parts))
 
 
+def mask(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret (4 characters or longer) replaced by ``***``."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
+
+
 class RedactSecrets(logging.Filter):
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
@@ -35,9 +43,7 @@ class RedactSecrets(logging.Filter):
         if not self.secrets:
             return True
         message = record.getMessage()
-        redacted = message
-        for secret in self.secrets:
-            redacted = redacted.replace(secret, "***")
+        redacted = mask(message, self.secrets)
         if redacted != message:
             record.msg, record.args = redacted, None
         return True

@@ -57,16 +57,16 @@ return ''
 #       the caller allows), then field/value pairs.
 # Returns 1 applied, 0 refused (state or fence), -1 no such job.
 _TRANSITION = """
+local function member(list, value)
+  for item in string.gmatch(list, '[^,]+') do
+    if item == value then return true end
+  end
+  return false
+end
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return -1 end
-for s in string.gmatch(ARGV[9], '[^,]+') do
-  if s == state then return 0 end
-end
-local allowed = false
-for s in string.gmatch(ARGV[1], '[^,]+') do
-  if s == state then allowed = true end
-end
-if not allowed then return 0 end
+if member(ARGV[9], state) then return 0 end
+if not member(ARGV[1], state) then return 0 end
 if ARGV[4] ~= '' then
   local current = redis.call('HGET', KEYS[1], ARGV[4]) or ''
   if ARGV[5] == 'eq' then
@@ -84,6 +84,7 @@ if tonumber(ARGV[7]) > 0 then
 end
 return 1
 """
+_TERMINAL = ",".join(sorted(s.value for s in TERMINAL_STATES))
 
 
 class Outcome(Enum):
@@ -255,9 +256,6 @@ class JobStore:
             ],
         )
         return {1: Outcome.APPLIED, 0: Outcome.REFUSED}.get(int(result), Outcome.MISSING)
-
-
-_TERMINAL = ",".join(sorted(s.value for s in TERMINAL_STATES))
 
 
 def _pairs(fields: Mapping[str, object]) -> list[str]:

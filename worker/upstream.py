@@ -23,6 +23,7 @@ import requests
 from pydantic import SecretStr
 from urllib3.exceptions import MaxRetryError, NameResolutionError, NewConnectionError
 
+from .logs import mask
 from .settings import Settings
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -176,8 +177,7 @@ class UpstreamClient:
 
     def _scrub(self, text: str) -> str:
         """Mask the API key in upstream text (some APIs echo a bad key back)."""
-        key = self._key.get_secret_value()
-        return text.replace(key, "***") if key and len(key) >= 4 else text
+        return mask(text, [self._key.get_secret_value()])
 
     def create(self, body: dict[str, Any]) -> Status:
         return self._scrubbed(self._status_from(self._send("POST", json=body), what="create"))
