@@ -51,24 +51,29 @@ def unique() -> str:
     return uuid.uuid4().hex[:10]
 
 
+def settings_for(redis_url: str, name: str, /, **overrides: object) -> Settings:
+    """Test settings: their own key prefix and queue (``name``), short timings."""
+    base: dict[str, object] = {
+        "redis_url": redis_url,
+        "key_prefix": name,
+        "queue": name,
+        "aimlapi_key": TEST_KEY,
+        "aimlapi_base_url": "http://127.0.0.1:9/v2",
+        "poll_interval": 1.0,
+        "deadline": 30.0,
+        "retry_backoff": 0.5,
+        "retry_backoff_max": 4.0,
+        "http_read_timeout": 5.0,
+        "visibility_timeout": 60,
+    }
+    base.update(overrides)
+    return load_settings(**base)
+
+
 @pytest.fixture
 def make_settings(redis_url: str, unique: str) -> object:
     def make(**overrides: object) -> Settings:
-        base: dict[str, object] = {
-            "redis_url": redis_url,
-            "key_prefix": f"t{unique}",
-            "queue": f"q{unique}",
-            "aimlapi_key": TEST_KEY,
-            "aimlapi_base_url": "http://127.0.0.1:9/v2",
-            "poll_interval": 1.0,
-            "deadline": 30.0,
-            "retry_backoff": 0.5,
-            "retry_backoff_max": 4.0,
-            "http_read_timeout": 5.0,
-            "visibility_timeout": 60,
-        }
-        base.update(overrides)
-        return load_settings(**base)
+        return settings_for(redis_url, f"t{unique}", **overrides)
 
     return make
 

@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,9 @@ import pytest
 from producers.client import Client
 from producers.local import start_worker, stop_process
 from simulator import Simulator
-from tests.conftest import TEST_KEY
+from tests.conftest import TEST_KEY, settings_for
 from worker.job import Job
-from worker.settings import Settings, load_settings
+from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +37,7 @@ class Cluster:
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
 
-    @property
+    @cached_property
     def client(self) -> Client:
         return Client(settings=self.settings)
 
@@ -94,20 +95,12 @@ def cluster_env(settings: Settings) -> dict[str, str]:
 
 def make_cluster(redis_url: str, tmp: Path, name: str, sim: Simulator, **overrides: Any) -> Cluster:
     base: dict[str, Any] = {
-        "redis_url": redis_url,
-        "key_prefix": f"it-{name}-{os.getpid()}",
-        "queue": f"it-{name}-{os.getpid()}",
-        "aimlapi_key": TEST_KEY,
         "aimlapi_base_url": sim.base_url,
-        "poll_interval": 1.0,
         "deadline": 60.0,
-        "retry_backoff": 0.5,
         "retry_backoff_max": 2.0,
-        "http_read_timeout": 5.0,
-        "visibility_timeout": 60,
     }
     base.update(overrides)
-    settings = load_settings(**base)
+    settings = settings_for(redis_url, f"it-{name}-{os.getpid()}", **base)
     return Cluster(settings=settings, sim=sim, env=cluster_env(settings), logdir=tmp)
 
 
