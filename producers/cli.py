@@ -1,4 +1,4 @@
-"""``videoq``: the command line (worker, submit, status, simulator, demo).
+"""``videoq``: the command line (worker, submit, status, sweep, simulator, demo).
 
 Exit codes: 0 success; 1 the job ended without completing (``submit --wait``) or was
 not found (``status``); 2 bad input; 3 Redis unreachable; 4 ``--wait`` timed out.
@@ -90,6 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     st.add_argument("job_id")
     st.add_argument("--json", action="store_true", help="print the record as one JSON object")
+
+    sw = sub.add_parser(
+        "sweep",
+        help="resume stalled jobs once (workers also do this every VIDEOQ_SWEEP_INTERVAL)",
+        description="Republish the next step of every job whose chain stalled (e.g. its "
+        "worker was killed), then print what was done as JSON. Workers run the same sweep "
+        "by themselves; this is for operators.",
+    )
+    sw.add_argument("--force", action="store_true",
+                    help="sweep even while the queue has a backlog")
 
     sim = sub.add_parser(
         "simulator",
@@ -213,6 +223,25 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from worker.sweeper import queue_backlog, sweep
+    from worker.tasks import runtime
+
+    rt = runtime()
+    try:
+        backlog = queue_backlog(rt.store.redis, rt.settings.queue)
+        report = sweep(rt, 0 if args.force else backlog)
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        _err(f"Redis is unreachable ({type(exc).__name__})")
+        return EXIT_UNAVAILABLE
+    report.backlog = backlog
+    print(json.dumps(report.as_dict()))
+    return EXIT_OK
+
+
 def _cmd_simulator(args: argparse.Namespace) -> int:
     from simulator import Simulator
 
@@ -241,6 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_submit(args)
     if args.command == "status":
         return _cmd_status(args)
+    if args.command == "sweep":
+        return _cmd_sweep(args)
     if args.command == "simulator":
         return _cmd_simulator(args)
     from producers.demo import run_demo

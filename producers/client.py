@@ -32,7 +32,16 @@ class JobNotFound(LookupError):
 
 
 class Unavailable(RuntimeError):
-    """Redis (the queue and the job store) could not be reached."""
+    """Redis (the queue and the job store) could not be reached.
+
+    ``job_id`` is set in the rare case where the job was stored but its first task
+    could not be published: the worker's sweeper starts such a job later, so the
+    caller can still follow it (or retry with the same idempotency key).
+    """
+
+    def __init__(self, message: str, job_id: str | None = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
 
 
 def safe_url(url: str) -> str:
@@ -95,15 +104,23 @@ class Client:
                 uuid.uuid4().hex, request, accepted_at=now, deadline_at=deadline_at,
                 idempotency_key=idempotency_key,
             )
-            if not created:
-                return job_id
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise self._unavailable(exc) from None
+        if not created:
+            return job_id
+        try:
             self._app.send_task(
                 GENERATE_TASK,
                 kwargs={"job_id": job_id, "deadline_at": deadline_at, "attempt": 1},
                 queue=self.settings.queue,
             )
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise self._unavailable(exc) from None
+        except Exception as exc:  # kombu raises its own errors after its publish retries
+            raise Unavailable(
+                f"job {job_id} was stored but its first task could not be published to "
+                f"Redis at {safe_url(self.settings.redis_url)} ({type(exc).__name__}); "
+                "a worker's sweeper will start it",
+                job_id=job_id,
+            ) from None
         return job_id
 
     def get(self, job_id: str) -> Job:

@@ -18,6 +18,7 @@ from .chain import Runtime, Scheduler
 from .logs import install_redaction
 from .settings import Settings, load_settings
 from .store import JobStore, connect
+from .sweeper import SweeperStep
 from .upstream import UpstreamClient
 
 
@@ -69,6 +70,7 @@ class VideoqCelery(Celery):  # type: ignore[misc]
         super().__init__("videoq", include=["worker.tasks"])
         self.videoq_settings = settings
         self.config_from_object(celery_config(settings))
+        self.steps["worker"].add(SweeperStep)
         self._runtime: tuple[int, Runtime] | None = None
 
     def runtime(self, scheduler: Scheduler) -> Runtime:

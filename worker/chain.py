@@ -55,6 +55,11 @@ class Runtime:
     clock: Callable[[], float]
     rng: random.Random = field(default_factory=random.Random)
 
+    @property
+    def upstream_timeout(self) -> float:
+        """The longest one upstream call can take."""
+        return self.settings.http_connect_timeout + self.settings.http_read_timeout
+
     def backoff(self, errors: int, retry_after: float | None, floor: float = 0.0) -> float:
         """Exponential backoff with jitter, never below ``Retry-After`` or ``floor``."""
         s = self.settings
@@ -124,6 +129,7 @@ def run_generate(rt: Runtime, job_id: str, deadline_at: float, attempt: int = 1)
     claimed = rt.store.transition(
         job_id, [JobState.QUEUED], JobState.SUBMITTING,
         {"claim_token": token, "claim_at": now}, increment="attempts", now=now,
+        due_at=now + rt.settings.create_claim_timeout + rt.settings.stall_timeout,
     )
     if claimed is not Outcome.APPLIED:
         return _drop(job_id, "generate", attempt, "lost the create claim", rt.store.get(job_id))
@@ -167,7 +173,7 @@ def run_generate(rt: Runtime, job_id: str, deadline_at: float, attempt: int = 1)
             "next_poll_at": now + countdown,
             "last_error": "",
         },
-        fence=fence, now=now,
+        fence=fence, now=now, due_at=now + countdown + rt.settings.stall_timeout,
     )
     if saved is not Outcome.APPLIED:
         logs.event(
@@ -204,6 +210,7 @@ def _retry_create(
     released = rt.store.transition(
         job_id, [JobState.SUBMITTING], JobState.QUEUED,
         {"claim_token": "", "last_error": str(exc)}, fence=fence, now=now,
+        due_at=now + delay + rt.settings.stall_timeout,
     )
     if released is not Outcome.APPLIED:
         return _drop(job_id, "generate", attempt, "claim lost before retry", rt.store.get(job_id))
@@ -249,6 +256,7 @@ def run_poll(rt: Runtime, job_id: str, deadline_at: float, seq: int, errors: int
         job_id, [JobState.GENERATING], JobState.GENERATING,
         {"poll_seq": seq, "last_poll_at": now},
         fence=Fence("poll_seq", str(seq), op="lt"), increment="attempts", now=now,
+        due_at=now + rt.upstream_timeout + rt.settings.stall_timeout,
     )
     if claimed is not Outcome.APPLIED:
         return _drop(job_id, "poll", seq, "duplicate or stale poll", job)
@@ -337,6 +345,7 @@ def _next_poll(
     noted = rt.store.transition(
         job_id, [JobState.GENERATING], JobState.GENERATING,
         {"next_poll_at": now + countdown, "last_error": last_error}, fence=fence, now=now,
+        due_at=now + countdown + rt.settings.stall_timeout,
     )
     if noted is not Outcome.APPLIED:
         return _drop(job_id, "poll", seq, "record moved on", rt.store.get(job_id))

@@ -22,6 +22,15 @@ class Keys:
     def job_pattern(self) -> str:
         return f"{self.prefix}:job:*"
 
+    def active(self) -> str:
+        """Sorted set: every unfinished job id, scored by the time its next step is due
+        to have started. The sweeper resumes jobs whose score has passed."""
+        return f"{self.prefix}:active"
+
+    def sweeper_lock(self) -> str:
+        """String with a short expiry: held by the one worker sweeping this tick."""
+        return f"{self.prefix}:sweeper"
+
     def idempotency(self, key: str) -> str:
         """String: ``<job id> <request fingerprint>`` for an idempotency key."""
         return f"{self.prefix}:idem:{key}"

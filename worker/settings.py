@@ -79,6 +79,22 @@ class Settings(BaseSettings):
     eta_task_limit: int = Field(
         default=20000, gt=0, description="Most countdown tasks one worker holds in memory."
     )
+    stall_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description=(
+            "Seconds a job's next step may be late before the sweeper resumes the job "
+            "from its record (a killed worker's held tasks are found this way)."
+        ),
+    )
+    sweep_interval: float = Field(
+        default=10.0,
+        ge=0,
+        description="Seconds between sweeps for stalled jobs (one worker sweeps; 0: off).",
+    )
+    sweep_batch: int = Field(
+        default=1000, gt=0, description="Most stalled jobs one sweep resumes."
+    )
     log_level: str = Field(default="INFO")
 
     @model_validator(mode="after")

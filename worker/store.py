@@ -29,8 +29,8 @@ from .request import GenerationRequest, RequestError
 from .settings import Settings
 from .states import TERMINAL_STATES, ErrorKind, JobState
 
-# KEYS[1] job, KEYS[2] idempotency key or "".
-# ARGV: job id, ttl, fingerprint, job-key prefix, then field/value pairs.
+# KEYS[1] job, KEYS[2] idempotency key or "", KEYS[3] the active set.
+# ARGV: job id, ttl, fingerprint, job-key prefix, due time, then field/value pairs.
 # Returns "" when created, else "<existing job id> <fingerprint>". A job id that
 # exists already (a redelivered message) is never overwritten.
 _CREATE = """
@@ -42,19 +42,21 @@ if KEYS[2] ~= '' then
     if redis.call('EXISTS', ARGV[4] .. existing_id) == 1 then return existing end
   end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
 if KEYS[2] ~= '' then
   redis.call('SET', KEYS[2], ARGV[1] .. ' ' .. ARGV[3], 'EX', ARGV[2])
 end
 return ''
 """
 
-# KEYS[1] job.
+# KEYS[1] job, KEYS[2] the active set.
 # ARGV: allowed states (comma list), new state, now, fence field, fence op (eq|lt),
 #       fence value, ttl when the new state is terminal (0 otherwise), field to
 #       increment by one (or ""), terminal states (comma list: never left, whatever
-#       the caller allows), then field/value pairs.
+#       the caller allows), job id, due time of the next step (or ""), then
+#       field/value pairs. A terminal state leaves the active set.
 # Returns 1 applied, 0 refused (state or fence), -1 no such job.
 _TRANSITION = """
 local function member(list, value)
@@ -76,11 +78,14 @@ if ARGV[4] ~= '' then
   end
 end
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'updated_at', ARGV[3])
-if #ARGV > 9 then redis.call('HSET', KEYS[1], unpack(ARGV, 10)) end
+if #ARGV > 11 then redis.call('HSET', KEYS[1], unpack(ARGV, 12)) end
 if ARGV[8] ~= '' then redis.call('HINCRBY', KEYS[1], ARGV[8], 1) end
 if tonumber(ARGV[7]) > 0 then
   redis.call('HSET', KEYS[1], 'finished_at', ARGV[3])
   redis.call('EXPIRE', KEYS[1], ARGV[7])
+  redis.call('ZREM', KEYS[2], ARGV[10])
+elseif ARGV[11] ~= '' then
+  redis.call('ZADD', KEYS[2], ARGV[11], ARGV[10])
 end
 return 1
 """
@@ -142,6 +147,7 @@ class JobStore:
         self.redis = client
         self.keys = Keys(settings.key_prefix)
         self.retention = settings.retention
+        self.stall_timeout = settings.stall_timeout
         self._create = client.register_script(_CREATE)
         self._transition = client.register_script(_TRANSITION)
 
@@ -155,12 +161,14 @@ class JobStore:
         accepted_at: float,
         deadline_at: float,
         idempotency_key: str | None = None,
+        due_at: float | None = None,
     ) -> tuple[str, bool]:
         """Store a new ``queued`` job. Returns ``(job id, created)``.
 
         With an idempotency key already in use, returns the existing job's id and
         ``created=False``; a different request under the same key raises
-        :class:`IdempotencyConflict`.
+        :class:`IdempotencyConflict`. The sweeper starts the job if its first step has
+        not started by ``due_at`` (default: ``accepted_at`` + the stall timeout).
         """
         stored = request.stored()
         fingerprint = _fingerprint(stored)
@@ -178,8 +186,12 @@ class JobStore:
         }
         idem_key = self.keys.idempotency(idempotency_key) if idempotency_key else ""
         existing = self._create(
-            keys=[self.keys.job(job_id), idem_key],
-            args=[job_id, ttl, fingerprint, self.keys.job(""), *_pairs(fields)],
+            keys=[self.keys.job(job_id), idem_key, self.keys.active()],
+            args=[
+                job_id, ttl, fingerprint, self.keys.job(""),
+                repr(accepted_at + self.stall_timeout if due_at is None else due_at),
+                *_pairs(fields),
+            ],
         )
         if not existing:
             return job_id, True
@@ -224,6 +236,24 @@ class JobStore:
         for key in self.redis.scan_iter(match=self.keys.job_pattern(), count=count):
             yield str(key)[prefix_len:]
 
+    # --- the active set (what the sweeper reads) ---------------------------------------
+
+    def overdue(self, now: float, limit: int) -> list[str]:
+        """Ids of unfinished jobs whose next step should have started by ``now``."""
+        ids = self.redis.zrangebyscore(self.keys.active(), "-inf", repr(now), start=0, num=limit)
+        return [str(i) for i in ids]
+
+    def postpone(self, job_id: str, due_at: float) -> None:
+        """Move a job's due time later (never earlier; never re-adds a finished job)."""
+        self.redis.zadd(self.keys.active(), {job_id: due_at}, xx=True, gt=True)
+
+    def forget(self, job_id: str) -> None:
+        """Drop a job from the active set (its record is gone or terminal)."""
+        self.redis.zrem(self.keys.active(), job_id)
+
+    def active_count(self) -> int:
+        return int(self.redis.zcard(self.keys.active()))
+
     # --- the one atomic write ------------------------------------------------------------
 
     def transition(
@@ -236,12 +266,17 @@ class JobStore:
         fence: Fence | None = None,
         increment: str | None = None,
         now: float | None = None,
+        due_at: float | None = None,
     ) -> Outcome:
-        """Move a job to ``new_state`` if it is in ``allowed`` (and the fence holds)."""
+        """Move a job to ``new_state`` if it is in ``allowed`` (and the fence holds).
+
+        ``due_at``: when the job's next step should have started; past it (plus the
+        stall timeout, which the caller adds) the sweeper resumes the job.
+        """
         now = time.time() if now is None else now
         ttl = self.retention if new_state.is_terminal else 0
         result = self._transition(
-            keys=[self.keys.job(job_id)],
+            keys=[self.keys.job(job_id), self.keys.active()],
             args=[
                 ",".join(s.value for s in allowed),
                 new_state.value,
@@ -252,6 +287,8 @@ class JobStore:
                 ttl,
                 increment or "",
                 _TERMINAL,
+                job_id,
+                "" if due_at is None else repr(due_at),
                 *_pairs(fields or {}),
             ],
         )

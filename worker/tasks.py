@@ -52,7 +52,8 @@ class CeleryScheduler:
 _SCHEDULER = CeleryScheduler()
 
 
-def _runtime() -> Runtime:
+def runtime() -> Runtime:
+    """This process's runtime, scheduling through Celery."""
     return app.runtime(_SCHEDULER)
 
 
@@ -81,7 +82,7 @@ def generate_video(
     Apps without videoq installed may instead send the generation parameters
     (``request={...}`` or as keyword arguments); the task id becomes the job id.
     """
-    rt = _runtime()
+    rt = runtime()
     try:
         if job_id is None:
             accepted = _accept_foreign(rt, self.request.id or uuid.uuid4().hex, request, params)
@@ -122,6 +123,6 @@ def _accept_foreign(
 def poll_video(self: Any, job_id: str, deadline_at: float, seq: int, errors: int = 0) -> None:
     """Ask the upstream once for a job's status; end the job or schedule the next poll."""
     try:
-        run_poll(_runtime(), job_id, float(deadline_at), int(seq), int(errors))
+        run_poll(runtime(), job_id, float(deadline_at), int(seq), int(errors))
     except (RedisConnectionError, RedisTimeoutError) as exc:
         _requeue_on_redis_outage(job_id, "poll", seq, exc)

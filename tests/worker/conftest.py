@@ -1,0 +1,73 @@
+"""The chain's test world: a fake clock, a scripted upstream, a recording scheduler and
+the real job store (Redis)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.fakes import FakeClock, FakeUpstream, RecordingScheduler
+from worker.chain import Runtime, run_generate, run_poll
+from worker.request import parse_request
+from worker.settings import Settings
+from worker.states import JobState
+from worker.store import JobStore, connect
+
+IMG = "https://example.com/cat.png"
+
+
+class World:
+    def __init__(self, settings: Settings) -> None:
+        self.clock = FakeClock()
+        self.upstream = FakeUpstream()
+        self.scheduler = RecordingScheduler()
+        self.store = JobStore(connect(settings), settings)
+        self.rt = Runtime(
+            settings=settings,
+            store=self.store,
+            upstream=self.upstream,  # type: ignore[arg-type]
+            scheduler=self.scheduler,
+            clock=self.clock,
+            rng=random.Random(7),
+        )
+        self.deadline_at = self.clock.now + settings.deadline
+
+    def job(self, job_id: str = "job-1") -> str:
+        self.store.create(
+            job_id,
+            parse_request({"image_url": IMG, "prompt": "p"}),
+            accepted_at=self.clock.now,
+            deadline_at=self.deadline_at,
+        )
+        return job_id
+
+    def state(self, job_id: str = "job-1") -> JobState:
+        job = self.store.get(job_id)
+        assert job is not None
+        return job.state
+
+    def generate(self, job_id: str = "job-1", attempt: int = 1) -> None:
+        run_generate(self.rt, job_id, self.deadline_at, attempt)
+
+    def poll(self, seq: int, errors: int = 0, job_id: str = "job-1") -> None:
+        run_poll(self.rt, job_id, self.deadline_at, seq, errors)
+
+
+@pytest.fixture
+def world(make_settings: Callable[..., Settings]) -> Callable[..., World]:
+    def make(**overrides: Any) -> World:
+        base: dict[str, Any] = {
+            "poll_interval": 10.0,
+            "deadline": 100.0,
+            "retry_backoff": 2.0,
+            "retry_backoff_max": 30.0,
+        }
+        base.update(overrides)
+        return World(make_settings(**base))
+
+    return make
+
+
