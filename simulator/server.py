@@ -9,7 +9,8 @@ Control (no auth; bind it to loopback):
 - ``GET  /_sim/requests``   every request received, in order (the test oracle);
 - ``POST /_sim/faults``     queue one-shot faults, e.g. ``{"status": 429, "count": 2,
   "retry_after": 1, "method": "POST"}``, ``{"kind": "disconnect", "count": 1}``,
-  ``{"kind": "delay", "seconds": 3, "count": 1}``;
+  ``{"kind": "delay", "seconds": 3, "count": 1}``, ``{"kind": "body", "status": 200,
+  "body": "<html>oops</html>", "size": 0}`` (a raw, hostile answer; ``size`` repeats it);
 - ``POST /_sim/config``     change settings (``generation_time``, ``latency``, ...);
 - ``POST /_sim/reset``      forget requests, generations and faults.
 
@@ -50,13 +51,16 @@ class SimConfig:
 
 @dataclass
 class Fault:
-    kind: str = "status"  # status | disconnect | delay
+    kind: str = "status"  # status | disconnect | delay | body
     status: int = 500
     count: int = 1
     method: str = "*"  # POST, GET or *
     retry_after: float | None = None
     seconds: float = 0.0
     message: str = "simulated fault"
+    body: str = ""  # kind "body": answer with this raw text (a hostile answer) ...
+    content_type: str = "text/html"
+    size: int = 0  # ... repeated up to this many bytes (a huge answer)
 
 
 @dataclass
@@ -138,6 +142,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)  # one write
         self.wfile.flush()
 
+    def _send_raw(self, code: int, text: str, content_type: str, size: int) -> None:
+        body = text.encode()
+        if size > len(body) and body:
+            body = (body * (size // len(body) + 1))[:size]
+        head = [f"HTTP/1.1 {code} {self.responses.get(code, ('',))[0]}"]
+        head += [f"Content-Type: {content_type}", f"Content-Length: {len(body)}"]
+        self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        self.wfile.flush()
+
     def _body(self) -> Any:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
@@ -213,6 +226,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if fault.kind == "delay":
                 time.sleep(fault.seconds)
+            elif fault.kind == "body":
+                entry.status_code = fault.status
+                return self._send_raw(fault.status, fault.body, fault.content_type, fault.size)
             else:
                 headers = {}
                 if fault.retry_after is not None:

@@ -31,6 +31,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # Unacknowledged messages (a killed worker's countdown tasks included)
             # come back after this long, not after Redis's default hour.
             "visibility_timeout": settings.visibility_timeout,
+            # ... by a scan every few seconds (kombu's default scans once in 10 x 10 s).
+            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 6)),
+            "unacked_restore_throttle": 1,
             "socket_timeout": 10,
             "socket_connect_timeout": 5,
             "health_check_interval": 30,

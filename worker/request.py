@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import math
 import re
 from typing import Annotated, Any, Literal
@@ -63,7 +64,26 @@ def _check_image_ref(value: str, *, allow_data: bool = True) -> str:
         raise ValueError("must be an http(s) URL or a data:image/...;base64 URL")
     if any(ch.isspace() for ch in value):
         raise ValueError("must not contain whitespace")
+    if _is_internal_host(parts.hostname):
+        raise ValueError(
+            "points at a loopback, private or internal host; the upstream fetches the "
+            "image itself and needs a public URL"
+        )
     return value
+
+
+_INTERNAL_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain")
+
+
+def _is_internal_host(hostname: str) -> bool:
+    host = hostname.rstrip(".").lower()
+    if host == "localhost" or host.endswith(_INTERNAL_SUFFIXES):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return not address.is_global
 
 
 def _finite(value: float) -> float:

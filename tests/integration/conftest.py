@@ -89,6 +89,9 @@ def cluster_env(settings: Settings) -> dict[str, str]:
         "VIDEOQ_RETRY_BACKOFF_MAX": str(settings.retry_backoff_max),
         "VIDEOQ_HTTP_READ_TIMEOUT": str(settings.http_read_timeout),
         "VIDEOQ_VISIBILITY_TIMEOUT": str(settings.visibility_timeout),
+        "VIDEOQ_HTTP_CONNECT_TIMEOUT": str(settings.http_connect_timeout),
+        "VIDEOQ_STALL_TIMEOUT": str(settings.stall_timeout),
+        "VIDEOQ_SWEEP_INTERVAL": str(settings.sweep_interval),
         "VIDEOQ_LOG_LEVEL": "DEBUG",
     }
 

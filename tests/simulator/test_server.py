@@ -103,3 +103,13 @@ def test_never_and_error_and_unknown_tags(sim: Simulator) -> None:
     assert status["never"]["status"] == "generating"
     assert status["error"]["status"] == "error" and status["error"]["error"]["message"]
     assert status["unknown"]["status"] not in ("queued", "generating", "completed", "error")
+
+
+def test_raw_body_fault_sends_hostile_answers(sim: Simulator) -> None:
+    sim.add_fault(kind="body", status=200, body="<html>oops</html>", method="GET")
+    sim.add_fault(kind="body", status=200, body="x", size=5000, content_type="text/plain")
+    first = call(sim, "GET", LEGACY, params={"generation_id": "g"})
+    assert (first.status_code, first.text) == (200, "<html>oops</html>")
+    assert first.headers["Content-Type"] == "text/html"
+    second = call(sim, "GET", LEGACY, params={"generation_id": "g"})
+    assert second.text == "x" * 5000

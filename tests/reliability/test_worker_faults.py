@@ -1,0 +1,83 @@
+"""Workers die: SIGKILL one of two, SIGKILL all and restart one, SIGTERM (warm shutdown)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from tests.reliability.conftest import (
+    check_invariants,
+    held_by_workers,
+    repolled_within,
+    report,
+)
+
+GEN = 8.0  # seconds each simulated generation takes
+JOBS = 240
+
+
+def test_sigkill_one_of_two_workers_with_many_jobs_in_flight(rig: Any) -> None:
+    r = rig(workers=2, concurrency=2, generation_time=GEN, poll_interval=2.0)
+    rss_before = r.worker_rss_kb(1)
+    ids = r.submit(JOBS)
+    r.wait_generating(ids)
+    killed_at = r.kill_worker(0)
+
+    figures = check_invariants(r, ids, generation_time=GEN)
+    assert figures.states == {"completed": JOBS}
+    jobs = [r.cluster.client.get(i) for i in ids]
+    last = max(j.finished_at or 0 for j in jobs) - killed_at
+    # Recovered by the sweeper, long before Redis would hand the dead worker's tasks back.
+    assert last < r.cluster.settings.visibility_timeout
+    assert "job.resumed" in r.cluster.log_text()
+    assert held_by_workers(r, set(ids)) == 0
+    rss_after = r.worker_rss_kb(1)
+    assert rss_after - rss_before < 64 * 1024, (rss_before, rss_after)
+    report(
+        "sigkill_one_of_two", figures=figures, all_done_after_kill_s=round(last, 2),
+        every_job_polled_again_within_s=repolled_within(r, ids, killed_at),
+        survivor_rss_kb=(rss_before, rss_after),
+    )
+
+
+def test_sigkill_all_workers_then_restart_one(rig: Any) -> None:
+    r = rig(workers=2, concurrency=2, generation_time=GEN, poll_interval=2.0)
+    ids = r.submit(JOBS)
+    r.wait_generating(ids)
+    r.kill_worker(0)
+    r.kill_worker(1)
+    time.sleep(3.0)  # nothing runs: every held countdown task died with the workers
+    restarted_at = time.time()
+    r.cluster.start_worker(concurrency=2)
+
+    figures = check_invariants(r, ids, generation_time=GEN)
+    assert figures.states == {"completed": JOBS}
+    jobs = [r.cluster.client.get(i) for i in ids]
+    last = max(j.finished_at or 0 for j in jobs) - restarted_at
+    assert last < r.cluster.settings.visibility_timeout
+    assert held_by_workers(r, set(ids)) == 0
+    report(
+        "sigkill_all_restart_one", figures=figures, all_done_after_restart_s=round(last, 2),
+        every_job_polled_again_within_s=repolled_within(r, ids, restarted_at),
+    )
+
+
+def test_sigterm_warm_shutdown_hands_back_held_tasks(rig: Any) -> None:
+    """With the sweeper off and a long visibility timeout, only the warm shutdown's
+    hand-back can get the stopped worker's countdown tasks to the other worker."""
+    r = rig(
+        workers=2, concurrency=2, generation_time=GEN, poll_interval=2.0,
+        sweep_interval=0, visibility_timeout=600,
+    )
+    ids = r.submit(60)
+    r.wait_generating(ids)
+    stopping = r.cluster.workers[0]
+    stopping.terminate()
+    assert stopping.wait(30) == 0
+
+    figures = check_invariants(r, ids, generation_time=GEN, timeout=60, drain_timeout=10)
+    assert figures.states == {"completed": 60}
+    log = r.cluster.logs[0].read_text()
+    assert "Restoring" in log and "unacknowledged message" in log
+    assert "job.resumed" not in r.cluster.log_text()
+    report("sigterm_warm_shutdown", figures=figures)
