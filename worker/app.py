@@ -61,6 +61,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # Survives a lost broker connection (works around a celery/kombu 5.7 crash).
+        "worker_consumer": "worker.consumer:VideoqConsumer",
         "enable_utc": True,
         "timezone": "UTC",
     }

@@ -44,8 +44,11 @@ class CuttableProxy:
                 listener.shutdown(socket.SHUT_RDWR)
             listener.close()
         for conn in conns:
+            # shutdown() first: close() alone would not wake the pump thread blocked in
+            # recv() on this socket, and the peer would never hear of the cut.
             with contextlib.suppress(OSError):
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+                conn.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
                 conn.close()
 
     def restore(self) -> None:
