@@ -207,6 +207,44 @@ EXTRA = [
         ["tests/worker/test_chain.py::test_duplicate_poll_is_dropped"],
     ),
 ]
+EXTRA += [
+    (
+        "M18 sweeper never started",
+        [("worker/sweeper.py", "        if rt.settings.sweep_interval > 0:", "        if False:")],
+        [
+            "tests/reliability/test_worker_faults.py::test_sigkill_one_of_two_workers_with_many_jobs_in_flight",
+            "tests/reliability/test_worker_faults.py::test_sigkill_all_workers_then_restart_one",
+        ],
+    ),
+    (
+        "M19 no due time kept by the chain's transitions",
+        [("worker/store.py", "elseif ARGV[11] ~= '' then\n  redis.call('ZADD', KEYS[2], ARGV[11], ARGV[10])\n", "")],
+        ["tests/worker/test_sweeper.py::test_a_job_alive_and_on_schedule_is_never_resumed"],
+    ),
+    (
+        "M20 sweeper ignores the backlog",
+        [("worker/sweeper.py", "    if not ids or backlog > 0:", "    if not ids:")],
+        ["tests/worker/test_sweeper.py::test_a_backlog_defers_the_sweep"],
+    ),
+    (
+        "M21 Celery's own consumer (crashes when Redis goes away)",
+        [("worker/app.py", '        "worker_consumer": "worker.consumer:VideoqConsumer",\n', "")],
+        ["tests/reliability/test_redis_faults.py::test_redis_sigkilled_and_restarted_on_its_aof_files"],
+    ),
+    (
+        "M22 internal image hosts allowed",
+        [("worker/request.py", "    return not address.is_global\n", "    return False\n")],
+        ["tests/reliability/test_bad_input.py::test_hostile_payloads_are_refused_naming_the_field"],
+    ),
+    (
+        "M23 warm shutdown does not hand held tasks back",
+        [("worker/consumer.py", "        super().on_connection_error_after_connected(exc)\n",
+          "        super().on_connection_error_after_connected(exc)\n\n    def on_close(self) -> None:\n"
+          "        for ch in list(getattr(getattr(self.connection, '_transport', None), 'channels', None) or []):\n"
+          "            ch.do_restore = False\n        super().on_close()\n")],
+        ["tests/reliability/test_worker_faults.py::test_sigterm_warm_shutdown_hands_back_held_tasks"],
+    ),
+]
 for item in list(EXTRA):
     if item[0].startswith(("M13 ", "M15 ")):
         EXTRA.append(

@@ -171,6 +171,8 @@ def check_invariants(
     while leftover := messages_for(rig, wanted):
         assert time.monotonic() < give_up, f"{len(leftover)} messages left for finished jobs"
         time.sleep(0.5)
+    if any(w.poll() is None for w in rig.cluster.workers):
+        assert held_by_workers(rig, wanted) == 0, "workers still hold tasks of finished jobs"
     return Figures(
         jobs=len(jobs),
         states=dict(Counter(j.state.value for j in jobs)),
@@ -185,7 +187,7 @@ def check_invariants(
 
 def held_by_workers(rig: Rig, ids: set[str]) -> int:
     """Countdown tasks for these jobs still held in live workers' memory."""
-    inspect = rig.cluster.client._app.control.inspect(timeout=3)
+    inspect = rig.cluster.client._app.control.inspect(timeout=1.5)
     held = 0
     for entries in (inspect.scheduled() or {}).values():
         for entry in entries:
