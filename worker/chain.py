@@ -139,6 +139,7 @@ def run_generate(rt: Runtime, job_id: str, deadline_at: float, attempt: int = 1)
     try:
         created = rt.upstream.create(_upstream_body(job))
     except Transient as exc:
+        rt.store.note_upstream_error(exc.kind)
         if exc.outcome_unknown:
             _finish(
                 rt, job_id, JobState.SUBMITTING, JobState.FAILED, fence, attempt=attempt,
@@ -151,12 +152,14 @@ def run_generate(rt: Runtime, job_id: str, deadline_at: float, attempt: int = 1)
             return None
         return _retry_create(rt, job_id, deadline_at, attempt, fence, exc)
     except Rejected as exc:
+        rt.store.note_upstream_error(exc.kind)
         _finish(
             rt, job_id, JobState.SUBMITTING, JobState.FAILED, fence, attempt=attempt,
             error_kind=ErrorKind.UPSTREAM_REJECTED, error_message=str(exc),
         )
         return None
     except ProtocolError as exc:
+        rt.store.note_upstream_error(exc.kind)
         _finish(
             rt, job_id, JobState.SUBMITTING, JobState.FAILED, fence, attempt=attempt,
             error_kind=ErrorKind.UPSTREAM_PROTOCOL, error_message=f"create: {exc}",
@@ -265,8 +268,10 @@ def run_poll(rt: Runtime, job_id: str, deadline_at: float, seq: int, errors: int
     try:
         status = rt.upstream.status(job.generation_id)
     except Transient as exc:
+        rt.store.note_upstream_error(exc.kind)
         return _after_transient(rt, job_id, deadline_at, seq, errors, fence, exc)
     except (ProtocolError, Rejected) as exc:
+        rt.store.note_upstream_error(exc.kind)
         _finish(
             rt, job_id, JobState.GENERATING, JobState.FAILED, fence, attempt=seq,
             error_kind=ErrorKind.UPSTREAM_PROTOCOL, error_message=f"status: {exc}",

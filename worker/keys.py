@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Upper bounds (seconds, from acceptance) of the completion-latency histogram.
+LATENCY_BUCKETS = (30, 60, 120, 180, 240, 300, 420, 600, 900, 1200)
+
 # Task names are a public contract: foreign apps call them with send_task.
 GENERATE_TASK = "videoq.generate_video"
 POLL_TASK = "videoq.poll_video"
@@ -26,6 +29,11 @@ class Keys:
         """Sorted set: every unfinished job id, scored by the time its next step is due
         to have started. The sweeper resumes jobs whose score has passed."""
         return f"{self.prefix}:active"
+
+    def stats(self) -> str:
+        """Hash: counters for the metrics (jobs by state, latency buckets, errors,
+        credits), kept up to date by the store's scripts."""
+        return f"{self.prefix}:stats"
 
     def sweeper_lock(self) -> str:
         """String with a short expiry: held by the one worker sweeping this tick."""

@@ -24,12 +24,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from .job import Job
-from .keys import Keys
+from .keys import LATENCY_BUCKETS, Keys
 from .request import GenerationRequest, RequestError
 from .settings import Settings
 from .states import TERMINAL_STATES, ErrorKind, JobState
 
-# KEYS[1] job, KEYS[2] idempotency key or "", KEYS[3] the active set.
+# KEYS[1] job, KEYS[2] idempotency key or "", KEYS[3] the active set, KEYS[4] stats.
 # ARGV: job id, ttl, fingerprint, job-key prefix, due time, then field/value pairs.
 # Returns "" when created, else "<existing job id> <fingerprint>". A job id that
 # exists already (a redelivered message) is never overwritten.
@@ -45,18 +45,20 @@ end
 redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
+redis.call('HINCRBY', KEYS[4], 'state:queued', 1)
 if KEYS[2] ~= '' then
   redis.call('SET', KEYS[2], ARGV[1] .. ' ' .. ARGV[3], 'EX', ARGV[2])
 end
 return ''
 """
 
-# KEYS[1] job, KEYS[2] the active set.
+# KEYS[1] job, KEYS[2] the active set, KEYS[3] stats.
 # ARGV: allowed states (comma list), new state, now, fence field, fence op (eq|lt),
 #       fence value, ttl when the new state is terminal (0 otherwise), field to
 #       increment by one (or ""), terminal states (comma list: never left, whatever
-#       the caller allows), job id, due time of the next step (or ""), then
-#       field/value pairs. A terminal state leaves the active set.
+#       the caller allows), job id, due time of the next step (or ""), latency
+#       buckets (comma list), then field/value pairs. A terminal state leaves the
+#       active set and is counted (state, error kind, credits, completion latency).
 # Returns 1 applied, 0 refused (state or fence), -1 no such job.
 _TRANSITION = """
 local function member(list, value)
@@ -78,18 +80,36 @@ if ARGV[4] ~= '' then
   end
 end
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'updated_at', ARGV[3])
-if #ARGV > 11 then redis.call('HSET', KEYS[1], unpack(ARGV, 12)) end
+if #ARGV > 12 then redis.call('HSET', KEYS[1], unpack(ARGV, 13)) end
 if ARGV[8] ~= '' then redis.call('HINCRBY', KEYS[1], ARGV[8], 1) end
+if state ~= ARGV[2] then
+  redis.call('HINCRBY', KEYS[3], 'state:' .. state, -1)
+  redis.call('HINCRBY', KEYS[3], 'state:' .. ARGV[2], 1)
+end
 if tonumber(ARGV[7]) > 0 then
   redis.call('HSET', KEYS[1], 'finished_at', ARGV[3])
   redis.call('EXPIRE', KEYS[1], ARGV[7])
   redis.call('ZREM', KEYS[2], ARGV[10])
+  local kind = redis.call('HGET', KEYS[1], 'error_kind')
+  if kind and kind ~= '' then redis.call('HINCRBY', KEYS[3], 'error_kind:' .. kind, 1) end
+  local credits = tonumber(redis.call('HGET', KEYS[1], 'credits_used') or '')
+  if credits then redis.call('HINCRBYFLOAT', KEYS[3], 'credits_used', credits) end
+  if ARGV[2] == 'completed' then
+    local created = tonumber(redis.call('HGET', KEYS[1], 'created_at')) or tonumber(ARGV[3])
+    local took = tonumber(ARGV[3]) - created
+    redis.call('HINCRBYFLOAT', KEYS[3], 'latency_sum', took)
+    redis.call('HINCRBY', KEYS[3], 'latency_count', 1)
+    for bound in string.gmatch(ARGV[12], '[^,]+') do
+      if took <= tonumber(bound) then redis.call('HINCRBY', KEYS[3], 'latency_le:' .. bound, 1) end
+    end
+  end
 elseif ARGV[11] ~= '' then
   redis.call('ZADD', KEYS[2], ARGV[11], ARGV[10])
 end
 return 1
 """
 _TERMINAL = ",".join(sorted(s.value for s in TERMINAL_STATES))
+_BUCKETS = ",".join(str(b) for b in LATENCY_BUCKETS)
 
 
 class Outcome(Enum):
@@ -186,7 +206,7 @@ class JobStore:
         }
         idem_key = self.keys.idempotency(idempotency_key) if idempotency_key else ""
         existing = self._create(
-            keys=[self.keys.job(job_id), idem_key, self.keys.active()],
+            keys=[self.keys.job(job_id), idem_key, self.keys.active(), self.keys.stats()],
             args=[
                 job_id, ttl, fingerprint, self.keys.job(""),
                 repr(accepted_at + self.stall_timeout if due_at is None else due_at),
@@ -219,6 +239,8 @@ class JobStore:
             return  # a redelivery: the first delivery already recorded it
         self.redis.hset(key, mapping={k: _fmt(v) for k, v in fields.items()})
         self.redis.expire(key, self.retention)
+        self.redis.hincrby(self.keys.stats(), "state:failed", 1)
+        self.redis.hincrby(self.keys.stats(), f"error_kind:{_fmt(kind)}", 1)
 
     def get(self, job_id: str) -> Job | None:
         raw = self.redis.hgetall(self.keys.job(job_id))
@@ -254,6 +276,17 @@ class JobStore:
     def active_count(self) -> int:
         return int(self.redis.zcard(self.keys.active()))
 
+    # --- metrics -----------------------------------------------------------------------
+
+    def note_upstream_error(self, kind: str) -> None:
+        """Count one failed upstream call (``rate_limited``, ``timeout`` ...)."""
+        self.redis.hincrby(self.keys.stats(), f"upstream_error:{kind}", 1)
+
+    def stats(self) -> dict[str, float]:
+        """The raw counters behind the metrics (see ``worker.metrics``)."""
+        raw = self.redis.hgetall(self.keys.stats())
+        return {str(k): float(v) for k, v in raw.items()}
+
     # --- the one atomic write ------------------------------------------------------------
 
     def transition(
@@ -276,7 +309,7 @@ class JobStore:
         now = time.time() if now is None else now
         ttl = self.retention if new_state.is_terminal else 0
         result = self._transition(
-            keys=[self.keys.job(job_id), self.keys.active()],
+            keys=[self.keys.job(job_id), self.keys.active(), self.keys.stats()],
             args=[
                 ",".join(s.value for s in allowed),
                 new_state.value,
@@ -289,6 +322,7 @@ class JobStore:
                 _TERMINAL,
                 job_id,
                 "" if due_at is None else repr(due_at),
+                _BUCKETS,
                 *_pairs(fields or {}),
             ],
         )

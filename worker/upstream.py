@@ -35,26 +35,36 @@ PATHS = {
 
 
 class UpstreamError(Exception):
-    """Base of the classified upstream failures."""
+    """Base of the classified upstream failures. ``kind`` labels the metric."""
+
+    kind = "error"
 
 
 class Transient(UpstreamError):
     def __init__(
-        self, message: str, *, retry_after: float | None = None, outcome_unknown: bool = False
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        outcome_unknown: bool = False,
+        kind: str = "connection",
     ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.outcome_unknown = outcome_unknown
+        self.kind = kind  # connection | timeout | rate_limited | server_error
 
 
 class Rejected(UpstreamError):
+    kind = "rejected"
+
     def __init__(self, status_code: int, message: str) -> None:
         super().__init__(f"HTTP {status_code}: {message}")
         self.status_code = status_code
 
 
 class ProtocolError(UpstreamError):
-    pass
+    kind = "protocol"
 
 
 @dataclass(frozen=True)
@@ -138,13 +148,13 @@ class UpstreamClient:
                 **kwargs,
             )
         except requests.ConnectTimeout as exc:
-            raise Transient(f"connect timeout: {exc}") from None
+            raise Transient(f"connect timeout: {exc}", kind="timeout") from None
         except requests.ConnectionError as exc:
             unknown = not _never_connected(exc)
             raise Transient(f"connection error: {_reason(exc)}", outcome_unknown=unknown) from None
         except requests.Timeout:
             raise Transient(
-                f"read timeout after {self.timeout[1]}s", outcome_unknown=True
+                f"read timeout after {self.timeout[1]}s", outcome_unknown=True, kind="timeout"
             ) from None
         except requests.RequestException as exc:
             raise Transient(
@@ -164,6 +174,7 @@ class UpstreamClient:
             raise Transient(
                 f"HTTP {code}: {self._scrub(_error_text(resp, body))}",
                 retry_after=parse_retry_after(resp.headers.get("Retry-After")),
+                kind="rate_limited" if code == 429 else "server_error",
             )
         if code >= 400:
             raise Rejected(code, self._scrub(_error_text(resp, body)))
