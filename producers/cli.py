@@ -1,4 +1,5 @@
-"""``videoq``: the command line (worker, submit, status, sweep, simulator, demo).
+"""``videoq``: the command line (worker, submit, status, simulator, demo, and the operator
+commands flower, metrics, health and sweep in ``producers.ops``).
 
 Exit codes: 0 success; 1 the job ended without completing (``submit --wait``) or was
 not found (``status``); 2 bad input; 3 Redis unreachable; 4 ``--wait`` timed out.
@@ -100,6 +101,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sw.add_argument("--force", action="store_true",
                     help="sweep even while the queue has a backlog")
+
+    fl = sub.add_parser(
+        "flower",
+        help="run Flower on videoq's app (auth, persistent state, job columns)",
+        description="Run Flower on videoq's Celery app with basic auth from "
+        "VIDEOQ_FLOWER_BASIC_AUTH and its state kept in VIDEOQ_FLOWER_DB. Refuses a "
+        "non-loopback address without auth. Other options pass through to Flower.",
+    )
+    fl.add_argument("--host", default="127.0.0.1")
+    fl.add_argument("--port", type=int, default=5555)
+
+    me = sub.add_parser(
+        "metrics",
+        help="serve job metrics for Prometheus",
+        description="Serve videoq's job-level metrics (jobs by state, completion latency, "
+        "upstream errors, in-flight jobs, credits) on /metrics in Prometheus's format.",
+    )
+    me.add_argument("--host", default="127.0.0.1")
+    me.add_argument("--port", type=int, default=9808)
+
+    he = sub.add_parser(
+        "health",
+        help="exit 0 if Redis (and optionally a worker) answers",
+        description="Health check for probes: exit 0 when Redis answers and, with --worker, "
+        "when that worker answers a ping; 3 when Redis is unreachable; 1 otherwise.",
+    )
+    he.add_argument("--worker", help="worker node name, e.g. w1@host")
+    he.add_argument("--timeout", type=float, default=5.0)
 
     sim = sub.add_parser(
         "simulator",
@@ -223,23 +252,16 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_sweep(args: argparse.Namespace) -> int:
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import TimeoutError as RedisTimeoutError
+def _cmd_ops(args: argparse.Namespace, extra: list[str]) -> int:
+    from producers import ops
 
-    from worker.sweeper import queue_backlog, sweep
-    from worker.tasks import runtime
-
-    rt = runtime()
-    try:
-        backlog = queue_backlog(rt.store.redis, rt.settings.queue)
-        report = sweep(rt, 0 if args.force else backlog)
-    except (RedisConnectionError, RedisTimeoutError) as exc:
-        _err(f"Redis is unreachable ({type(exc).__name__})")
-        return EXIT_UNAVAILABLE
-    report.backlog = backlog
-    print(json.dumps(report.as_dict()))
-    return EXIT_OK
+    if args.command == "sweep":
+        return ops.run_sweep(args.force)
+    if args.command == "flower":
+        return ops.run_flower(args.host, args.port, extra)
+    if args.command == "metrics":
+        return ops.run_metrics(args.host, args.port)
+    return ops.run_health(args.worker, args.timeout)
 
 
 def _cmd_simulator(args: argparse.Namespace) -> int:
@@ -262,7 +284,7 @@ def _cmd_simulator(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "worker":
+    if extra and args.command not in ("worker", "flower"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "worker":
         return _cmd_worker(args, extra)
@@ -270,8 +292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_submit(args)
     if args.command == "status":
         return _cmd_status(args)
-    if args.command == "sweep":
-        return _cmd_sweep(args)
+    if args.command in ("sweep", "flower", "metrics", "health"):
+        return _cmd_ops(args, extra)
     if args.command == "simulator":
         return _cmd_simulator(args)
     from producers.demo import run_demo

@@ -15,7 +15,7 @@ from typing import Any
 from celery import Celery, signals
 
 from .chain import Runtime, Scheduler
-from .logs import install_redaction
+from .logs import install_json_format, install_redaction
 from .settings import Settings, load_settings
 from .store import JobStore, connect
 from .sweeper import SweeperStep
@@ -107,4 +107,7 @@ app = create_app()
 @signals.after_setup_logger.connect  # type: ignore[untyped-decorator]
 @signals.after_setup_task_logger.connect  # type: ignore[untyped-decorator]
 def _redact_logs(**_: object) -> None:
-    install_redaction([app.videoq_settings.aimlapi_key.get_secret_value()])
+    secrets = [app.videoq_settings.aimlapi_key.get_secret_value()]
+    install_redaction(secrets)
+    if app.videoq_settings.log_format == "json":
+        install_json_format(secrets)

@@ -1,13 +1,18 @@
 """Structured log lines (``event=... job_id=... state=... attempt=...``) and redaction.
 
+Lines are logfmt by default; ``VIDEOQ_LOG_FORMAT=json`` makes every line (Celery's
+own included) one JSON object, with an event's fields as keys.
+
 The API key is never passed to a logger; :class:`RedactSecrets` is a second line of
 defence that masks it in any record, including third-party libraries' messages.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
+from datetime import UTC, datetime
 
 logger = logging.getLogger("videoq")
 
@@ -21,9 +26,10 @@ def _value(value: object) -> str:
 
 def event(name: str, *, level: int = logging.INFO, **fields: object) -> None:
     """Log one event as logfmt: ``event=<name> key=value ...`` (None values skipped)."""
+    kept = {k: v for k, v in fields.items() if v is not None}
     parts = [f"event={name}"]
-    parts.extend(f"{k}={_value(v)}" for k, v in fields.items() if v is not None)
-    logger.log(level, " ".join(parts))
+    parts.extend(f"{k}={_value(v)}" for k, v in kept.items())
+    logger.log(level, " ".join(parts), extra={"videoq_event": name, "videoq_fields": kept})
 
 
 def mask(text: str, secrets: Iterable[str]) -> str:
@@ -47,6 +53,39 @@ class RedactSecrets(logging.Filter):
         if redacted != message:
             record.msg, record.args = redacted, None
         return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, process, message, event fields."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s and len(s) >= 4]
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, object] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "process": record.processName,
+        }
+        name = getattr(record, "videoq_event", None)
+        if name:
+            out["event"] = name
+            for key, value in getattr(record, "videoq_fields", {}).items():
+                out.setdefault(key, value if isinstance(value, int | float | bool) else str(value))
+        else:
+            out["message"] = record.getMessage()
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return mask(json.dumps(out), self.secrets)
+
+
+def install_json_format(secrets: Iterable[str]) -> None:
+    """Give every handler of the root logger the :class:`JsonFormatter`."""
+    formatter = JsonFormatter(secrets)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(formatter)
 
 
 def install_redaction(secrets: Iterable[str]) -> None:

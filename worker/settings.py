@@ -96,6 +96,20 @@ class Settings(BaseSettings):
         default=1000, gt=0, description="Most stalled jobs one sweep resumes."
     )
     log_level: str = Field(default="INFO")
+    log_format: Literal["logfmt", "json"] = Field(
+        default="logfmt",
+        description="Worker log lines: logfmt text, or one JSON object per line.",
+    )
+
+    # --- operations -----------------------------------------------------------------------
+    flower_basic_auth: SecretStr = Field(
+        default=SecretStr(""),
+        description="`user:password` (comma-separated for several) for `videoq flower`.",
+    )
+    flower_db: str = Field(
+        default="videoq-flower.db",
+        description="File where `videoq flower` keeps its state across restarts.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
