@@ -1,0 +1,153 @@
+"""Flower on videoq (``videoq flower``): auth, the tasks page in a real browser, metrics,
+state kept across a restart."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from producers.local import free_port, stop_process
+from tests.integration.conftest import Cluster
+
+USER, PASSWORD = "ops", "flower-test-password"
+AUTH = (USER, PASSWORD)
+IMG = "https://example.com/cat.png"
+
+
+class Flower:
+    def __init__(self, cluster: Cluster, db: Path, log: Path) -> None:
+        self.cluster, self.db, self.log = cluster, db, log
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Flower:
+        env = {
+            **os.environ, **self.cluster.env,
+            "VIDEOQ_FLOWER_BASIC_AUTH": f"{USER}:{PASSWORD}",
+            "VIDEOQ_FLOWER_DB": str(self.db),
+        }
+        script = Path(sys.executable).with_name("videoq")
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [str(script), "flower", "--port", str(self.port)],
+                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        give_up = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(self.url + "/healthcheck", timeout=1).ok:
+                    return self
+            except requests.ConnectionError:
+                pass
+            assert self.proc.poll() is None, self.log.read_text()[-2000:]
+            assert time.monotonic() < give_up, "Flower did not start"
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, grace=10)
+            self.proc = None
+
+    def tasks(self) -> dict[str, Any]:
+        answer = requests.get(self.url + "/api/tasks", auth=AUTH, timeout=10)
+        answer.raise_for_status()
+        tasks: dict[str, Any] = answer.json()
+        return tasks
+
+
+@pytest.fixture
+def flower(cluster: Cluster, tmp_path: Path) -> Iterator[Flower]:
+    f = Flower(cluster, tmp_path / "flower.db", tmp_path / "flower.log").start()
+    yield f
+    f.stop()
+
+
+def _run_jobs(cluster: Cluster, n: int) -> list[str]:
+    ids = [cluster.client.submit(IMG, prompt=f"flower {i} [sim:time=1.5]") for i in range(n)]
+    cluster.wait_all(ids, 60)
+    return ids
+
+
+def _wait_for_tasks(flower: Flower, ids: list[str]) -> dict[str, Any]:
+    give_up = time.monotonic() + 20
+    while True:
+        tasks = flower.tasks()
+        seen = {t["kwargs"] for t in tasks.values()}
+        if all(any(job_id in kw for kw in seen) for job_id in ids):
+            return tasks
+        assert time.monotonic() < give_up, "Flower did not show every job's tasks"
+        time.sleep(0.5)
+
+
+def test_flower_needs_auth_and_shows_the_jobs_tasks(flower: Flower, cluster: Cluster) -> None:
+    assert requests.get(flower.url + "/tasks", timeout=5).status_code == 401
+    assert requests.get(flower.url + "/tasks", auth=(USER, "wrong"), timeout=5).status_code == 401
+    ids = _run_jobs(cluster, 3)
+    tasks = _wait_for_tasks(flower, ids)
+    names = {t["name"] for t in tasks.values()}
+    assert {"videoq.generate_video", "videoq.poll_video"} <= names
+    assert {t["state"] for t in tasks.values()} == {"SUCCESS"}
+    for task in tasks.values():  # small, secret-free arguments: ids, a deadline, a counter
+        assert len(task["kwargs"]) < 200 and "TOPSECRET" not in task["kwargs"]
+        assert "job_id" in task["kwargs"]
+    # Prometheus: Flower's /metrics answers with auth on (Flower serves it without auth).
+    metrics = requests.get(flower.url + "/metrics", timeout=5)
+    assert metrics.status_code == 200 and "flower_events_total" in metrics.text
+    assert 'task="videoq.poll_video"' in metrics.text
+
+
+def test_flower_keeps_its_history_across_a_restart(flower: Flower, cluster: Cluster) -> None:
+    ids = _run_jobs(cluster, 2)
+    before = _wait_for_tasks(flower, ids)
+    flower.stop()  # SIGTERM: Flower saves its state to VIDEOQ_FLOWER_DB
+    flower.start()
+    after = flower.tasks()
+    assert set(before) <= set(after)
+
+
+def test_flower_tasks_page_in_a_browser(flower: Flower, cluster: Cluster, tmp_path: Path) -> None:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    assert chromium and chromedriver, "install chromium and chromium-driver (see .ci/run)"
+    ids = _run_jobs(cluster, 3)
+    _wait_for_tasks(flower, ids)
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--window-size=1500,900"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
+    try:
+        token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        driver.execute_cdp_cmd("Network.enable", {})
+        driver.execute_cdp_cmd(
+            "Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Basic {token}"}}
+        )
+        driver.get(flower.url + "/tasks")
+        give_up = time.monotonic() + 20
+        while not all(job_id in driver.page_source for job_id in ids):
+            assert time.monotonic() < give_up, "the tasks page never listed the jobs"
+            time.sleep(0.5)
+        page = driver.page_source
+        assert "videoq.generate_video" in page and "videoq.poll_video" in page
+        assert "SUCCESS" in page
+        shot = Path(os.environ.get("VIDEOQ_FLOWER_SCREENSHOT") or tmp_path / "flower-tasks.png")
+        driver.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000
+    finally:
+        driver.quit()
