@@ -7,7 +7,7 @@ COPY pyproject.toml README.md ./
 COPY worker ./worker
 COPY producers ./producers
 COPY simulator ./simulator
-RUN pip install . && useradd --system --uid 10001 videoq
+RUN pip install . && useradd --system --uid 10001 videoq && mkdir /data && chown videoq /data
 USER videoq
 
 CMD ["videoq", "worker"]
