@@ -245,6 +245,24 @@ EXTRA += [
         ["tests/reliability/test_worker_faults.py::test_sigterm_warm_shutdown_hands_back_held_tasks"],
     ),
 ]
+EXTRA += [
+    (
+        "M24 videoq flower serves a public address without auth",
+        [("producers/ops.py", "    if not is_local(host) and not settings.flower_basic_auth.get_secret_value():",
+          "    if False:")],
+        ["tests/test_deploy.py::test_flower_refuses_a_public_address_without_auth"],
+    ),
+    (
+        "M25 completion latency not counted",
+        [("worker/store.py", "    redis.call('HINCRBY', KEYS[3], 'latency_count', 1)\n", "")],
+        ["tests/worker/test_metrics.py::test_states_latency_errors_and_credits_are_counted"],
+    ),
+    (
+        "M26 JSON formatter leaks the key",
+        [("worker/logs.py", "        return mask(json.dumps(out), self.secrets)", "        return json.dumps(out)")],
+        ["tests/worker/test_logs.py::test_json_format_has_the_fields_and_masks_the_key"],
+    ),
+]
 for item in list(EXTRA):
     if item[0].startswith(("M13 ", "M15 ")):
         EXTRA.append(
