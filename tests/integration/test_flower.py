@@ -116,6 +116,20 @@ def test_flower_keeps_its_history_across_a_restart(flower: Flower, cluster: Clus
     assert set(before) <= set(after)
 
 
+def _show_all_rows(driver: Any) -> None:
+    """Pick the longest page in the table's page-length menu (the default shows 15)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    give_up = time.monotonic() + 20
+    while not (menus := driver.find_elements(By.CSS_SELECTOR, "select[name$='_length']")):
+        assert time.monotonic() < give_up, "no page-length menu on the tasks page"
+        time.sleep(0.2)
+    menu = Select(menus[0])
+    longest = max(menu.options, key=lambda o: int(o.get_attribute("value") or 0))
+    menu.select_by_value(longest.get_attribute("value"))
+
+
 def test_flower_tasks_page_in_a_browser(flower: Flower, cluster: Cluster, tmp_path: Path) -> None:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -139,6 +153,7 @@ def test_flower_tasks_page_in_a_browser(flower: Flower, cluster: Cluster, tmp_pa
             "Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Basic {token}"}}
         )
         driver.get(flower.url + "/tasks")
+        _show_all_rows(driver)
         give_up = time.monotonic() + 20
         while not all(job_id in driver.page_source for job_id in ids):
             assert time.monotonic() < give_up, "the tasks page never listed the jobs"
