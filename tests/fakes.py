@@ -67,5 +67,8 @@ class RecordingScheduler:
     ) -> None:
         self.calls.append(Scheduled("poll", job_id, deadline_at, countdown, seq=seq, errors=errors))
 
+    def webhook(self, job_id: str, attempt: int, countdown: float) -> None:
+        self.calls.append(Scheduled("webhook", job_id, 0.0, countdown, attempt=attempt))
+
     def pop(self) -> Scheduled:
         return self.calls.pop(0)

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import requests
+
 from . import logs
 from .job import Job
 from .request import parse_request
@@ -45,6 +47,9 @@ class Scheduler(Protocol):
     ) -> None:
         ...
 
+    def webhook(self, job_id: str, attempt: int, countdown: float) -> None:
+        ...
+
 
 @dataclass
 class Runtime:
@@ -54,6 +59,7 @@ class Runtime:
     scheduler: Scheduler
     clock: Callable[[], float]
     rng: random.Random = field(default_factory=random.Random)
+    http: requests.Session = field(default_factory=requests.Session)  # webhooks
 
     @property
     def upstream_timeout(self) -> float:
@@ -99,9 +105,25 @@ def _finish(
             error_kind=fields.get("error_kind"),
             error=fields.get("error_message"),
         )
+        after_terminal(rt, job_id)
         return True
     _drop(job_id, "finish", attempt, f"record moved on ({outcome.value})", rt.store.get(job_id))
     return False
+
+
+def after_terminal(rt: Runtime, job_id: str) -> None:
+    """A job just ended: send its webhook, and start whoever waits for its slot."""
+    job = rt.store.get(job_id)
+    if job is not None and job.webhook_state == "pending":
+        rt.scheduler.webhook(job_id, 1, countdown=0)
+    wake_waiting(rt)
+
+
+def wake_waiting(rt: Runtime) -> None:
+    """Start the jobs first in line for free slots (``VIDEOQ_MAX_IN_FLIGHT``)."""
+    if rt.settings.max_in_flight:
+        for job in rt.store.next_in_line(rt.settings.max_in_flight):
+            rt.scheduler.generate(job.id, job.deadline_at or rt.clock(), job.attempts + 1, 0)
 
 
 # --- generate -------------------------------------------------------------------------------
@@ -124,6 +146,15 @@ def run_generate(rt: Runtime, job_id: str, deadline_at: float, attempt: int = 1)
             error_message="the deadline passed before the upstream generation was created",
         )
         return None
+
+    limit = rt.settings.max_in_flight
+    if limit and not rt.store.acquire_slot(job_id, job.created_at or now, limit, now):
+        # Over the cap: wait in line. A finishing job (or the sweeper) wakes us; until
+        # then the sweeper leaves this job alone (its due time is its deadline).
+        rt.store.postpone(job_id, deadline_at)
+        logs.event("job.waiting", job_id=job_id, state="queued", attempt=attempt,
+                   in_flight=rt.store.in_flight_slots(), limit=limit)
+        return wake_waiting(rt)
 
     token = uuid.uuid4().hex
     claimed = rt.store.transition(
@@ -179,6 +210,8 @@ def run_generate(rt: Runtime, job_id: str, deadline_at: float, attempt: int = 1)
         fence=fence, now=now, due_at=now + countdown + rt.settings.stall_timeout,
     )
     if saved is not Outcome.APPLIED:
+        if rt.store.keep_generation_id(job_id, created.generation_id):
+            return _drop(job_id, "generate", attempt, "cancelled during the create", None)
         logs.event(
             "job.orphaned_generation", level=logging.WARNING, job_id=job_id,
             attempt=attempt, generation_id=created.generation_id,

@@ -34,6 +34,9 @@ class Job:
     deadline_at: float | None = None
     next_poll_at: float | None = None
     idempotency_key: str | None = None
+    webhook_url: str | None = None
+    webhook_state: str | None = None  # pending | delivered | failed
+    webhook_attempts: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def is_terminal(self) -> bool:
@@ -70,6 +73,9 @@ class Job:
             deadline_at=num("deadline_at"),
             next_poll_at=num("next_poll_at"),
             idempotency_key=text("idempotency_key"),
+            webhook_url=text("webhook_url"),
+            webhook_state=text("webhook_state"),
+            webhook_attempts=json.loads(raw.get("webhook_attempts") or "[]"),
         )
 
     def to_dict(self) -> dict[str, Any]:

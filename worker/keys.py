@@ -10,6 +10,7 @@ LATENCY_BUCKETS = (30, 60, 120, 180, 240, 300, 420, 600, 900, 1200)
 # Task names are a public contract: foreign apps call them with send_task.
 GENERATE_TASK = "videoq.generate_video"
 POLL_TASK = "videoq.poll_video"
+WEBHOOK_TASK = "videoq.deliver_webhook"
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,18 @@ class Keys:
         """Hash: counters for the metrics (jobs by state, latency buckets, errors,
         credits), kept up to date by the store's scripts."""
         return f"{self.prefix}:stats"
+
+    def slots(self) -> str:
+        """Sorted set: jobs holding one of the ``VIDEOQ_MAX_IN_FLIGHT`` slots."""
+        return f"{self.prefix}:slots"
+
+    def waiting(self) -> str:
+        """Sorted set: jobs waiting for a slot, scored by acceptance time (FIFO)."""
+        return f"{self.prefix}:waiting"
+
+    def webhooks(self) -> str:
+        """Sorted set: jobs with a webhook still to deliver, scored by the next try."""
+        return f"{self.prefix}:webhooks"
 
     def sweeper_lock(self) -> str:
         """String with a short expiry: held by the one worker sweeping this tick."""

@@ -101,6 +101,32 @@ class Settings(BaseSettings):
         description="Worker log lines: logfmt text, or one JSON object per line.",
     )
 
+    # --- web apps -------------------------------------------------------------------------
+    api_tokens: SecretStr = Field(
+        default=SecretStr(""),
+        description="Comma-separated Bearer tokens that `videoq serve` accepts.",
+    )
+    max_in_flight: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Most upstream generations in flight at once, across all workers (0: no cap). "
+            "Jobs over the cap wait in `queued`, in submission order."
+        ),
+    )
+    webhook_secret: SecretStr = Field(
+        default=SecretStr(""),
+        description=(
+            "Signing secret for webhooks (`whsec_` + base64, Standard Webhooks). "
+            "Required to accept a `webhook_url`."
+        ),
+    )
+    webhook_window: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Seconds after a job ends during which a failed webhook is retried.",
+    )
+
     # --- operations -----------------------------------------------------------------------
     flower_basic_auth: SecretStr = Field(
         default=SecretStr(""),
@@ -122,6 +148,10 @@ class Settings(BaseSettings):
                 "VIDEOQ_HTTP_READ_TIMEOUT, or Redis redelivers tasks that are still waiting"
             )
         return self
+
+    @property
+    def tokens(self) -> list[str]:
+        return [t.strip() for t in self.api_tokens.get_secret_value().split(",") if t.strip()]
 
     @property
     def create_claim_timeout(self) -> float:

@@ -35,3 +35,4 @@ class ErrorKind(StrEnum):
     CREATE_OUTCOME_UNKNOWN = "create_outcome_unknown"  # the create may have happened
     DEADLINE = "deadline"  # the deadline passed before the video was ready
     TRANSIENT = "transient"  # last transient error seen (recorded on timed-out jobs)
+    CANCELLED = "cancelled"  # a caller cancelled the job

@@ -52,13 +52,15 @@ end
 return ''
 """
 
-# KEYS[1] job, KEYS[2] the active set, KEYS[3] stats.
+# KEYS[1] job, KEYS[2] the active set, KEYS[3] stats, KEYS[4] slots, KEYS[5] waiting,
+# KEYS[6] webhooks.
 # ARGV: allowed states (comma list), new state, now, fence field, fence op (eq|lt),
 #       fence value, ttl when the new state is terminal (0 otherwise), field to
 #       increment by one (or ""), terminal states (comma list: never left, whatever
 #       the caller allows), job id, due time of the next step (or ""), latency
 #       buckets (comma list), then field/value pairs. A terminal state leaves the
-#       active set and is counted (state, error kind, credits, completion latency).
+#       active set, frees the job's slot (or its place in line), queues its webhook,
+#       and is counted (state, error kind, credits, completion latency).
 # Returns 1 applied, 0 refused (state or fence), -1 no such job.
 _TRANSITION = """
 local function member(list, value)
@@ -90,6 +92,13 @@ if tonumber(ARGV[7]) > 0 then
   redis.call('HSET', KEYS[1], 'finished_at', ARGV[3])
   redis.call('EXPIRE', KEYS[1], ARGV[7])
   redis.call('ZREM', KEYS[2], ARGV[10])
+  redis.call('ZREM', KEYS[4], ARGV[10])
+  redis.call('ZREM', KEYS[5], ARGV[10])
+  local hook = redis.call('HGET', KEYS[1], 'webhook_url')
+  if hook and hook ~= '' then
+    redis.call('HSET', KEYS[1], 'webhook_state', 'pending')
+    redis.call('ZADD', KEYS[6], ARGV[3], ARGV[10])
+  end
   local kind = redis.call('HGET', KEYS[1], 'error_kind')
   if kind and kind ~= '' then redis.call('HINCRBY', KEYS[3], 'error_kind:' .. kind, 1) end
   local credits = tonumber(redis.call('HGET', KEYS[1], 'credits_used') or '')
@@ -108,6 +117,44 @@ elseif ARGV[11] ~= '' then
 end
 return 1
 """
+# KEYS[1] slots, KEYS[2] waiting. ARGV: job id, max, now, acceptance time.
+# A job takes a free slot only if no job accepted before it is waiting; else it
+# waits in line. Returns 1 (holds a slot) or 0 (waiting).
+_ACQUIRE = """
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 1 end
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+  local head = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
+  if (not head) or head == ARGV[1] then
+    redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+    redis.call('ZREM', KEYS[2], ARGV[1])
+    return 1
+  end
+end
+redis.call('ZADD', KEYS[2], 'NX', ARGV[4], ARGV[1])
+return 0
+"""
+
+# KEYS[1] job, KEYS[2] webhooks. ARGV: attempt (JSON object), webhook state, next try
+# time (or "" when done), job id. Appends the attempt to the record's list.
+_WEBHOOK_ATTEMPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('ZREM', KEYS[2], ARGV[4])
+  return 0
+end
+local raw = redis.call('HGET', KEYS[1], 'webhook_attempts')
+local attempts = {}
+if raw and raw ~= '' then attempts = cjson.decode(raw) end
+table.insert(attempts, cjson.decode(ARGV[1]))
+redis.call('HSET', KEYS[1], 'webhook_attempts', cjson.encode(attempts),
+           'webhook_state', ARGV[2])
+if ARGV[3] ~= '' then
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+else
+  redis.call('ZREM', KEYS[2], ARGV[4])
+end
+return #attempts
+"""
+
 _TERMINAL = ",".join(sorted(s.value for s in TERMINAL_STATES))
 _BUCKETS = ",".join(str(b) for b in LATENCY_BUCKETS)
 
@@ -170,6 +217,8 @@ class JobStore:
         self.stall_timeout = settings.stall_timeout
         self._create = client.register_script(_CREATE)
         self._transition = client.register_script(_TRANSITION)
+        self._acquire = client.register_script(_ACQUIRE)
+        self._webhook_attempt = client.register_script(_WEBHOOK_ATTEMPT)
 
     # --- creating and reading ------------------------------------------------------------
 
@@ -182,6 +231,7 @@ class JobStore:
         deadline_at: float,
         idempotency_key: str | None = None,
         due_at: float | None = None,
+        webhook_url: str | None = None,
     ) -> tuple[str, bool]:
         """Store a new ``queued`` job. Returns ``(job id, created)``.
 
@@ -204,6 +254,8 @@ class JobStore:
             "poll_seq": 0,
             "idempotency_key": idempotency_key,
         }
+        if webhook_url:
+            fields["webhook_url"] = webhook_url
         idem_key = self.keys.idempotency(idempotency_key) if idempotency_key else ""
         existing = self._create(
             keys=[self.keys.job(job_id), idem_key, self.keys.active(), self.keys.stats()],
@@ -253,6 +305,14 @@ class JobStore:
         token, claim_at = self.redis.hmget(self.keys.job(job_id), ["claim_token", "claim_at"])
         return str(token or ""), float(claim_at or 0.0)
 
+    def keep_generation_id(self, job_id: str, generation_id: str) -> bool:
+        """On a job cancelled during its create, still record the upstream id."""
+        key = self.keys.job(job_id)
+        if self.redis.hget(key, "state") != JobState.CANCELLED.value:
+            return False
+        self.redis.hset(key, "generation_id", generation_id)  # terminal states are final
+        return True
+
     def iter_ids(self, count: int = 500) -> Iterable[str]:
         prefix_len = len(self.keys.job(""))
         for key in self.redis.scan_iter(match=self.keys.job_pattern(), count=count):
@@ -275,6 +335,59 @@ class JobStore:
 
     def active_count(self) -> int:
         return int(self.redis.zcard(self.keys.active()))
+
+    # --- the concurrency budget (VIDEOQ_MAX_IN_FLIGHT) ----------------------------------
+
+    def acquire_slot(self, job_id: str, accepted_at: float, limit: int, now: float) -> bool:
+        """Take a slot for this job (True), or wait in line for one (False)."""
+        result = self._acquire(
+            keys=[self.keys.slots(), self.keys.waiting()],
+            args=[job_id, limit, repr(now), repr(accepted_at)],
+        )
+        return int(result) == 1
+
+    def next_in_line(self, limit: int) -> list[Job]:
+        """The waiting jobs that free slots are for, oldest first (stale entries dropped)."""
+        free = limit - int(self.redis.zcard(self.keys.slots()))
+        out: list[Job] = []
+        while free > len(out):
+            ids = self.redis.zrange(self.keys.waiting(), len(out), free - 1)
+            if not ids:
+                break
+            for job_id in ids:
+                job = self.get(str(job_id))
+                if job is None or job.state is not JobState.QUEUED:
+                    self.redis.zrem(self.keys.waiting(), str(job_id))
+                    break  # re-read the line from where we are
+                out.append(job)
+        return out
+
+    def in_flight_slots(self) -> int:
+        return int(self.redis.zcard(self.keys.slots()))
+
+    # --- webhooks --------------------------------------------------------------------------
+
+    def webhook_attempt(
+        self, job_id: str, attempt: Mapping[str, object], state: str, next_at: float | None
+    ) -> int:
+        """Record one delivery attempt; ``next_at`` None means no more tries."""
+        return int(
+            self._webhook_attempt(
+                keys=[self.keys.job(job_id), self.keys.webhooks()],
+                args=[json.dumps(attempt), state, "" if next_at is None else repr(next_at),
+                      job_id],
+            )
+        )
+
+    def webhooks_due(self, now: float, limit: int) -> list[str]:
+        ids = self.redis.zrangebyscore(self.keys.webhooks(), "-inf", repr(now), start=0, num=limit)
+        return [str(i) for i in ids]
+
+    def forget_webhook(self, job_id: str) -> None:
+        self.redis.zrem(self.keys.webhooks(), job_id)
+
+    def postpone_webhook(self, job_id: str, due_at: float) -> None:
+        self.redis.zadd(self.keys.webhooks(), {job_id: due_at}, xx=True, gt=True)
 
     # --- metrics -----------------------------------------------------------------------
 
@@ -309,7 +422,10 @@ class JobStore:
         now = time.time() if now is None else now
         ttl = self.retention if new_state.is_terminal else 0
         result = self._transition(
-            keys=[self.keys.job(job_id), self.keys.active(), self.keys.stats()],
+            keys=[
+                self.keys.job(job_id), self.keys.active(), self.keys.stats(),
+                self.keys.slots(), self.keys.waiting(), self.keys.webhooks(),
+            ],
             args=[
                 ",".join(s.value for s in allowed),
                 new_state.value,

@@ -30,7 +30,7 @@ import redis
 from celery import bootsteps
 
 from . import logs
-from .chain import Runtime
+from .chain import Runtime, wake_waiting
 from .states import JobState
 
 
@@ -62,10 +62,12 @@ def sweep(rt: Runtime, backlog: int) -> SweepReport:
     report = SweepReport(backlog=backlog)
     ids = rt.store.overdue(now, settings.sweep_batch)
     report.overdue = len(ids)
-    if not ids or backlog > 0:
+    if backlog > 0:
         if ids:
             logs.event("sweep.deferred", overdue=len(ids), backlog=backlog)
         return report
+    _resume_webhooks(rt, now, report)
+    wake_waiting(rt)
     for job_id in ids:
         job = rt.store.get(job_id)
         if job is None or job.is_terminal:
@@ -87,6 +89,19 @@ def sweep(rt: Runtime, backlog: int) -> SweepReport:
             attempt=job.attempts, silent_for=round(now - last_heard, 3),
         )
     return report
+
+
+def _resume_webhooks(rt: Runtime, now: float, report: SweepReport) -> None:
+    """Webhooks whose next try is overdue (their task was lost): try again now."""
+    stall = rt.settings.stall_timeout
+    for job_id in rt.store.webhooks_due(now - stall, rt.settings.sweep_batch):
+        job = rt.store.get(job_id)
+        if job is None or job.webhook_state != "pending":
+            rt.store.forget_webhook(job_id)
+            continue
+        rt.store.postpone_webhook(job_id, now + stall)
+        rt.scheduler.webhook(job_id, len(job.webhook_attempts) + 1, countdown=0)
+        report.resumed["webhook"] += 1
 
 
 class SweeperThread(threading.Thread):

@@ -18,9 +18,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from . import logs
 from .app import app
 from .chain import Runtime, run_generate, run_poll
-from .keys import GENERATE_TASK, POLL_TASK
+from .keys import GENERATE_TASK, POLL_TASK, WEBHOOK_TASK
 from .request import RequestError, parse_request
 from .states import ErrorKind
+from .webhooks import run_webhook
 
 _TASK_OPTIONS: dict[str, Any] = {
     "bind": True,
@@ -46,6 +47,12 @@ class CeleryScheduler:
         poll_video.apply_async(
             kwargs={"job_id": job_id, "deadline_at": deadline_at, "seq": seq, "errors": errors},
             countdown=countdown,
+        )
+
+
+    def webhook(self, job_id: str, attempt: int, countdown: float) -> None:
+        deliver_webhook.apply_async(
+            kwargs={"job_id": job_id, "attempt": attempt}, countdown=countdown
         )
 
 
@@ -126,3 +133,12 @@ def poll_video(self: Any, job_id: str, deadline_at: float, seq: int, errors: int
         run_poll(runtime(), job_id, float(deadline_at), int(seq), int(errors))
     except (RedisConnectionError, RedisTimeoutError) as exc:
         _requeue_on_redis_outage(job_id, "poll", seq, exc)
+
+
+@app.task(name=WEBHOOK_TASK, **_TASK_OPTIONS)  # type: ignore[untyped-decorator]
+def deliver_webhook(self: Any, job_id: str, attempt: int = 1) -> None:
+    """POST a finished job's record to its webhook_url, signed; retry by rescheduling."""
+    try:
+        run_webhook(runtime(), job_id, int(attempt))
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        _requeue_on_redis_outage(job_id, "webhook", attempt, exc)
