@@ -9,6 +9,8 @@ from worker.job import Job, JobError
 from worker.keys import GENERATE_TASK
 from worker.request import RequestError
 from worker.states import TERMINAL_STATES, JobState
+from worker.webhooks import WebhookVerificationError
+from worker.webhooks import verify as verify_webhook
 
 from .client import Client, JobNotFound, Unavailable
 
@@ -25,4 +27,6 @@ __all__ = [
     "RequestError",
     "Unavailable",
     "ValidationError",
+    "WebhookVerificationError",
+    "verify_webhook",
 ]

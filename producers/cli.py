@@ -102,6 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--force", action="store_true",
                     help="sweep even while the queue has a backlog")
 
+    sv = sub.add_parser(
+        "serve",
+        help="run the HTTP gateway (native /v1/jobs and the upstream's own API)",
+        description="Run the HTTP gateway: /v1/jobs (submit, get, list, cancel) and the "
+        "upstream-compatible paths, behind Bearer tokens from VIDEOQ_API_TOKENS. OpenAPI "
+        "at /openapi.json.",
+    )
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8080)
+
     fl = sub.add_parser(
         "flower",
         help="run Flower on videoq's app (auth, persistent state, job columns)",
@@ -261,6 +271,8 @@ def _cmd_ops(args: argparse.Namespace, extra: list[str]) -> int:
         return ops.run_flower(args.host, args.port, extra)
     if args.command == "metrics":
         return ops.run_metrics(args.host, args.port)
+    if args.command == "serve":
+        return ops.run_serve(args.host, args.port)
     return ops.run_health(args.worker, args.timeout)
 
 
@@ -292,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_submit(args)
     if args.command == "status":
         return _cmd_status(args)
-    if args.command in ("sweep", "flower", "metrics", "health"):
+    if args.command in ("sweep", "flower", "metrics", "health", "serve"):
         return _cmd_ops(args, extra)
     if args.command == "simulator":
         return _cmd_simulator(args)

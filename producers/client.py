@@ -17,10 +17,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker.app import VideoqCelery, create_app
 from worker.job import Job
-from worker.keys import GENERATE_TASK
-from worker.request import RequestError, build_request
+from worker.keys import GENERATE_TASK, WEBHOOK_TASK
+from worker.request import MAX_URL_LENGTH, RequestError, build_request
 from worker.settings import Settings, load_settings
-from worker.store import JobStore, connect
+from worker.states import ACTIVE_STATES, ErrorKind, JobState
+from worker.store import JobStore, Outcome, connect
 
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
 
@@ -82,15 +83,19 @@ class Client:
         prompt: str | None = None,
         duration: int | str = 5,
         idempotency_key: str | None = None,
+        webhook_url: str | None = None,
         **upstream_options: object,
     ) -> str:
         """Validate and enqueue a generation; return the job id.
 
         Raises :class:`RequestError` (``.field`` names the field) on bad input, with
         nothing enqueued. With an ``idempotency_key`` already used within the retention
-        window, returns that job's id and enqueues nothing.
+        window, returns that job's id and enqueues nothing. With a ``webhook_url``, the
+        job's record is POSTed there, signed, when it ends (``VIDEOQ_WEBHOOK_SECRET``).
         """
         request = build_request(image_url, prompt, duration, **upstream_options)
+        if webhook_url is not None:
+            self._check_webhook_url(webhook_url)
         if idempotency_key is not None and (
             not isinstance(idempotency_key, str) or not _IDEMPOTENCY_KEY.match(idempotency_key)
         ):
@@ -102,7 +107,7 @@ class Client:
         try:
             job_id, created = self.store.create(
                 uuid.uuid4().hex, request, accepted_at=now, deadline_at=deadline_at,
-                idempotency_key=idempotency_key,
+                idempotency_key=idempotency_key, webhook_url=webhook_url,
             )
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise self._unavailable(exc) from None
@@ -122,6 +127,72 @@ class Client:
                 job_id=job_id,
             ) from None
         return job_id
+
+    def _check_webhook_url(self, url: object) -> None:
+        if not isinstance(url, str) or not url:
+            raise RequestError("webhook_url", "must be an http(s) URL")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > MAX_URL_LENGTH:
+            raise RequestError("webhook_url", "must be an http(s) URL")
+        if not self.settings.webhook_secret.get_secret_value():
+            raise RequestError(
+                "webhook_url", "webhooks are off: VIDEOQ_WEBHOOK_SECRET is not set"
+            )
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a job that has not ended; return its record (unchanged if it had ended).
+
+        Before the upstream create, no create happens. During generation, polling stops
+        and the record keeps the upstream id: the upstream has no cancel call, so the
+        generation itself runs to its end (and may be charged).
+        """
+        try:
+            outcome = self.store.transition(
+                job_id, ACTIVE_STATES, JobState.CANCELLED,
+                {"error_kind": ErrorKind.CANCELLED, "error_message": "cancelled by the caller"},
+            )
+            job = self.store.get(job_id)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise self._unavailable(exc) from None
+        if outcome is Outcome.MISSING or job is None:
+            raise JobNotFound(job_id)
+        if outcome is Outcome.APPLIED:
+            self._after_cancel(job)
+        return job
+
+    def _after_cancel(self, job: Job) -> None:
+        queue = self.settings.queue
+        if job.webhook_state == "pending":
+            self._app.send_task(WEBHOOK_TASK, kwargs={"job_id": job.id, "attempt": 1},
+                                queue=queue)
+        if self.settings.max_in_flight:
+            for waiting in self.store.next_in_line(self.settings.max_in_flight):
+                self._app.send_task(
+                    GENERATE_TASK, queue=queue,
+                    kwargs={"job_id": waiting.id, "deadline_at": waiting.deadline_at,
+                            "attempt": waiting.attempts + 1},
+                )
+
+    def list_jobs(
+        self, state: JobState | None = None, cursor: int = 0, limit: int = 50
+    ) -> tuple[list[Job], int]:
+        """One page of jobs (any order), optionally in one state. Returns the jobs and
+        the cursor of the next page (0: no more)."""
+        found: list[Job] = []
+        try:
+            while True:
+                cursor, keys = self.store.redis.scan(
+                    cursor, match=self.store.keys.job_pattern(), count=max(limit, 100)
+                )
+                prefix = len(self.store.keys.job(""))
+                for key in keys:
+                    job = self.store.get(str(key)[prefix:])
+                    if job is not None and (state is None or job.state is state):
+                        found.append(job)
+                if cursor == 0 or len(found) >= limit:
+                    return found, int(cursor)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise self._unavailable(exc) from None
 
     def get(self, job_id: str) -> Job:
         """The job's current record. Raises :class:`JobNotFound`."""

@@ -1,4 +1,4 @@
-"""Operator commands: ``videoq flower``, ``videoq metrics``, ``videoq health``, ``videoq sweep``.
+"""Operator commands: ``videoq serve``, ``flower``, ``metrics``, ``health`` and ``sweep``.
 
 Each returns a CLI exit code (see ``producers.cli``).
 """
@@ -97,6 +97,21 @@ def run_health(worker: str | None, timeout: float) -> int:
             _err(f"unhealthy: worker {worker} did not answer a ping within {timeout}s")
             return EXIT_FAILED
     print("ok")
+    return EXIT_OK
+
+
+def run_serve(host: str, port: int) -> int:
+    import uvicorn
+
+    from producers.gateway import create_gateway
+
+    settings = load_settings()
+    if not settings.tokens:
+        _err("refusing to serve without tokens: set VIDEOQ_API_TOKENS=token1,token2")
+        return EXIT_INPUT
+    _err(f"videoq gateway on http://{host}:{port} (OpenAPI: /openapi.json, docs: /docs)")
+    uvicorn.run(create_gateway(settings), host=host, port=port, log_level="info",
+                access_log=False)
     return EXIT_OK
 
 

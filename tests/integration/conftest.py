@@ -92,6 +92,10 @@ def cluster_env(settings: Settings) -> dict[str, str]:
         "VIDEOQ_HTTP_CONNECT_TIMEOUT": str(settings.http_connect_timeout),
         "VIDEOQ_STALL_TIMEOUT": str(settings.stall_timeout),
         "VIDEOQ_SWEEP_INTERVAL": str(settings.sweep_interval),
+        "VIDEOQ_MAX_IN_FLIGHT": str(settings.max_in_flight),
+        "VIDEOQ_WEBHOOK_SECRET": settings.webhook_secret.get_secret_value(),
+        "VIDEOQ_WEBHOOK_WINDOW": str(settings.webhook_window),
+        "VIDEOQ_API_TOKENS": settings.api_tokens.get_secret_value(),
         "VIDEOQ_LOG_LEVEL": "DEBUG",
     }
 

@@ -1,0 +1,234 @@
+"""The HTTP gateway (``videoq serve``): videoq for apps that are not written in Python.
+
+Two APIs on one ASGI app, both behind Bearer tokens from ``VIDEOQ_API_TOKENS``:
+
+- the native API, ``/v1/jobs`` (submit with ``Idempotency-Key`` and ``webhook_url``,
+  read, list, cancel);
+- the upstream-compatible API, the AI/ML API's own paths and shapes, so that a client
+  written for the upstream (the seed's script, say) works unchanged against videoq by
+  changing only its base URL. The "generation id" it sees is videoq's job id.
+
+Callers' tokens are checked here and never forwarded: the worker talks to the upstream
+with its own ``AIMLAPI_KEY``. The OpenAPI document is at ``/openapi.json``.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from worker.job import Job
+from worker.request import GenerationRequest, RequestError
+from worker.settings import Settings
+from worker.states import JobState
+
+from .client import Client, JobNotFound, Unavailable
+
+UPSTREAM_FIELDS = set(GenerationRequest.model_fields) - {"image_url"}
+UPSTREAM_PATHS = ("/v2/generate/video/kling/generation", "/v2/video/generations")
+# videoq's states in the upstream's words (the seed treats these as "still running").
+UPSTREAM_STATUS = {
+    JobState.QUEUED: "queued",
+    JobState.SUBMITTING: "queued",
+    JobState.GENERATING: "generating",
+    JobState.COMPLETED: "completed",
+}
+
+
+class JobRequest(GenerationRequest):
+    """A generation request, plus where to POST the record when the job ends."""
+
+    webhook_url: str | None = Field(default=None, max_length=4096)
+
+
+class JobPage(BaseModel):
+    jobs: list[Job]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page")
+
+
+class UpstreamCreated(BaseModel):
+    id: str
+    status: Literal["queued"]
+
+
+class UpstreamVideo(BaseModel):
+    url: str
+
+
+class UpstreamError(BaseModel):
+    name: str
+    message: str
+
+
+class UpstreamStatus(BaseModel):
+    id: str
+    status: Literal["queued", "generating", "completed", "error"]
+    video: UpstreamVideo | None = None
+    error: UpstreamError | None = None
+
+
+class Problem(BaseModel):
+    detail: Any
+
+
+_bearer = HTTPBearer(auto_error=False)
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "missing or unknown Bearer token"},
+    503: {"model": Problem, "description": "Redis is unreachable"},
+}
+
+
+def _unprocessable(field: str, message: str) -> JSONResponse:
+    loc = ["body", *field.split(".")] if field != "request" else ["body"]
+    return JSONResponse(
+        status_code=422, content={"detail": [{"loc": loc, "msg": message, "type": "value_error"}]}
+    )
+
+
+def create_gateway(settings: Settings, client: Client | None = None) -> FastAPI:
+    client = client or Client(settings=settings)
+    tokens = [t.encode() for t in settings.tokens]
+    app = FastAPI(
+        title="videoq",
+        version="0.1.0",
+        description="Image-to-video jobs for kling-video/v2.1/pro/image-to-video, queued, "
+        "retried and tracked by videoq. Authenticate with `Authorization: Bearer <token>`.",
+    )
+
+    def authorized(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> None:
+        given = credentials.credentials.encode() if credentials else b""
+        if not given or not any(hmac.compare_digest(given, t) for t in tokens):
+            raise HTTPException(401, "missing or unknown Bearer token",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    auth = [Depends(authorized)]
+
+    @app.exception_handler(RequestError)
+    def _bad_request(_: Request, exc: RequestError) -> JSONResponse:
+        if exc.field == "idempotency_key" and "already used" in exc.message:
+            return JSONResponse(status_code=409, content={"detail": str(exc)})
+        return _unprocessable(exc.field, exc.message)
+
+    @app.exception_handler(Unavailable)
+    def _unavailable(_: Request, exc: Unavailable) -> JSONResponse:
+        return JSONResponse(status_code=503, content={"detail": str(exc)})
+
+    @app.exception_handler(JobNotFound)
+    def _not_found(_: Request, exc: JobNotFound) -> JSONResponse:
+        return JSONResponse(status_code=404, content={"detail": str(exc)})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400:  # a body Starlette cannot even decode (not UTF-8)
+            return _unprocessable("request", f"the body is not valid JSON: {exc.detail}")
+        return await http_exception_handler(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+                  for e in exc.errors()]
+        return JSONResponse(status_code=422, content={"detail": errors})
+
+    # --- health -----------------------------------------------------------------------------
+
+    @app.get("/healthz", tags=["health"], responses={503: {"model": Problem}})
+    def healthz() -> dict[str, str]:
+        try:
+            client.store.redis.ping()
+        except Exception:
+            raise HTTPException(503, "Redis is unreachable") from None
+        return {"status": "ok"}
+
+    # --- the native API ---------------------------------------------------------------------
+
+    @app.post("/v1/jobs", status_code=202, dependencies=auth, tags=["jobs"],
+              responses={**ERRORS, 409: {"model": Problem, "description":
+                                         "Idempotency-Key reused with a different body"}})
+    def submit(
+        body: JobRequest,
+        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    ) -> Job:
+        """Accept a job. The same `Idempotency-Key` returns the same job, never a second
+        upstream generation."""
+        options = body.model_dump(exclude_none=True)
+        image_url = options.pop("image_url")
+        webhook_url = options.pop("webhook_url", None)
+        job_id = client.submit(image_url, idempotency_key=idempotency_key,
+                               webhook_url=webhook_url, **options)
+        return client.get(job_id)
+
+    @app.get("/v1/jobs/{job_id}", dependencies=auth, tags=["jobs"],
+             responses={**ERRORS, 404: {"model": Problem}})
+    def get_job(job_id: str) -> Job:
+        return client.get(job_id)
+
+    @app.delete("/v1/jobs/{job_id}", dependencies=auth, tags=["jobs"],
+                responses={**ERRORS, 404: {"model": Problem},
+                           409: {"model": Problem, "description": "the job had ended"}})
+    def cancel_job(job_id: str) -> Job:
+        """Cancel a job. Before the upstream create, none is made; during generation,
+        polling stops and the record keeps the upstream id (the upstream has no cancel
+        call, so its generation runs on and may be charged)."""
+        job = client.cancel(job_id)
+        if job.state is not JobState.CANCELLED:
+            raise HTTPException(409, f"job {job_id} had already ended ({job.state.value})")
+        return job
+
+    @app.get("/v1/jobs", dependencies=auth, tags=["jobs"], responses=ERRORS)
+    def list_jobs(
+        state: JobState | None = None,
+        cursor: Annotated[str, Query(pattern=r"^[0-9]{1,20}$")] = "0",
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    ) -> JobPage:
+        jobs, following = client.list_jobs(state, int(cursor), limit)
+        return JobPage(jobs=jobs, next_cursor=str(following) if following else None)
+
+    # --- the upstream-compatible API --------------------------------------------------------
+
+    def create_like_upstream(body: dict[str, Any]) -> UpstreamCreated:
+        if not isinstance(body, dict):
+            raise RequestError("request", "must be a JSON object")
+        options = dict(body)
+        model = options.pop("model", None)
+        if model is not None and model != "kling-video/v2.1/pro/image-to-video":
+            raise RequestError("model", "must be 'kling-video/v2.1/pro/image-to-video'")
+        image_url = options.pop("image_url", None)
+        if image_url is None:
+            raise RequestError("image_url", "field required")
+        if not set(options) <= UPSTREAM_FIELDS:
+            unknown = sorted(set(options) - UPSTREAM_FIELDS)[0]
+            raise RequestError(unknown, "unknown field")
+        job_id = client.submit(image_url, **options)
+        return UpstreamCreated(id=job_id, status="queued")
+
+    def status_like_upstream(generation_id: str) -> UpstreamStatus:
+        job = client.get(generation_id)
+        status = UPSTREAM_STATUS.get(job.state, "error")
+        answer = UpstreamStatus(id=job.id, status=status)
+        if job.state is JobState.COMPLETED and job.video_url:
+            answer.video = UpstreamVideo(url=job.video_url)
+        if status == "error":
+            kind = job.error.kind if job.error else job.state.value
+            message = job.error.message if job.error else job.state.value
+            answer.error = UpstreamError(name=kind, message=message)
+        return answer
+
+    for path in UPSTREAM_PATHS:
+        app.post(path, dependencies=auth, tags=["upstream-compatible"],
+                 responses={**ERRORS, 422: {"model": Problem}},
+                 summary="Create a generation (the upstream's shape)")(create_like_upstream)
+        app.get(path, dependencies=auth, tags=["upstream-compatible"],
+                responses={**ERRORS, 404: {"model": Problem}}, response_model_exclude_none=True,
+                summary="A generation's status (the upstream's shape)")(status_like_upstream)
+
+    return app
