@@ -13,6 +13,7 @@ from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError as RedisResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker.app import VideoqCelery, create_app
@@ -193,6 +194,8 @@ class Client:
                     return found, int(cursor)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise self._unavailable(exc) from None
+        except RedisResponseError:
+            raise RequestError("cursor", "is not a cursor this listing gave out") from None
 
     def get(self, job_id: str) -> Job:
         """The job's current record. Raises :class:`JobNotFound`."""

@@ -187,7 +187,7 @@ def create_gateway(settings: Settings, client: Client | None = None) -> FastAPI:
     @app.get("/v1/jobs", dependencies=auth, tags=["jobs"], responses=ERRORS)
     def list_jobs(
         state: JobState | None = None,
-        cursor: Annotated[str, Query(pattern=r"^[0-9]{1,20}$")] = "0",
+        cursor: Annotated[str, Query(pattern=r"^[0-9]{1,19}$")] = "0",
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> JobPage:
         jobs, following = client.list_jobs(state, int(cursor), limit)

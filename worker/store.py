@@ -29,8 +29,10 @@ from .request import GenerationRequest, RequestError
 from .settings import Settings
 from .states import TERMINAL_STATES, ErrorKind, JobState
 
-# KEYS[1] job, KEYS[2] idempotency key or "", KEYS[3] the active set, KEYS[4] stats.
-# ARGV: job id, ttl, fingerprint, job-key prefix, due time, then field/value pairs.
+# KEYS[1] job, KEYS[2] idempotency key or "", KEYS[3] the active set, KEYS[4] stats,
+# KEYS[5] the line for slots.
+# ARGV: job id, ttl, fingerprint, job-key prefix, due time, "1" to join the line (the
+# cap is on), acceptance time, then field/value pairs.
 # Returns "" when created, else "<existing job id> <fingerprint>". A job id that
 # exists already (a redelivered message) is never overwritten.
 _CREATE = """
@@ -42,9 +44,10 @@ if KEYS[2] ~= '' then
     if redis.call('EXISTS', ARGV[4] .. existing_id) == 1 then return existing end
   end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('HSET', KEYS[1], unpack(ARGV, 8))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
+if ARGV[6] == '1' then redis.call('ZADD', KEYS[5], ARGV[7], ARGV[1]) end
 redis.call('HINCRBY', KEYS[4], 'state:queued', 1)
 if KEYS[2] ~= '' then
   redis.call('SET', KEYS[2], ARGV[1] .. ' ' .. ARGV[3], 'EX', ARGV[2])
@@ -118,19 +121,18 @@ end
 return 1
 """
 # KEYS[1] slots, KEYS[2] waiting. ARGV: job id, max, now, acceptance time.
-# A job takes a free slot only if no job accepted before it is waiting; else it
-# waits in line. Returns 1 (holds a slot) or 0 (waiting).
+# The line (``waiting``) is in acceptance order: producers put each job in it when the
+# cap is on. A job takes a free slot only if fewer jobs are ahead of it in line than
+# there are free slots; else it waits. Returns 1 (holds a slot) or 0 (waiting).
 _ACQUIRE = """
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 1 end
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
-  local head = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
-  if (not head) or head == ARGV[1] then
-    redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
-    redis.call('ZREM', KEYS[2], ARGV[1])
-    return 1
-  end
-end
 redis.call('ZADD', KEYS[2], 'NX', ARGV[4], ARGV[1])
+local free = tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[1])
+if free > 0 and redis.call('ZRANK', KEYS[2], ARGV[1]) < free then
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return 1
+end
 return 0
 """
 
@@ -215,6 +217,7 @@ class JobStore:
         self.keys = Keys(settings.key_prefix)
         self.retention = settings.retention
         self.stall_timeout = settings.stall_timeout
+        self.max_in_flight = settings.max_in_flight
         self._create = client.register_script(_CREATE)
         self._transition = client.register_script(_TRANSITION)
         self._acquire = client.register_script(_ACQUIRE)
@@ -258,10 +261,14 @@ class JobStore:
             fields["webhook_url"] = webhook_url
         idem_key = self.keys.idempotency(idempotency_key) if idempotency_key else ""
         existing = self._create(
-            keys=[self.keys.job(job_id), idem_key, self.keys.active(), self.keys.stats()],
+            keys=[
+                self.keys.job(job_id), idem_key, self.keys.active(), self.keys.stats(),
+                self.keys.waiting(),
+            ],
             args=[
                 job_id, ttl, fingerprint, self.keys.job(""),
                 repr(accepted_at + self.stall_timeout if due_at is None else due_at),
+                "1" if self.max_in_flight else "0", repr(accepted_at),
                 *_pairs(fields),
             ],
         )
