@@ -263,6 +263,41 @@ EXTRA += [
         ["tests/worker/test_logs.py::test_json_format_has_the_fields_and_masks_the_key"],
     ),
 ]
+EXTRA += [
+    (
+        "M27 budget ignores the line (first come, first served)",
+        [("worker/store.py", "if free > 0 and redis.call('ZRANK', KEYS[2], ARGV[1]) < free then",
+          "if free > 0 then")],
+        ["tests/worker/test_budget.py::test_only_the_cap_runs_and_the_rest_wait_in_order"],
+    ),
+    (
+        "M28 terminal state keeps its slot",
+        [("worker/store.py", "  redis.call('ZREM', KEYS[4], ARGV[10])\n", "")],
+        ["tests/worker/test_budget.py::test_a_finished_job_frees_its_slot_and_wakes_the_next"],
+    ),
+    (
+        "M29 webhook signed over the body only",
+        [("worker/webhooks.py", '    signed = f"{msg_id}.{timestamp}.".encode() + body', "    signed = body")],
+        ["tests/worker/test_webhooks.py::test_signature_matches_the_standard_webhooks_recipe"],
+    ),
+    (
+        "M30 webhook retried forever (no window)",
+        [("worker/webhooks.py", "    if not secret or now + delay > window_end:", "    if not secret:")],
+        ["tests/worker/test_webhooks.py::test_webhook_gives_up_at_the_end_of_the_window"],
+    ),
+    (
+        "M31 gateway accepts any token",
+        [("producers/gateway.py", "        if not given or not any(hmac.compare_digest(given, t) for t in tokens):",
+          "        if False:")],
+        ["tests/integration/test_gateway.py::test_tokens_are_checked_and_never_forwarded"],
+    ),
+    (
+        "M32 cancel is not a terminal write (record stays generating)",
+        [("producers/client.py", "                job_id, ACTIVE_STATES, JobState.CANCELLED,",
+          "                job_id, ACTIVE_STATES, JobState.GENERATING,")],
+        ["tests/integration/test_gateway.py::test_cancel_during_generation_stops_polling_and_keeps_the_upstream_id"],
+    ),
+]
 for item in list(EXTRA):
     if item[0].startswith(("M13 ", "M15 ")):
         EXTRA.append(

@@ -357,7 +357,8 @@ def test_schemathesis_against_the_openapi_document(web: tuple[Cluster, Gateway])
          "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
          "response_schema_conformance", "--max-examples", "25", "--no-color",
          # one fixed seed: the same cases in every run (set the variable to explore)
-         "--seed", os.environ.get("VIDEOQ_SCHEMATHESIS_SEED", "20261128"), "--generation-database", ":memory:"],
+         "--seed", os.environ.get("VIDEOQ_SCHEMATHESIS_SEED", "20261128"),
+         "--generation-database", ":memory:"],
         capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
