@@ -54,6 +54,19 @@ class Flower:
             assert time.monotonic() < give_up, "Flower did not start"
             time.sleep(0.2)
 
+    def wait_subscribed(self) -> None:
+        """Flower's web server answers before its event receiver has subscribed; events
+        sent before that are lost to it. Send warm-up jobs until one shows up."""
+        for attempt in range(15):
+            job_id = self.cluster.client.submit(IMG, prompt=f"warm-up {attempt} [sim:time=0.5]")
+            give_up = time.monotonic() + 2
+            while time.monotonic() < give_up:
+                if any(job_id in (t.get("kwargs") or "") and t["name"] == "videoq.generate_video"
+                       for t in self.tasks().values()):
+                    return
+                time.sleep(0.2)
+        raise AssertionError("Flower never saw a task")
+
     def stop(self) -> None:
         if self.proc is not None:
             stop_process(self.proc, grace=10)
@@ -69,6 +82,7 @@ class Flower:
 @pytest.fixture
 def flower(cluster: Cluster, tmp_path: Path) -> Iterator[Flower]:
     f = Flower(cluster, tmp_path / "flower.db", tmp_path / "flower.log").start()
+    f.wait_subscribed()
     yield f
     f.stop()
 
@@ -80,11 +94,19 @@ def _run_jobs(cluster: Cluster, n: int) -> list[str]:
 
 
 def _wait_for_tasks(flower: Flower, ids: list[str]) -> dict[str, Any]:
+    """The tasks Flower shows for these (finished) jobs, once it shows a generate and a
+    poll for each and the last task events have arrived."""
     give_up = time.monotonic() + 20
     while True:
-        tasks = flower.tasks()
-        seen = {t["kwargs"] for t in tasks.values()}
-        if all(any(job_id in kw for kw in seen) for job_id in ids):
+        tasks = {
+            uuid: t for uuid, t in flower.tasks().items()
+            if any(job_id in (t.get("kwargs") or "") for job_id in ids)
+        }
+        names = {(t["name"], job_id) for t in tasks.values() for job_id in ids
+                 if job_id in t["kwargs"]}
+        settled = all(t["state"] in ("SUCCESS", "FAILURE") for t in tasks.values())
+        if settled and all(("videoq.generate_video", j) in names and
+                           ("videoq.poll_video", j) in names for j in ids):
             return tasks
         assert time.monotonic() < give_up, "Flower did not show every job's tasks"
         time.sleep(0.5)
@@ -111,7 +133,7 @@ def test_flower_keeps_its_history_across_a_restart(flower: Flower, cluster: Clus
     ids = _run_jobs(cluster, 2)
     before = _wait_for_tasks(flower, ids)
     flower.stop()  # SIGTERM: Flower saves its state to VIDEOQ_FLOWER_DB
-    flower.start()
+    flower.start()  # (no new events needed: the history comes from the file)
     after = flower.tasks()
     assert set(before) <= set(after)
 
