@@ -148,3 +148,24 @@ def videoq_cli(cluster: Cluster) -> Callable[..., subprocess.CompletedProcess[st
         )
 
     return run
+
+
+@pytest.fixture
+def clusters(
+    redis_url: str, sim: Simulator, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Cluster]]:
+    """A factory of clusters on the shared simulator: ``clusters(name, **settings)``;
+    start their workers with ``cluster.start_worker``. All are stopped at the end."""
+    made: list[Cluster] = []
+
+    def make(name: str, **overrides: Any) -> Cluster:
+        cluster = make_cluster(redis_url, tmp_path, name, sim, **overrides)
+        made.append(cluster)
+        return cluster
+
+    yield make
+    for cluster in made:
+        cluster.stop()
+        if request.session.testsfailed:
+            sys.stderr.write(f"\n--- worker logs ({request.node.name}) ---\n"
+                             f"{cluster.log_text()[-4000:]}\n")

@@ -1,4 +1,4 @@
-"""The concurrency budget (``VIDEOQ_MAX_IN_FLIGHT``): a cap on upstream generations in
+"""The concurrency clusters (``VIDEOQ_MAX_IN_FLIGHT``): a cap on upstream generations in
 flight, shared by all workers through Redis, in submission order, with every slot
 released on every terminal path (SIGKILL included). And the example web app."""
 
@@ -8,35 +8,15 @@ import importlib.util
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
-import pytest
-
 from simulator import Simulator
-from tests.integration.conftest import Cluster, make_cluster
+from tests.integration.conftest import Cluster
 
 IMG = "https://example.com/cat.png"
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def budget(
-    redis_url: str, sim: Simulator, tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[Callable[..., Cluster]]:
-    made: list[Cluster] = []
-
-    def make(name: str, **overrides: object) -> Cluster:
-        cluster = make_cluster(redis_url, tmp_path, name, sim, **overrides)
-        made.append(cluster)
-        return cluster
-
-    yield make
-    for cluster in made:
-        cluster.stop()
-        if request.session.testsfailed:
-            print(cluster.log_text()[-4000:])
 
 
 def _spans(sim: Simulator, prompts: list[str]) -> dict[str, tuple[float, float]]:
@@ -60,9 +40,9 @@ def _most_at_once(spans: dict[str, tuple[float, float]]) -> int:
 
 
 def test_jobs_over_the_cap_wait_and_start_in_submission_order(
-    budget: Callable[..., Cluster],
+    clusters: Callable[..., Cluster],
 ) -> None:
-    cluster = budget("cap2", max_in_flight=2, poll_interval=0.5)
+    cluster = clusters("cap2", max_in_flight=2, poll_interval=0.5)
     cluster.start_worker(concurrency=2)
     cluster.start_worker(concurrency=2)
     prompts = [f"capped {i} [sim:time=1.5]" for i in range(8)]
@@ -89,8 +69,8 @@ def test_jobs_over_the_cap_wait_and_start_in_submission_order(
     assert cluster.client.store.in_flight_slots() == 0
 
 
-def test_a_slot_is_released_when_its_worker_is_killed(budget: Callable[..., Cluster]) -> None:
-    cluster = budget("cap1kill", max_in_flight=1, poll_interval=0.5, stall_timeout=2.0,
+def test_a_slot_is_released_when_its_worker_is_killed(clusters: Callable[..., Cluster]) -> None:
+    cluster = clusters("cap1kill", max_in_flight=1, poll_interval=0.5, stall_timeout=2.0,
                      sweep_interval=0.5)
     cluster.start_worker(concurrency=1)
     first = cluster.client.submit(IMG, prompt="holds the slot [sim:time=4]")
@@ -111,10 +91,10 @@ def test_a_slot_is_released_when_its_worker_is_killed(budget: Callable[..., Clus
     assert cluster.client.store.in_flight_slots() == 0
 
 
-def test_every_terminal_path_frees_the_slot(budget: Callable[..., Cluster]) -> None:
+def test_every_terminal_path_frees_the_slot(clusters: Callable[..., Cluster]) -> None:
     """One slot; each job is submitted when the one before it has ended. Had an ending
     kept its slot, the next job would wait in line until its own deadline."""
-    cluster = budget("cap1paths", max_in_flight=1, poll_interval=0.5, deadline=6.0)
+    cluster = clusters("cap1paths", max_in_flight=1, poll_interval=0.5, deadline=6.0)
     cluster.start_worker(concurrency=1)
     client = cluster.client
     failed = client.wait(client.submit(IMG, prompt="fails [sim:error] [sim:time=0.5]"), 20)
@@ -140,9 +120,9 @@ def _example_app() -> ModuleType:
 
 
 def test_the_example_flask_app_submits_and_shows_progress(
-    budget: Callable[..., Cluster],
+    clusters: Callable[..., Cluster],
 ) -> None:
-    cluster = budget("flaskapp")
+    cluster = clusters("flaskapp")
     cluster.start_worker(concurrency=1)
     app = _example_app().create_app(cluster.client)
     web = app.test_client()

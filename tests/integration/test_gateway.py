@@ -32,6 +32,7 @@ from worker.request import parse_request
 TOKEN = "gw-token-0123456789"
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 IMG = "https://example.com/cat.png"
+# The upstream's page with the seed script: ../shared beside the repository (as in CI).
 SEED = Path(__file__).resolve().parents[3] / "shared" / "seed" / "kling-v2.1-pro-image-to-video.md"
 
 
@@ -179,6 +180,7 @@ def test_list_jobs_by_state_in_pages(web: tuple[Cluster, Gateway]) -> None:
 
 
 def _seed_script(base_url: str) -> str:
+    assert SEED.exists(), f"{SEED} is missing: this test needs ../shared beside the repository"
     page = SEED.read_text()
     code = page.split('<code class="lang-python">', 1)[1].split("</code>", 1)[0]
     code = html.unescape(re.sub(r"</?strong>", "", code))

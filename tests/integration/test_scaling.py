@@ -8,14 +8,13 @@ import json
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import requests
 
-from simulator import Simulator
-from tests.integration.conftest import Cluster, make_cluster
+from tests.integration.conftest import Cluster
 from worker.metrics import MetricsExporter
 
 IMG = "https://example.com/cat.png"
@@ -30,29 +29,11 @@ def finished_events(cluster: Cluster) -> Counter[str]:
     return Counter(re.findall(r"event=job\.finished job_id=(\w+)", cluster.log_text()))
 
 
-@pytest.fixture
-def scaled(
-    redis_url: str, sim: Simulator, tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[Callable[..., Cluster]]:
-    made: list[Cluster] = []
-
-    def make(name: str, **overrides: object) -> Cluster:
-        cluster = make_cluster(redis_url, tmp_path, name, sim, **overrides)
-        made.append(cluster)
-        return cluster
-
-    yield make
-    for cluster in made:
-        cluster.stop()
-        if request.session.testsfailed:
-            print(cluster.log_text()[-4000:])
-
-
 @pytest.mark.parametrize("workers", [1, 2, 4])
 def test_workers_share_the_work_and_no_job_is_done_twice(
-    scaled: Callable[..., Cluster], workers: int
+    clusters: Callable[..., Cluster], workers: int
 ) -> None:
-    cluster = scaled(f"scale{workers}", poll_interval=0.5)
+    cluster = clusters(f"scale{workers}", poll_interval=0.5)
     for _ in range(workers):
         cluster.start_worker(concurrency=1)
     prompts = [f"scale{workers}-{i} [sim:time=2]" for i in range(40)]
@@ -67,8 +48,8 @@ def test_workers_share_the_work_and_no_job_is_done_twice(
     print(f"\nFIGURES scaling {workers} workers: tasks per worker {per_worker}")
 
 
-def test_a_worker_added_mid_run_takes_polls(scaled: Callable[..., Cluster]) -> None:
-    cluster = scaled("midrun", poll_interval=0.5)
+def test_a_worker_added_mid_run_takes_polls(clusters: Callable[..., Cluster]) -> None:
+    cluster = clusters("midrun", poll_interval=0.5)
     cluster.start_worker(concurrency=1)
     ids = [cluster.client.submit(IMG, prompt=f"midrun-{i} [sim:time=6]") for i in range(30)]
     time.sleep(1.0)
@@ -80,8 +61,8 @@ def test_a_worker_added_mid_run_takes_polls(scaled: Callable[..., Cluster]) -> N
     assert finished_events(cluster) == Counter({i: 1 for i in ids})
 
 
-def test_json_logs_and_job_metrics_from_a_real_run(scaled: Callable[..., Cluster]) -> None:
-    cluster = scaled("jsonlogs")
+def test_json_logs_and_job_metrics_from_a_real_run(clusters: Callable[..., Cluster]) -> None:
+    cluster = clusters("jsonlogs")
     cluster.env["VIDEOQ_LOG_FORMAT"] = "json"
     cluster.start_worker(concurrency=1)
     ok = cluster.client.submit(IMG, prompt="metrics ok [sim:time=1]")
