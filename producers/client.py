@@ -18,7 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker.app import VideoqCelery, create_app
 from worker.job import Job
-from worker.keys import GENERATE_TASK, WEBHOOK_TASK
+from worker.keys import GENERATE_TASK, WEBHOOK_TASK, task_label
 from worker.request import MAX_URL_LENGTH, RequestError, build_request
 from worker.settings import Settings, load_settings
 from worker.states import ACTIVE_STATES, ErrorKind, JobState
@@ -118,7 +118,7 @@ class Client:
             self._app.send_task(
                 GENERATE_TASK,
                 kwargs={"job_id": job_id, "deadline_at": deadline_at, "attempt": 1},
-                queue=self.settings.queue,
+                queue=self.settings.queue, kwargsrepr=task_label(job_id, "create", 1, "queued"),
             )
         except Exception as exc:  # kombu raises its own errors after its publish retries
             raise Unavailable(
@@ -165,13 +165,14 @@ class Client:
         queue = self.settings.queue
         if job.webhook_state == "pending":
             self._app.send_task(WEBHOOK_TASK, kwargs={"job_id": job.id, "attempt": 1},
-                                queue=queue)
+                                queue=queue, kwargsrepr=task_label(job.id, "webhook", 1))
         if self.settings.max_in_flight:
             for waiting in self.store.next_in_line(self.settings.max_in_flight):
                 self._app.send_task(
                     GENERATE_TASK, queue=queue,
                     kwargs={"job_id": waiting.id, "deadline_at": waiting.deadline_at,
                             "attempt": waiting.attempts + 1},
+                    kwargsrepr=task_label(waiting.id, "create", waiting.attempts + 1, "queued"),
                 )
 
     def list_jobs(

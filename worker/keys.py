@@ -13,6 +13,16 @@ POLL_TASK = "videoq.poll_video"
 WEBHOOK_TASK = "videoq.deliver_webhook"
 
 
+def task_label(job_id: str, step: str, number: int, state: str | None = None) -> str:
+    """What Flower shows as a task's arguments (``kwargsrepr``): the step, its attempt or
+    poll number, the job state the step starts from, and the job. Short, no secrets."""
+    label: dict[str, object] = {"step": step, "n": number}
+    if state:
+        label["state"] = state
+    label["job_id"] = job_id  # last: Flower's column cuts long values at the right
+    return repr(label)
+
+
 @dataclass(frozen=True)
 class Keys:
     """Key names under one prefix (``VIDEOQ_KEY_PREFIX``)."""

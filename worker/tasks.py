@@ -18,7 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from . import logs
 from .app import app
 from .chain import Runtime, run_generate, run_poll
-from .keys import GENERATE_TASK, POLL_TASK, WEBHOOK_TASK
+from .keys import GENERATE_TASK, POLL_TASK, WEBHOOK_TASK, task_label
 from .request import RequestError, parse_request
 from .states import ErrorKind
 from .webhooks import run_webhook
@@ -38,7 +38,7 @@ class CeleryScheduler:
     def generate(self, job_id: str, deadline_at: float, attempt: int, countdown: float) -> None:
         generate_video.apply_async(
             kwargs={"job_id": job_id, "deadline_at": deadline_at, "attempt": attempt},
-            countdown=countdown,
+            countdown=countdown, kwargsrepr=task_label(job_id, "create", attempt, "queued"),
         )
 
     def poll(
@@ -46,13 +46,14 @@ class CeleryScheduler:
     ) -> None:
         poll_video.apply_async(
             kwargs={"job_id": job_id, "deadline_at": deadline_at, "seq": seq, "errors": errors},
-            countdown=countdown,
+            countdown=countdown, kwargsrepr=task_label(job_id, "poll", seq, "generating"),
         )
 
 
     def webhook(self, job_id: str, attempt: int, countdown: float) -> None:
         deliver_webhook.apply_async(
-            kwargs={"job_id": job_id, "attempt": attempt}, countdown=countdown
+            kwargs={"job_id": job_id, "attempt": attempt}, countdown=countdown,
+            kwargsrepr=task_label(job_id, "webhook", attempt),
         )
 
 

@@ -123,6 +123,11 @@ def test_flower_needs_auth_and_shows_the_jobs_tasks(flower: Flower, cluster: Clu
     for task in tasks.values():  # small, secret-free arguments: ids, a deadline, a counter
         assert len(task["kwargs"]) < 200 and "TOPSECRET" not in task["kwargs"]
         assert "job_id" in task["kwargs"]
+        # what an operator reads: the job, the step with its number, the job's state
+        if task["name"] == "videoq.poll_video":
+            assert "'step': 'poll'" in task["kwargs"] and "'state': 'generating'" in task["kwargs"]
+        else:
+            assert "'step': 'create'" in task["kwargs"] and "'state': 'queued'" in task["kwargs"]
     # Prometheus: Flower's /metrics answers with auth on (Flower serves it without auth).
     metrics = requests.get(flower.url + "/metrics", timeout=5)
     assert metrics.status_code == 200 and "flower_events_total" in metrics.text
@@ -165,7 +170,7 @@ def test_flower_tasks_page_in_a_browser(flower: Flower, cluster: Cluster, tmp_pa
     options.binary_location = chromium
     for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--window-size=1500,900"):
+                "--disable-sync", "--window-size=1700,900"):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(chromedriver), options=options)
     try:
@@ -183,6 +188,12 @@ def test_flower_tasks_page_in_a_browser(flower: Flower, cluster: Cluster, tmp_pa
         page = driver.page_source
         assert "videoq.generate_video" in page and "videoq.poll_video" in page
         assert "SUCCESS" in page
+        # Only videoq's tasks (not a warm-up task whose first events Flower missed).
+        from selenium.webdriver.common.by import By
+
+        driver.find_element(By.CSS_SELECTOR, "input[type='search']").send_keys("videoq.")
+        time.sleep(1.0)
+        driver.execute_script("window.scrollTo(0, 0)")
         shot = Path(os.environ.get("VIDEOQ_FLOWER_SCREENSHOT") or tmp_path / "flower-tasks.png")
         driver.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000

@@ -38,7 +38,7 @@ def test_submit_stores_the_job_then_enqueues_the_task_by_name(client: Client) ->
     [message] = queued_messages(client)
     assert message["headers"]["task"] == GENERATE_TASK  # type: ignore[index]
     assert message["headers"]["kwargsrepr"] == repr(  # type: ignore[index]
-        {"job_id": job_id, "deadline_at": job.deadline_at, "attempt": 1}
+        {"step": "create", "n": 1, "state": "queued", "job_id": job_id}
     )
 
 
