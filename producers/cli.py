@@ -52,6 +52,13 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_INPUT)
 
 
+def _server(sub: Any, name: str, port: int, help_text: str, description: str) -> None:
+    """A subcommand that serves HTTP on --host (loopback by default) and --port."""
+    parser = sub.add_parser(name, help=help_text, description=description)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="videoq",
@@ -102,34 +109,26 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--force", action="store_true",
                     help="sweep even while the queue has a backlog")
 
-    sv = sub.add_parser(
-        "serve",
-        help="run the HTTP gateway (native /v1/jobs and the upstream's own API)",
-        description="Run the HTTP gateway: /v1/jobs (submit, get, list, cancel) and the "
+    _server(
+        sub, "serve", 8080,
+        "run the HTTP gateway (native /v1/jobs and the upstream's own API)",
+        "Run the HTTP gateway: /v1/jobs (submit, get, list, cancel) and the "
         "upstream-compatible paths, behind Bearer tokens from VIDEOQ_API_TOKENS. OpenAPI "
         "at /openapi.json.",
     )
-    sv.add_argument("--host", default="127.0.0.1")
-    sv.add_argument("--port", type=int, default=8080)
-
-    fl = sub.add_parser(
-        "flower",
-        help="run Flower on videoq's app (auth, persistent state, job columns)",
-        description="Run Flower on videoq's Celery app with basic auth from "
+    _server(
+        sub, "flower", 5555,
+        "run Flower on videoq's app (auth, persistent state, job columns)",
+        "Run Flower on videoq's Celery app with basic auth from "
         "VIDEOQ_FLOWER_BASIC_AUTH and its state kept in VIDEOQ_FLOWER_DB. Refuses a "
         "non-loopback address without auth. Other options pass through to Flower.",
     )
-    fl.add_argument("--host", default="127.0.0.1")
-    fl.add_argument("--port", type=int, default=5555)
-
-    me = sub.add_parser(
-        "metrics",
-        help="serve job metrics for Prometheus",
-        description="Serve videoq's job-level metrics (jobs by state, completion latency, "
+    _server(
+        sub, "metrics", 9808,
+        "serve job metrics for Prometheus",
+        "Serve videoq's job-level metrics (jobs by state, completion latency, "
         "upstream errors, in-flight jobs, credits) on /metrics in Prometheus's format.",
     )
-    me.add_argument("--host", default="127.0.0.1")
-    me.add_argument("--port", type=int, default=9808)
 
     he = sub.add_parser(
         "health",
