@@ -45,7 +45,7 @@ def test_jobs_over_the_cap_wait_and_start_in_submission_order(
     cluster = clusters("cap2", max_in_flight=2, poll_interval=0.5)
     cluster.start_worker(concurrency=2)
     cluster.start_worker(concurrency=2)
-    prompts = [f"capped {i} [sim:time=1.5]" for i in range(8)]
+    prompts = [f"capped {i} [sim:time=3]" for i in range(8)]
     ids = []
     for prompt in prompts:
         ids.append(cluster.client.submit(IMG, prompt=prompt))
