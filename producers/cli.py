@@ -1,8 +1,9 @@
 """``videoq``: the command line (worker, submit, status, simulator, demo, and the operator
 commands flower, metrics, health and sweep in ``producers.ops``).
 
-Exit codes: 0 success; 1 the job ended without completing (``submit --wait``) or was
-not found (``status``); 2 bad input; 3 Redis unreachable; 4 ``--wait`` timed out.
+Exit codes: 0 success; 1 the job ended without completing (``submit --wait``), was
+not found (``status``), or the named worker did not answer (``health``); 2 bad input;
+3 Redis unreachable; 4 ``--wait`` timed out.
 """
 
 from __future__ import annotations

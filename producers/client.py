@@ -183,16 +183,13 @@ class Client:
         found: list[Job] = []
         try:
             while True:
-                cursor, keys = self.store.redis.scan(
-                    cursor, match=self.store.keys.job_pattern(), count=max(limit, 100)
-                )
-                prefix = len(self.store.keys.job(""))
-                for key in keys:
-                    job = self.store.get(str(key)[prefix:])
+                cursor, ids = self.store.scan_ids(cursor, max(limit, 100))
+                for job_id in ids:
+                    job = self.store.get(job_id)
                     if job is not None and (state is None or job.state is state):
                         found.append(job)
                 if cursor == 0 or len(found) >= limit:
-                    return found, int(cursor)
+                    return found, cursor
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise self._unavailable(exc) from None
         except RedisResponseError:

@@ -15,21 +15,18 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from producers.cli import EXIT_INPUT, EXIT_OK, EXIT_UNAVAILABLE, _err
 from worker.settings import Settings, load_settings
 
-EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_UNAVAILABLE = 0, 1, 2, 3
+EXIT_UNHEALTHY = 1  # `videoq health`: Redis answers but the named worker does not
 
 # What an operator wants to see in the task list: the kwargs carry job id and attempt.
 FLOWER_COLUMNS = "name,uuid,state,kwargs,received,started,runtime,worker"
 
 
-def _err(message: str) -> None:
-    print(f"videoq: {message}", file=sys.stderr)
-
-
 def is_local(host: str) -> bool:
-    if host in ("localhost", ""):
-        return host == "localhost"
+    if host == "localhost":
+        return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
@@ -95,7 +92,7 @@ def run_health(worker: str | None, timeout: float) -> int:
         replies = app.control.ping([worker], timeout=timeout) or []
         if not any(worker in reply for reply in replies):
             _err(f"unhealthy: worker {worker} did not answer a ping within {timeout}s")
-            return EXIT_FAILED
+            return EXIT_UNHEALTHY
     print("ok")
     return EXIT_OK
 

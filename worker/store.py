@@ -321,24 +321,41 @@ class JobStore:
         return True
 
     def iter_ids(self, count: int = 500) -> Iterable[str]:
+        cursor = 0
+        while True:
+            cursor, ids = self.scan_ids(cursor, count)
+            yield from ids
+            if cursor == 0:
+                return
+
+    def scan_ids(self, cursor: int, count: int) -> tuple[int, list[str]]:
+        """One SCAN step over the job keys: (next cursor, 0 at the end; job ids)."""
         prefix_len = len(self.keys.job(""))
-        for key in self.redis.scan_iter(match=self.keys.job_pattern(), count=count):
-            yield str(key)[prefix_len:]
+        following, keys = self.redis.scan(cursor, match=self.keys.job_pattern(), count=count)
+        return int(following), [str(k)[prefix_len:] for k in keys]
 
     # --- the active set (what the sweeper reads) ---------------------------------------
 
     def overdue(self, now: float, limit: int) -> list[str]:
         """Ids of unfinished jobs whose next step should have started by ``now``."""
-        ids = self.redis.zrangebyscore(self.keys.active(), "-inf", repr(now), start=0, num=limit)
-        return [str(i) for i in ids]
+        return self._due_by(self.keys.active(), now, limit)
 
     def postpone(self, job_id: str, due_at: float) -> None:
         """Move a job's due time later (never earlier; never re-adds a finished job)."""
-        self.redis.zadd(self.keys.active(), {job_id: due_at}, xx=True, gt=True)
+        self._later(self.keys.active(), job_id, due_at)
 
     def forget(self, job_id: str) -> None:
         """Drop a job from the active set (its record is gone or terminal)."""
         self.redis.zrem(self.keys.active(), job_id)
+
+    # Both schedules (the active set, pending webhooks) are sorted sets of due times.
+
+    def _due_by(self, schedule: str, now: float, limit: int) -> list[str]:
+        ids = self.redis.zrangebyscore(schedule, "-inf", repr(now), start=0, num=limit)
+        return [str(i) for i in ids]
+
+    def _later(self, schedule: str, job_id: str, due_at: float) -> None:
+        self.redis.zadd(schedule, {job_id: due_at}, xx=True, gt=True)
 
     def active_count(self) -> int:
         return int(self.redis.zcard(self.keys.active()))
@@ -355,7 +372,7 @@ class JobStore:
 
     def next_in_line(self, limit: int) -> list[Job]:
         """The waiting jobs that free slots are for, oldest first (stale entries dropped)."""
-        free = limit - int(self.redis.zcard(self.keys.slots()))
+        free = limit - self.in_flight_slots()
         out: list[Job] = []
         while free > len(out):
             ids = self.redis.zrange(self.keys.waiting(), len(out), free - 1)
@@ -387,14 +404,13 @@ class JobStore:
         )
 
     def webhooks_due(self, now: float, limit: int) -> list[str]:
-        ids = self.redis.zrangebyscore(self.keys.webhooks(), "-inf", repr(now), start=0, num=limit)
-        return [str(i) for i in ids]
+        return self._due_by(self.keys.webhooks(), now, limit)
 
     def forget_webhook(self, job_id: str) -> None:
         self.redis.zrem(self.keys.webhooks(), job_id)
 
     def postpone_webhook(self, job_id: str, due_at: float) -> None:
-        self.redis.zadd(self.keys.webhooks(), {job_id: due_at}, xx=True, gt=True)
+        self._later(self.keys.webhooks(), job_id, due_at)
 
     # --- metrics -----------------------------------------------------------------------
 
