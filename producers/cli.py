@@ -182,7 +182,8 @@ def _cmd_worker(args: argparse.Namespace, extra: list[str]) -> int:
     settings = app.videoq_settings
     if not settings.aimlapi_key.get_secret_value():
         _err("warning: AIMLAPI_KEY is not set; the upstream will refuse every create")
-    argv = ["worker", "--loglevel", args.loglevel or settings.log_level, "-Q", settings.queue]
+    queues = f"{settings.queue},{settings.tick_queue}"
+    argv = ["worker", "--loglevel", args.loglevel or settings.log_level, "-Q", queues]
     app.worker_main(argv=argv + extra)
     return EXIT_OK
 

@@ -43,8 +43,8 @@ M = [
     (
         "M3 scheduler sleeps instead of countdown",
         "worker/tasks.py",
-        '        poll_video.apply_async(\n            kwargs={"job_id": job_id, "deadline_at": deadline_at, "seq": seq, "errors": errors},\n            countdown=countdown,\n        )',
-        '        time.sleep(countdown)\n        poll_video.apply_async(\n            kwargs={"job_id": job_id, "deadline_at": deadline_at, "seq": seq, "errors": errors},\n        )',
+        '            kwargs={"job_id": job_id, "deadline_at": deadline_at, "seq": seq, "errors": errors},\n            countdown=countdown, kwargsrepr=task_label(job_id, "poll", seq, "generating"),',
+        '            kwargs={"job_id": job_id, "deadline_at": deadline_at, "seq": seq, "errors": errors},\n            kwargsrepr=task_label(job_id, "poll", seq, "generating"),\n        ) if time.sleep(countdown) is None else poll_video.apply_async(',
         [
             "tests/integration/test_chain.py::test_one_worker_slot_keeps_fifty_jobs_in_flight",
             "tests/test_static.py::test_no_sleep_anywhere_in_the_worker",
@@ -223,7 +223,7 @@ EXTRA += [
     ),
     (
         "M20 sweeper ignores the backlog",
-        [("worker/sweeper.py", "    if not ids or backlog > 0:", "    if not ids:")],
+        [("worker/sweeper.py", "    if backlog > 0:\n", "    if False:\n")],
         ["tests/worker/test_sweeper.py::test_a_backlog_defers_the_sweep"],
     ),
     (
@@ -243,6 +243,48 @@ EXTRA += [
           "        for ch in list(getattr(getattr(self.connection, '_transport', None), 'channels', None) or []):\n"
           "            ch.do_restore = False\n        super().on_close()\n")],
         ["tests/reliability/test_worker_faults.py::test_sigterm_warm_shutdown_hands_back_held_tasks"],
+    ),
+    (
+        "M33 a tick claims without a lease",
+        [("worker/ticks.py", "    redis.call('ZADD', KEYS[1], ARGV[4], id)\n", "")],
+        ["tests/worker/test_ticks.py::test_a_poll_lost_with_its_worker_is_claimed_again_after_the_lease_and_fenced"],
+    ),
+    (
+        "M34 a tick polls jobs that are no longer generating",
+        [("worker/ticks.py", "  if f[1] == 'generating' and f[5] and f[5] ~= '' then", "  if f[5] and f[5] ~= '' then")],
+        ["tests/worker/test_ticks.py::test_a_cancelled_job_is_dropped_from_the_book_without_a_poll"],
+    ),
+    (
+        "M35 a message per poll, not per tick",
+        [("worker/ticks.py", "'1', 'NX', 'PX', ARGV[3])", "'1', 'PX', ARGV[3])")],
+        ["tests/worker/test_ticks.py::test_one_message_per_tick_however_many_jobs_fall_in_it"],
+    ),
+    (
+        "M36 the rest of a burst is not handed on",
+        [("worker/ticks.py", "    if more:\n", "    if False:\n")],
+        ["tests/worker/test_ticks.py::test_a_tick_polls_only_due_jobs_and_hands_the_rest_of_a_burst_on"],
+    ),
+    (
+        "M37 a finished job stays in the poll book",
+        [("worker/store.py", "  redis.call('ZREM', KEYS[7], ARGV[10])\n", "")],
+        ["tests/worker/test_ticks.py::test_a_finished_job_leaves_the_book",
+         "tests/integration/test_batch.py::test_a_burst_completes_with_one_create_each_and_polls_a_tick_apart"],
+    ),
+    (
+        "M38 a tick polls jobs not yet due",
+        [("worker/ticks.py", "'ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT'", "'ZRANGEBYSCORE', KEYS[1], '-inf', '+inf', 'LIMIT'")],
+        ["tests/worker/test_ticks.py::test_a_tick_polls_only_due_jobs_and_hands_the_rest_of_a_burst_on",
+         "tests/integration/test_batch.py::test_a_burst_completes_with_one_create_each_and_polls_a_tick_apart"],
+    ),
+    (
+        "M39 transient errors forgotten between ticks",
+        [("worker/ticks.py", "  redis.call('HSET', ARGV[1] .. ARGV[i], 'poll_errors', ARGV[i + 2])\n", "")],
+        ["tests/worker/test_ticks.py::test_transient_errors_are_counted_across_ticks_and_back_off"],
+    ),
+    (
+        "M40 batch mode: the killed worker's leased polls never come back",
+        [("worker/ticks.py", "    lease_until = now + rt.upstream_timeout + settings.stall_timeout\n", "    lease_until = now + 3600\n")],
+        ["tests/reliability/test_worker_faults.py::test_sigkill_one_of_two_workers_with_many_jobs_in_flight[batch]"],
     ),
 ]
 EXTRA += [

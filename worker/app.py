@@ -15,10 +15,12 @@ from typing import Any
 from celery import Celery, signals
 
 from .chain import Runtime, Scheduler
+from .fetcher import StatusFetcher
 from .logs import install_json_format, install_redaction
 from .settings import Settings, load_settings
 from .store import JobStore, connect
 from .sweeper import SweeperStep
+from .ticks import PollBook
 from .upstream import UpstreamClient
 
 
@@ -77,6 +79,7 @@ class VideoqCelery(Celery):  # type: ignore[misc]
         self.config_from_object(celery_config(settings))
         self.steps["worker"].add(SweeperStep)
         self._runtime: tuple[int, Runtime] | None = None
+        self._batch: tuple[int, PollBook, StatusFetcher] | None = None
 
     def runtime(self, scheduler: Scheduler) -> Runtime:
         """This process's Redis pool and HTTP session (made after fork, once per process)."""
@@ -95,6 +98,25 @@ class VideoqCelery(Celery):  # type: ignore[misc]
                 ),
             )
         return self._runtime[1]
+
+    def _batch_parts(self) -> tuple[int, PollBook, StatusFetcher]:
+        if self._batch is None or self._batch[0] != os.getpid():
+            settings = self.videoq_settings
+            store = JobStore(connect(settings), settings)
+            book = PollBook(store.redis, store.keys, settings.poll_tick)
+            fetcher = StatusFetcher(
+                UpstreamClient.from_settings(settings), settings.poll_concurrency
+            )
+            self._batch = (os.getpid(), book, fetcher)
+        return self._batch
+
+    def poll_book(self) -> PollBook:
+        """Batch mode: this process's handle on the poll schedule."""
+        return self._batch_parts()[1]
+
+    def poll_fetcher(self) -> StatusFetcher:
+        """Batch mode: this process's event loop for status calls."""
+        return self._batch_parts()[2]
 
 
 def create_app(settings: Settings | None = None) -> VideoqCelery:

@@ -32,7 +32,15 @@ from .request import parse_request
 from .settings import Settings
 from .states import ErrorKind, JobState
 from .store import Fence, JobStore, Outcome
-from .upstream import IN_PROGRESS, ProtocolError, Rejected, Status, Transient, UpstreamClient
+from .upstream import (
+    IN_PROGRESS,
+    ProtocolError,
+    Rejected,
+    Status,
+    Transient,
+    UpstreamClient,
+    UpstreamError,
+)
 
 # A countdown shorter than this is "now": the chain has reached its deadline.
 DEADLINE_EPSILON = 0.05
@@ -296,21 +304,39 @@ def run_poll(rt: Runtime, job_id: str, deadline_at: float, seq: int, errors: int
     )
     if claimed is not Outcome.APPLIED:
         return _drop(job_id, "poll", seq, "duplicate or stale poll", job)
-    fence = Fence("poll_seq", str(seq))
+    return poll_claimed(rt, job_id, job.generation_id, deadline_at, seq, errors)
 
+
+def poll_claimed(
+    rt: Runtime, job_id: str, generation_id: str, deadline_at: float, seq: int, errors: int
+) -> None:
+    """The rest of poll ``seq`` once it holds the claim (``poll_seq == seq``): one
+    status call, then end the job or schedule the next poll. (Batch mode claims a
+    tick's polls in one script, makes their calls together, and goes on from
+    :func:`poll_answered`.)"""
     try:
-        status = rt.upstream.status(job.generation_id)
-    except Transient as exc:
-        rt.store.note_upstream_error(exc.kind)
-        return _after_transient(rt, job_id, deadline_at, seq, errors, fence, exc)
-    except (ProtocolError, Rejected) as exc:
-        rt.store.note_upstream_error(exc.kind)
-        _finish(
-            rt, job_id, JobState.GENERATING, JobState.FAILED, fence, attempt=seq,
-            error_kind=ErrorKind.UPSTREAM_PROTOCOL, error_message=f"status: {exc}",
-        )
-        return None
-    return _after_status(rt, job_id, deadline_at, seq, fence, status)
+        answer: Status | UpstreamError = rt.upstream.status(generation_id)
+    except UpstreamError as exc:
+        answer = exc
+    poll_answered(rt, job_id, deadline_at, seq, errors, answer)
+
+
+def poll_answered(
+    rt: Runtime, job_id: str, deadline_at: float, seq: int, errors: int,
+    answer: Status | UpstreamError,
+) -> None:
+    """What poll ``seq`` does with the upstream's answer (or the classified error)."""
+    fence = Fence("poll_seq", str(seq))
+    if isinstance(answer, Status):
+        return _after_status(rt, job_id, deadline_at, seq, fence, answer)
+    rt.store.note_upstream_error(answer.kind)
+    if isinstance(answer, Transient):
+        return _after_transient(rt, job_id, deadline_at, seq, errors, fence, answer)
+    _finish(
+        rt, job_id, JobState.GENERATING, JobState.FAILED, fence, attempt=seq,
+        error_kind=ErrorKind.UPSTREAM_PROTOCOL, error_message=f"status: {answer}",
+    )
+    return None
 
 
 def _after_status(

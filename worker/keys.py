@@ -11,6 +11,7 @@ LATENCY_BUCKETS = (30, 60, 120, 180, 240, 300, 420, 600, 900, 1200)
 GENERATE_TASK = "videoq.generate_video"
 POLL_TASK = "videoq.poll_video"
 WEBHOOK_TASK = "videoq.deliver_webhook"
+TICK_TASK = "videoq.poll_tick"
 
 
 def task_label(job_id: str, step: str, number: int, state: str | None = None) -> str:
@@ -57,6 +58,17 @@ class Keys:
     def webhooks(self) -> str:
         """Sorted set: jobs with a webhook still to deliver, scored by the next try."""
         return f"{self.prefix}:webhooks"
+
+    def polls(self) -> str:
+        """Sorted set (batch mode): generating jobs scored by when their next poll is
+        due, or, while a tick holds them, by when that tick's lease ends."""
+        return f"{self.prefix}:polls"
+
+    def tick_prefix(self) -> str:
+        """Strings ``<prefix>:tick:<ms>``, expiring a few seconds after their tick: set
+        while a message for the tick ending at ``<ms>`` is on its way, so each tick
+        gets one message."""
+        return f"{self.prefix}:tick:"
 
     def sweeper_lock(self) -> str:
         """String with a short expiry: held by the one worker sweeping this tick."""

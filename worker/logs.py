@@ -26,6 +26,8 @@ def _value(value: object) -> str:
 
 def event(name: str, *, level: int = logging.INFO, **fields: object) -> None:
     """Log one event as logfmt: ``event=<name> key=value ...`` (None values skipped)."""
+    if not logger.isEnabledFor(level):
+        return
     kept = {k: v for k, v in fields.items() if v is not None}
     parts = [f"event={name}"]
     parts.extend(f"{k}={_value(v)}" for k, v in kept.items())

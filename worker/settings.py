@@ -59,6 +59,22 @@ class Settings(BaseSettings):
 
     # --- the chain ------------------------------------------------------------------------
     poll_interval: float = Field(default=10.0, gt=0, description="Seconds between polls.")
+    poll_mode: Literal["chain", "batch"] = Field(
+        default="chain",
+        description="chain: one countdown task per poll; batch: one task polls every job "
+        "due in a tick (see README, Performance).",
+    )
+    poll_tick: float = Field(
+        default=0.25, gt=0, le=5,
+        description="Batch mode: width of a tick in seconds; a poll runs at most this late.",
+    )
+    poll_batch: int = Field(
+        default=200, ge=1, le=5000, description="Batch mode: most polls one tick task takes."
+    )
+    poll_concurrency: int = Field(
+        default=100, ge=1, le=1000,
+        description="Batch mode: status calls one worker process makes at once.",
+    )
     deadline: float = Field(
         default=1000.0, gt=0, description="Seconds from acceptance until a job times out."
     )
@@ -157,6 +173,12 @@ class Settings(BaseSettings):
     def create_claim_timeout(self) -> float:
         """How long a create claim may stay unresolved before its outcome is unknown."""
         return self.http_connect_timeout + self.http_read_timeout + 30.0
+
+    @property
+    def tick_queue(self) -> str:
+        """Batch mode's tick messages: a queue of their own, so a backlog of creates
+        never holds the polls of jobs already generating."""
+        return f"{self.queue}.ticks"
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -56,7 +56,7 @@ return ''
 """
 
 # KEYS[1] job, KEYS[2] the active set, KEYS[3] stats, KEYS[4] slots, KEYS[5] waiting,
-# KEYS[6] webhooks.
+# KEYS[6] webhooks, KEYS[7] polls (batch mode's schedule).
 # ARGV: allowed states (comma list), new state, now, fence field, fence op (eq|lt),
 #       fence value, ttl when the new state is terminal (0 otherwise), field to
 #       increment by one (or ""), terminal states (comma list: never left, whatever
@@ -97,6 +97,7 @@ if tonumber(ARGV[7]) > 0 then
   redis.call('ZREM', KEYS[2], ARGV[10])
   redis.call('ZREM', KEYS[4], ARGV[10])
   redis.call('ZREM', KEYS[5], ARGV[10])
+  redis.call('ZREM', KEYS[7], ARGV[10])
   local hook = redis.call('HGET', KEYS[1], 'webhook_url')
   if hook and hook ~= '' then
     redis.call('HSET', KEYS[1], 'webhook_state', 'pending')
@@ -448,6 +449,7 @@ class JobStore:
             keys=[
                 self.keys.job(job_id), self.keys.active(), self.keys.stats(),
                 self.keys.slots(), self.keys.waiting(), self.keys.webhooks(),
+                self.keys.polls(),
             ],
             args=[
                 ",".join(s.value for s in allowed),

@@ -18,9 +18,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from . import logs
 from .app import app
 from .chain import Runtime, run_generate, run_poll
-from .keys import GENERATE_TASK, POLL_TASK, WEBHOOK_TASK, task_label
+from .keys import GENERATE_TASK, POLL_TASK, TICK_TASK, WEBHOOK_TASK, task_label
 from .request import RequestError, parse_request
 from .states import ErrorKind
+from .ticks import run_tick
 from .webhooks import run_webhook
 
 _TASK_OPTIONS: dict[str, Any] = {
@@ -48,8 +49,6 @@ class CeleryScheduler:
             kwargs={"job_id": job_id, "deadline_at": deadline_at, "seq": seq, "errors": errors},
             countdown=countdown, kwargsrepr=task_label(job_id, "poll", seq, "generating"),
         )
-
-
     def webhook(self, job_id: str, attempt: int, countdown: float) -> None:
         deliver_webhook.apply_async(
             kwargs={"job_id": job_id, "attempt": attempt}, countdown=countdown,
@@ -57,12 +56,30 @@ class CeleryScheduler:
         )
 
 
+class BatchScheduler(CeleryScheduler):
+    """Batch mode: a poll is an entry in the Redis poll book, and each tick one message."""
+
+    def poll(
+        self, job_id: str, deadline_at: float, seq: int, errors: int, countdown: float
+    ) -> None:
+        now = time.time()
+        for tick in app.poll_book().schedule([(job_id, now + countdown, errors)], now):
+            self.tick(tick, max(0.0, tick - now))
+
+    def tick(self, tick: float, countdown: float) -> None:
+        poll_tick.apply_async(
+            kwargs={"tick": tick}, countdown=countdown, queue=app.videoq_settings.tick_queue,
+            kwargsrepr=repr({"step": "tick", "at": round(tick, 3)}),
+        )
+
+
 _SCHEDULER = CeleryScheduler()
+_BATCH = BatchScheduler()
 
 
 def runtime() -> Runtime:
-    """This process's runtime, scheduling through Celery."""
-    return app.runtime(_SCHEDULER)
+    """This process's runtime, scheduling through Celery (per poll, or per tick)."""
+    return app.runtime(_BATCH if app.videoq_settings.poll_mode == "batch" else _SCHEDULER)
 
 
 def _requeue_on_redis_outage(job_id: str, step: str, attempt: int, exc: Exception) -> None:
@@ -143,3 +160,13 @@ def deliver_webhook(self: Any, job_id: str, attempt: int = 1) -> None:
         run_webhook(runtime(), job_id, int(attempt))
     except (RedisConnectionError, RedisTimeoutError) as exc:
         _requeue_on_redis_outage(job_id, "webhook", attempt, exc)
+
+
+@app.task(name=TICK_TASK, **_TASK_OPTIONS)  # type: ignore[untyped-decorator]
+def poll_tick(self: Any, tick: float = 0.0) -> None:
+    """Batch mode: poll every job due by ``tick`` (see ``worker.ticks``)."""
+    rt = runtime()
+    try:
+        run_tick(rt, app.poll_book(), float(tick), app.poll_fetcher().fetch, _BATCH.tick)
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        _requeue_on_redis_outage("-", "tick", 0, exc)

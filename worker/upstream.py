@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import os
 import time
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -94,7 +95,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - now)
 
 
-def _error_text(resp: requests.Response, body: bytes) -> str:
+def _error_text(reason: str | None, body: bytes) -> str:
     try:
         data = _loads(body) if body else None
     except ValueError:
@@ -108,8 +109,8 @@ def _error_text(resp: requests.Response, body: bytes) -> str:
                 return str(data[key])[:500]
     text = body.decode("utf-8", "replace").strip()
     if text.lstrip().startswith("<"):
-        return f"{resp.reason or 'error'} (HTML error page)"
-    return text[:500] or (resp.reason or "no message")
+        return f"{reason or 'error'} (HTML error page)"
+    return text[:500] or (reason or "no message")
 
 
 class UpstreamClient:
@@ -126,7 +127,7 @@ class UpstreamClient:
         self.url = base_url.rstrip("/") + PATHS[path]
         self._key = api_key
         self.timeout = (connect_timeout, read_timeout)
-        self.session = session or requests.Session()
+        self.session = session or _session(self.url)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> UpstreamClient:
@@ -143,10 +144,7 @@ class UpstreamClient:
 
     def _send(self, method: str, **kwargs: Any) -> dict[str, Any]:
         try:
-            resp = self.session.request(
-                method, self.url, headers=self._headers(), timeout=self.timeout, stream=True,
-                **kwargs,
-            )
+            resp = self._request(method, **kwargs)
         except requests.ConnectTimeout as exc:
             raise Transient(f"connect timeout: {exc}", kind="timeout") from None
         except requests.ConnectionError as exc:
@@ -167,17 +165,24 @@ class UpstreamClient:
                 raise Transient(
                     f"reading the answer failed: {type(exc).__name__}", outcome_unknown=True
                 ) from None
+        return self.decode(resp.status_code, resp.reason, resp.headers.get("Retry-After"), body)
+
+    def decode(
+        self, code: int, reason: str | None, retry_after: str | None, body: bytes
+    ) -> dict[str, Any]:
+        """Classify one answer (status, reason, ``Retry-After``, body read up to one byte
+        past the limit): the JSON object, or :class:`Transient`, :class:`Rejected`,
+        :class:`ProtocolError`. Shared by this client and batch mode's async fetcher."""
         if len(body) > MAX_BODY_BYTES:
-            raise ProtocolError(f"answer over {MAX_BODY_BYTES} bytes (HTTP {resp.status_code})")
-        code = resp.status_code
+            raise ProtocolError(f"answer over {MAX_BODY_BYTES} bytes (HTTP {code})")
         if code == 429 or code >= 500:
             raise Transient(
-                f"HTTP {code}: {self._scrub(_error_text(resp, body))}",
-                retry_after=parse_retry_after(resp.headers.get("Retry-After")),
+                f"HTTP {code}: {self._scrub(_error_text(reason, body))}",
+                retry_after=parse_retry_after(retry_after),
                 kind="rate_limited" if code == 429 else "server_error",
             )
         if code >= 400:
-            raise Rejected(code, self._scrub(_error_text(resp, body)))
+            raise Rejected(code, self._scrub(_error_text(reason, body)))
         try:
             data = _loads(body)
         except ValueError:
@@ -185,6 +190,26 @@ class UpstreamClient:
         if not isinstance(data, dict):
             raise ProtocolError(f"answer is not a JSON object (HTTP {code})")
         return data
+
+    def status_from(self, data: dict[str, Any]) -> Status:
+        """A decoded status answer as a :class:`Status` (error text scrubbed)."""
+        return self._scrubbed(self._status_from(data, what="status"))
+
+    def headers(self) -> dict[str, str]:
+        return self._headers()
+
+    def _request(self, method: str, **kwargs: Any) -> requests.Response:
+        """One call, straight to the session's adapter: ``Session.request`` merges
+        cookies, hooks and settings on every call (0.66 ms vs 0.49 ms of CPU per
+        status call, measured as above)."""
+        session = self.session
+        prepared = requests.Request(method, self.url, headers=self._headers(), **kwargs).prepare()
+        adapter = session.get_adapter(self.url)
+        verify = True if session.verify is None else session.verify
+        return adapter.send(
+            prepared, timeout=self.timeout, stream=True, verify=verify,
+            proxies=session.proxies, cert=session.cert,
+        )
 
     def _scrub(self, text: str) -> str:
         """Mask the API key in upstream text (some APIs echo a bad key back)."""
@@ -235,6 +260,23 @@ class UpstreamClient:
             error_message=err_msg,
             credits_used=credits,
         )
+
+
+def _session(url: str) -> requests.Session:
+    """A session for many small calls to one host.
+
+    requests re-reads the environment (proxies, ~/.netrc, CA bundle variables) on
+    every call: a status call to the local simulator took 0.97 ms of CPU with that
+    and 0.66 ms without, one thread, 3,000 calls. The environment is read once, now,
+    instead.
+    """
+    session = requests.Session()
+    session.proxies = requests.utils.get_environ_proxies(url)
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        session.verify = bundle
+    session.trust_env = False
+    return session
 
 
 def _loads(body: bytes) -> Any:

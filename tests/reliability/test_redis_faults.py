@@ -27,8 +27,9 @@ def _cli(rig: Any, *args: str) -> tuple[int, str, float]:
     return done.returncode, done.stderr, time.monotonic() - started
 
 
-def test_redis_sigkilled_and_restarted_on_its_aof_files(rig: Any) -> None:
-    r = rig(workers=2, concurrency=2, generation_time=GEN)
+@pytest.mark.parametrize("mode", ["chain", "batch"])
+def test_redis_sigkilled_and_restarted_on_its_aof_files(rig: Any, mode: str) -> None:
+    r = rig(workers=2, concurrency=2, generation_time=GEN, poll_mode=mode)
     ids = r.submit(100)
     r.wait_generating(ids)
     time.sleep(1.5)  # appendfsync everysec: what is a second old is on disk
@@ -56,7 +57,7 @@ def test_redis_sigkilled_and_restarted_on_its_aof_files(rig: Any) -> None:
     assert held_by_workers(r, set(ids + after)) == 0
     done_s = max(r.cluster.client.get(i).finished_at or 0 for i in ids) - restarted_at
     report(
-        "redis_restart", figures=figures, submit_error_s=round(submit_error_s, 2),
+        f"redis_restart ({mode})", figures=figures, submit_error_s=round(submit_error_s, 2),
         status_cli_error_s=round(status_error_s, 2), all_done_after_restart_s=round(done_s, 2),
     )
 

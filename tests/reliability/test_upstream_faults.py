@@ -9,6 +9,8 @@ from collections import Counter, defaultdict
 from itertools import pairwise
 from typing import Any
 
+import pytest
+
 from tests.reliability.conftest import IMG, check_invariants, report
 from worker.keys import GENERATE_TASK, POLL_TASK
 from worker.states import ErrorKind, JobState
@@ -44,8 +46,9 @@ def test_upstream_outage_shorter_than_the_deadline(rig: Any) -> None:
     report("upstream_outage_short", figures=figures, faults_answered=dict(faulted))
 
 
-def test_upstream_outage_longer_than_the_deadline(rig: Any) -> None:
-    r = rig(upstream_proxy=True, generation_time=60.0, deadline=10.0)
+@pytest.mark.parametrize("mode", ["chain", "batch"])
+def test_upstream_outage_longer_than_the_deadline(rig: Any, mode: str) -> None:
+    r = rig(upstream_proxy=True, generation_time=60.0, deadline=10.0, poll_mode=mode)
     ids = r.submit(20)
     r.wait_generating(ids)
     r.proxies[0].cut()
@@ -59,7 +62,7 @@ def test_upstream_outage_longer_than_the_deadline(rig: Any) -> None:
         assert "unreachable" in job.error.message
         assert job.finished_at is not None and job.deadline_at is not None
         assert -0.2 < job.finished_at - job.deadline_at < 1.0
-    report("upstream_outage_long", figures=figures)
+    report(f"upstream_outage_long ({mode})", figures=figures)
 
 
 def _timelines(r: Any, ids: list[str]) -> dict[str, list[Any]]:
@@ -79,8 +82,9 @@ def _timelines(r: Any, ids: list[str]) -> dict[str, list[Any]]:
     return out
 
 
-def test_429_retry_after_is_honoured(rig: Any) -> None:
-    r = rig(generation_time=3.0)
+@pytest.mark.parametrize("mode", ["chain", "batch"])
+def test_429_retry_after_is_honoured(rig: Any, mode: str) -> None:
+    r = rig(generation_time=3.0, poll_mode=mode)
     r.sim.add_fault(status=429, retry_after=2, count=40)
     ids = r.submit(20)
     figures = check_invariants(r, ids, generation_time=3.0)
@@ -92,11 +96,12 @@ def test_429_retry_after_is_honoured(rig: Any) -> None:
                 gaps.append(following.t - hit.t)
     assert len(gaps) == 40
     assert min(gaps) >= 2.0 - 0.05, min(gaps)  # Retry-After: 2
-    report("retry_after", figures=figures, retry_gap_min_s=round(min(gaps), 2))
+    report(f"retry_after ({mode})", figures=figures, retry_gap_min_s=round(min(gaps), 2))
 
 
-def test_retry_after_never_pushes_a_job_past_its_deadline(rig: Any) -> None:
-    r = rig(generation_time=60.0, deadline=8.0)
+@pytest.mark.parametrize("mode", ["chain", "batch"])
+def test_retry_after_never_pushes_a_job_past_its_deadline(rig: Any, mode: str) -> None:
+    r = rig(generation_time=60.0, deadline=8.0, poll_mode=mode)
     ids = r.submit(10)
     r.wait_generating(ids)
     r.sim.add_fault(status=429, retry_after=120, count=1000, method="GET")
@@ -108,7 +113,7 @@ def test_retry_after_never_pushes_a_job_past_its_deadline(rig: Any) -> None:
         # the 429's Retry-After (120 s) was clamped: one last poll at the deadline
         assert polls and polls[-1].t >= (job.deadline_at or 0) - 0.3
         assert job.last_error and "429" in job.last_error
-    report("retry_after_past_deadline", figures=figures)
+    report(f"retry_after_past_deadline ({mode})", figures=figures)
 
 
 def test_every_message_delivered_twice(rig: Any) -> None:

@@ -1,0 +1,78 @@
+"""Contender (c): one process, one asyncio loop, one aiohttp session.
+
+Creates every generation (at most ``--connections`` requests at once), then polls each
+one every ``--interval`` seconds until it ends. No broker, no job records, no retries:
+the practical upper bound for what one core can poll. Writes its results as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import time
+from typing import Any
+
+import aiohttp
+import psutil
+
+MODEL = "kling-video/v2.1/pro/image-to-video"
+WAITING = ("waiting", "active", "queued", "generating")
+
+
+async def _one(
+    session: aiohttp.ClientSession,
+    base: str,
+    job_id: str,
+    interval: float,
+    results: dict[str, Any],
+) -> None:
+    path = f"{base}/generate/video/kling/generation"
+    body = {"model": MODEL, "image_url": "https://example.com/cat.png", "prompt": job_id}
+    async with session.post(path, json=body) as answer:
+        gen_id = (await answer.json())["id"]
+    while True:
+        await asyncio.sleep(interval)
+        async with session.get(path, params={"generation_id": gen_id}) as answer:
+            status = (await answer.json()).get("status")
+        if status not in WAITING:
+            results[job_id] = [time.time(), status, gen_id]
+            return
+
+
+async def _run(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    connector = aiohttp.TCPConnector(limit=args.connections)
+    headers = {"Authorization": f"Bearer {args.key}"}
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+        rss_before = psutil.Process().memory_full_info().pss
+        t0 = time.time()
+        jobs = [
+            asyncio.create_task(_one(session, args.base_url, f"aio-{i}", args.interval, results))
+            for i in range(args.n)
+        ]
+        submitted = time.time()
+        await asyncio.wait(jobs, timeout=args.cap)
+    return {"t0": t0, "submitted": submitted, "rss_before": rss_before, "results": results}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, required=True)
+    parser.add_argument("--base-url", required=True)
+    parser.add_argument("--key", required=True)
+    parser.add_argument("--interval", type=float, required=True)
+    parser.add_argument("--cap", type=float, default=600.0)
+    parser.add_argument("--connections", type=int, default=100)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    report = asyncio.run(_run(args))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    report["cpu"] = usage.ru_utime + usage.ru_stime
+    with open(args.out, "w") as out:
+        json.dump(report, out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""``python -m bench``: run the contenders on each scenario, write the report and plot.
+
+Each scenario gets a fresh private Redis and a fresh asyncio simulator; contenders run
+one after another on it (Redis flushed, simulator reset in between), so they share the
+machine, the simulator and the settings, but never run at the same time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.contenders import Run, blocking_concurrency, run_asyncio, run_blocking, run_videoq
+from bench.harness import Scenario, Stage
+from bench.report import figures
+from producers.local import RedisServer
+
+CONTENDERS = ("videoq", "videoq-chain", "blocking", "asyncio")
+DEFAULT_SCENARIOS = ("100:5:1", "1000:5:1", "10000:120:10")
+
+
+def parse_scenario(text: str, cap: float) -> Scenario:
+    """``N:GEN:POLL`` (seconds), e.g. ``1000:5:1``."""
+    n, gen, poll = text.split(":")
+    return Scenario(int(n), float(gen), float(poll), cap)
+
+
+def run_scenario(
+    args: argparse.Namespace, scenario: Scenario, workdir: Path, redis_server: RedisServer
+) -> list[dict[str, Any]]:
+    stage = Stage(scenario, workdir, redis_server).start()
+    rows: list[dict[str, Any]] = []
+    budget = 0
+    try:
+        for name in args.contenders:
+            started = time.time()
+            run: Run
+            if name.startswith("videoq"):
+                run = run_videoq(
+                    stage,
+                    scenario,
+                    workdir,
+                    mode="chain" if name == "videoq-chain" else "batch",
+                    workers=args.workers,
+                    pool=args.pool,
+                    concurrency=args.concurrency,
+                )
+                if name == "videoq":
+                    budget = max(s.memory for s in run.samples)
+            elif name == "blocking":
+                concurrency = args.blocking_concurrency or blocking_concurrency(
+                    stage, scenario, workdir, budget or 200 * 2**20
+                )
+                # long enough for two rounds of generations, so its rate shows
+                rounds = 2.2 * scenario.generation_time + 2 * scenario.poll_interval
+                capped = replace(scenario, cap=max(args.blocking_cap, rounds))
+                run = run_blocking(stage, capped, workdir, concurrency=concurrency)
+                run.config["memory_budget_mb"] = round(budget / 2**20, 1) if budget else None
+            else:
+                run = run_asyncio(stage, scenario, workdir, connections=args.connections)
+            row = figures(
+                run, scenario, stage.sim_get("/_sim/generations"), stage.sim_get("/_sim/requests")
+            )
+            row["scenario"] = {
+                "n": scenario.n,
+                "generation_time_s": scenario.generation_time,
+                "poll_interval_s": scenario.poll_interval,
+                "cap_s": scenario.cap,
+            }
+            rows.append(row)
+            print(f"  {scenario.label} {name}: {time.time() - started:.0f}s", flush=True)
+            stage.client().flushall()
+            stage.sim_reset()
+    finally:
+        stage.stop()
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = (
+        "scenario",
+        "contender",
+        "done/N",
+        "lost",
+        "makespan",
+        "lag p50/p99/max",
+        "late p99",
+        "req/job",
+        "cpu/1k polls w+r",
+        "ms/poll steady w+r",
+        "cores w+r",
+        "PSS MB",
+        "B/job w",
+        "B/job r",
+    )
+    lines = [" | ".join(head), " | ".join("---" for _ in head)]
+    for r in rows:
+        s, lag, mem, cpu = (
+            r["scenario"],
+            r["completion_lag_s"],
+            r["memory_at_peak"],
+            r["cpu_s_per_1000_polls"],
+        )
+        lines.append(
+            " | ".join(
+                str(x)
+                for x in (
+                    f"{s['n']} @ {s['poll_interval_s']:g}s",
+                    r["contender"],
+                    f"{r['completed']}/{r['jobs']}",
+                    "capped" if r["capped"] else r["jobs_lost"],
+                    r["makespan_s"],
+                    f"{lag['p50']}/{lag['p99']}/{lag['max']}",
+                    r["poll_lateness_s"]["p99"],
+                    r["upstream_requests_per_job"],
+                    f"{cpu['worker']}+{cpu['redis']}",
+                    f"{r['cpu_ms_per_poll_after_creates']['worker']}+"
+                    f"{r['cpu_ms_per_poll_after_creates']['redis']}",
+                    f"{r['cores_used_avg']['worker']}+{r['cores_used_avg']['redis']}",
+                    mem["worker_pss_mb"],
+                    mem["worker_bytes_per_in_flight_job"],
+                    mem["redis_bytes_per_in_flight_job"],
+                )
+            )
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenarios = sorted({r["scenario"]["n"] for r in rows})
+    fig, axes = plt.subplots(2, len(scenarios), figsize=(5 * len(scenarios), 7), squeeze=False)
+    for col, n in enumerate(scenarios):
+        for r in (r for r in rows if r["scenario"]["n"] == n):
+            flight = r["series"]["in_flight"]
+            axes[0][col].plot([t for t, _ in flight], [k for _, k in flight], label=r["contender"])
+            lag = r["series"]["lag"]
+            axes[1][col].scatter(
+                [t for t, _ in lag], [v for _, v in lag], s=2, label=r["contender"]
+            )
+        s = next(r["scenario"] for r in rows if r["scenario"]["n"] == n)
+        axes[0][col].set_title(
+            f"N={n}, generation {s['generation_time_s']:g}s, poll {s['poll_interval_s']:g}s"
+        )
+        axes[0][col].set_ylabel("jobs in flight")
+        axes[1][col].set_ylabel("completion lag (s)")
+        axes[1][col].set_xlabel("seconds since submit")
+        axes[0][col].legend(fontsize=8)
+        axes[1][col].legend(fontsize=8, markerscale=4)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        metavar="N:GEN:POLL",
+        help=f"jobs, generation seconds, poll seconds (default: {' '.join(DEFAULT_SCENARIOS)})",
+    )
+    parser.add_argument(
+        "--contenders",
+        default=",".join(CONTENDERS),
+        help=f"comma-separated subset of {','.join(CONTENDERS)}",
+    )
+    parser.add_argument(
+        "--cap",
+        type=float,
+        default=300.0,
+        help="seconds a contender may take after submitting before it is cut off",
+    )
+    parser.add_argument(
+        "--blocking-cap",
+        type=float,
+        default=60.0,
+        help="seconds the blocking contender runs at least (it cannot finish big runs; "
+        "its rate is what counts; it runs for two generations' time if that is longer)",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="videoq worker processes")
+    parser.add_argument("--pool", default="threads", help="videoq worker pool")
+    parser.add_argument("--concurrency", type=int, default=8, help="videoq pool size")
+    parser.add_argument(
+        "--blocking-concurrency",
+        type=int,
+        default=0,
+        help="blocking worker's pool size (default: fits videoq's memory)",
+    )
+    parser.add_argument("--connections", type=int, default=100, help="asyncio poller's limit")
+    parser.add_argument(
+        "--out", default="bench/results", help="directory for report.json, plot.png"
+    )
+    args = parser.parse_args(argv)
+    args.contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
+    unknown = set(args.contenders) - set(CONTENDERS)
+    if unknown:
+        parser.error(f"unknown contenders: {', '.join(sorted(unknown))}")
+    scenarios = [parse_scenario(s, args.cap) for s in (args.scenario or DEFAULT_SCENARIOS)]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    logs = out / "logs"
+    logs.mkdir(exist_ok=True)
+    redis_server = RedisServer().start()
+    try:
+        for scenario in scenarios:
+            print(f"scenario {scenario.label}", flush=True)
+            rows.extend(run_scenario(args, scenario, logs, redis_server))
+    finally:
+        redis_server.cleanup()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    report = {
+        "command": " ".join(["python -m bench", *(sys.argv[1:] if argv is None else argv)]),
+        "commit": commit,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "cpus": psutil.cpu_count(),
+            "memory_gb": round(psutil.virtual_memory().total / 2**30),
+            "python": platform.python_version(),
+        },
+        "rows": rows,
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    plot(rows, out / "plot.png")
+    print(table(rows))
+    print(f"report: {out / 'report.json'}  plot: {out / 'plot.png'}")
+    lost = [r for r in rows if r["jobs_lost"]]
+    return 1 if lost else 0
