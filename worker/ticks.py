@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -164,7 +163,6 @@ class TickScheduler:
         self.inner = inner
         self.clock = clock
         self.polls: list[tuple[str, float, int]] = []
-        self._lock = threading.Lock()
 
     def generate(self, job_id: str, deadline_at: float, attempt: int, countdown: float) -> None:
         self.inner.generate(job_id, deadline_at, attempt, countdown)
@@ -175,8 +173,7 @@ class TickScheduler:
     def poll(
         self, job_id: str, deadline_at: float, seq: int, errors: int, countdown: float
     ) -> None:
-        with self._lock:
-            self.polls.append((job_id, self.clock() + countdown, errors))
+        self.polls.append((job_id, self.clock() + countdown, errors))
 
 
 Fetch = Callable[[Sequence[str]], list[Status | UpstreamError]]
