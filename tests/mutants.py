@@ -284,7 +284,7 @@ EXTRA += [
     (
         "M40 batch mode: the killed worker's leased polls never come back",
         [("worker/ticks.py", "    lease_until = now + rt.upstream_timeout + settings.stall_timeout\n", "    lease_until = now + 3600\n")],
-        ["tests/reliability/test_worker_faults.py::test_sigkill_one_of_two_workers_with_many_jobs_in_flight[batch]"],
+        ["tests/worker/test_ticks.py::test_a_tick_that_dies_mid_call_leaves_its_jobs_leased_for_the_timeouts"],
     ),
 ]
 EXTRA += [

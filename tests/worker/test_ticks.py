@@ -160,3 +160,25 @@ def test_transient_errors_are_counted_across_ticks_and_back_off(
         delays.append(float(w.store.redis.zscore(w.store.keys.polls(), "a") or 0) - w.clock())
     assert w.store.redis.hget(w.store.keys.job("a"), "poll_errors") == "3"
     assert delays[2] > delays[0] >= 2.0  # exponential, never below the poll interval
+
+
+def test_a_tick_that_dies_mid_call_leaves_its_jobs_leased_for_the_timeouts(
+    world: Callable[..., World],
+) -> None:
+    w, book, s = batch_world(world, poll_interval=10.0, stall_timeout=20.0)
+    start(w, "a")
+    w.clock.advance(10.0)
+
+    def killed(generation_ids: object) -> list[Status]:
+        raise RuntimeError("the worker died during the status calls")
+
+    with pytest.raises(RuntimeError):
+        run_tick(w.rt, book, tick_of(w.clock(), TICK), killed, s.publish)
+    lease = w.rt.upstream_timeout + 20.0  # the longest call, then the stall timeout
+    w.clock.advance(lease - 0.5)
+    assert tick(w, book, s) == 0
+    w.clock.advance(1.0)
+    w.upstream.status_answers.append(Status("gen-a", "generating"))
+    assert tick(w, book, s) == 1
+    job = w.store.get("a")
+    assert job is not None and job.polls == 2
