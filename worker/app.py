@@ -99,24 +99,15 @@ class VideoqCelery(Celery):  # type: ignore[misc]
             )
         return self._runtime[1]
 
-    def _batch_parts(self) -> tuple[int, PollBook, StatusFetcher]:
+    def batch(self, rt: Runtime) -> tuple[PollBook, StatusFetcher]:
+        """Batch mode: this process's poll book and status fetcher, on ``rt``'s Redis
+        pool and upstream client (made once per process)."""
         if self._batch is None or self._batch[0] != os.getpid():
             settings = self.videoq_settings
-            store = JobStore(connect(settings), settings)
-            book = PollBook(store.redis, store.keys, settings.poll_tick)
-            fetcher = StatusFetcher(
-                UpstreamClient.from_settings(settings), settings.poll_concurrency
-            )
+            book = PollBook(rt.store.redis, rt.store.keys, settings.poll_tick)
+            fetcher = StatusFetcher(rt.upstream, settings.poll_concurrency)
             self._batch = (os.getpid(), book, fetcher)
-        return self._batch
-
-    def poll_book(self) -> PollBook:
-        """Batch mode: this process's handle on the poll schedule."""
-        return self._batch_parts()[1]
-
-    def poll_fetcher(self) -> StatusFetcher:
-        """Batch mode: this process's event loop for status calls."""
-        return self._batch_parts()[2]
+        return self._batch[1], self._batch[2]
 
 
 def create_app(settings: Settings | None = None) -> VideoqCelery:

@@ -19,7 +19,6 @@ import threading
 from collections.abc import Sequence
 
 import aiohttp
-import requests
 
 from .upstream import (
     MAX_BODY_BYTES,
@@ -39,9 +38,8 @@ class StatusFetcher:
     def __init__(self, client: UpstreamClient, concurrency: int) -> None:
         self.client = client
         self.concurrency = concurrency
-        # The environment's proxy for the upstream, read once (as the sync client does).
-        scheme = client.url.split(":", 1)[0]
-        self.proxy = requests.utils.get_environ_proxies(client.url).get(scheme)
+        # The proxy the sync client's session read from the environment, if any.
+        self.proxy = client.session.proxies.get(client.url.split(":", 1)[0])
         self._loop = asyncio.new_event_loop()
         self._session: aiohttp.ClientSession | None = None
         self._thread = threading.Thread(

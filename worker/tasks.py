@@ -49,6 +49,7 @@ class CeleryScheduler:
             kwargs={"job_id": job_id, "deadline_at": deadline_at, "seq": seq, "errors": errors},
             countdown=countdown, kwargsrepr=task_label(job_id, "poll", seq, "generating"),
         )
+
     def webhook(self, job_id: str, attempt: int, countdown: float) -> None:
         deliver_webhook.apply_async(
             kwargs={"job_id": job_id, "attempt": attempt}, countdown=countdown,
@@ -63,7 +64,8 @@ class BatchScheduler(CeleryScheduler):
         self, job_id: str, deadline_at: float, seq: int, errors: int, countdown: float
     ) -> None:
         now = time.time()
-        for tick in app.poll_book().schedule([(job_id, now + countdown, errors)], now):
+        book, _ = app.batch(runtime())
+        for tick in book.schedule([(job_id, now + countdown, errors)], now):
             self.tick(tick, max(0.0, tick - now))
 
     def tick(self, tick: float, countdown: float) -> None:
@@ -167,6 +169,7 @@ def poll_tick(self: Any, tick: float = 0.0) -> None:
     """Batch mode: poll every job due by ``tick`` (see ``worker.ticks``)."""
     rt = runtime()
     try:
-        run_tick(rt, app.poll_book(), float(tick), app.poll_fetcher().fetch, _BATCH.tick)
+        book, fetcher = app.batch(rt)
+        run_tick(rt, book, float(tick), fetcher.fetch, _BATCH.tick)
     except (RedisConnectionError, RedisTimeoutError) as exc:
         _requeue_on_redis_outage("-", "tick", 0, exc)
