@@ -1,0 +1,404 @@
+"""One URL policy for every URL videoq takes from a caller or from the upstream.
+
+``image_url`` and the masks (the upstream fetches them), ``webhook_url`` (our worker
+POSTs to it) and the upstream's ``video.url`` (callers download it) all go through
+:func:`check_url` (or :func:`video_url_problem`). The rules:
+
+- a ``str``, at most ``max_length`` characters, without whitespace, control or format
+  characters and without a backslash;
+- the scheme is ``http`` or ``https`` (any case), and there is a host; with
+  ``allow_data_image``, a ``data:image/...;base64,`` URL is let through (its payload is
+  the caller's to check);
+- unless ``allow_private``: the host is not an internal name (``localhost``,
+  ``*.localhost``, ``*.local``, ``*.internal``, ``*.localdomain``, ``*.home.arpa``) and
+  not an internal address in any spelling (``2130706433``, ``0x7f.1``, ``127.1``,
+  full-width digits, ``[::ffff:127.0.0.1]``, ``[64:ff9b::a00:1]``, ...), and no address
+  its name resolves to is internal.
+
+:func:`blocked_reason` judges one address; the connect-time guard uses it too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import re
+import socket
+import threading
+import time
+import unicodedata
+from collections.abc import Callable
+from typing import TypeAlias
+from urllib.parse import unquote, urlsplit
+
+IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+#: Longest a resolution may take before :func:`check_url` goes on without it, seconds.
+RESOLVE_TIMEOUT = 2.0
+#: Most resolutions left running (hung) at once; past that, names are not resolved.
+MAX_PENDING_RESOLUTIONS = 32
+#: How long :func:`resolve_host` remembers an answer, seconds.
+RESOLVE_CACHE_TTL = 30.0
+
+INTERNAL_NAMES = ("localhost",)
+INTERNAL_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain", ".home.arpa")
+
+_DATA_IMAGE = re.compile(r"data:image/[A-Za-z0-9.+-]+;base64,")
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
+_HEX = re.compile(r"0[xX][0-9a-fA-F]*")
+_DECIMAL = re.compile(r"[0-9]+")
+_OCTAL = re.compile(r"0[0-7]+")
+# Full stops that IDNA (UTS #46) maps to "." (U+3002, U+FF0E, U+FF61; NFKC leaves U+3002).
+_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
+# Unicode categories refused anywhere in a URL: controls, format characters (zero-width,
+# bidi overrides), separators.
+_BAD_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
+
+
+class UrlRefused(ValueError):
+    """A URL was refused. The message says why and reads after a field name:
+    ``"points at a loopback address (127.0.0.1), not a public host"``."""
+
+
+# --- addresses ----------------------------------------------------------------------------
+
+_V4 = ipaddress.IPv4Network
+_V6 = ipaddress.IPv6Network
+
+# (network, reason), most specific first. IANA's special-purpose registries, the parts
+# that are not globally reachable; anything else that ipaddress does not call global is
+# refused too (a fallback, as its tables differ between Python versions).
+_IPV4_BLOCKS: tuple[tuple[ipaddress.IPv4Network, str], ...] = (
+    (_V4("0.0.0.0/32"), "an unspecified address"),
+    (_V4("255.255.255.255/32"), "the broadcast address"),
+    (_V4("0.0.0.0/8"), "a 'this network' address"),
+    (_V4("127.0.0.0/8"), "a loopback address"),
+    (_V4("10.0.0.0/8"), "a private address"),
+    (_V4("172.16.0.0/12"), "a private address"),
+    (_V4("192.168.0.0/16"), "a private address"),
+    (_V4("100.64.0.0/10"), "a shared (CGNAT) address"),
+    (_V4("169.254.0.0/16"), "a link-local address"),
+    (_V4("224.0.0.0/4"), "a multicast address"),
+    (_V4("240.0.0.0/4"), "a reserved address"),
+    (_V4("192.0.0.0/24"), "an IETF protocol address"),
+    (_V4("192.0.2.0/24"), "a documentation address"),
+    (_V4("198.51.100.0/24"), "a documentation address"),
+    (_V4("203.0.113.0/24"), "a documentation address"),
+    (_V4("198.18.0.0/15"), "a benchmarking address"),
+    (_V4("192.88.99.0/24"), "a 6to4 relay address"),
+)
+_IPV6_BLOCKS: tuple[tuple[ipaddress.IPv6Network, str], ...] = (
+    (_V6("::/128"), "an unspecified address"),
+    (_V6("::1/128"), "a loopback address"),
+    (_V6("fc00::/7"), "a private (unique local) address"),
+    (_V6("fe80::/10"), "a link-local address"),
+    (_V6("fec0::/10"), "a site-local address"),
+    (_V6("ff00::/8"), "a multicast address"),
+    (_V6("64:ff9b:1::/48"), "a local-use NAT64 address"),
+    (_V6("100::/64"), "a discard-only address"),
+    (_V6("2001::/32"), "a Teredo address"),
+    (_V6("2001::/23"), "an IETF protocol address"),
+    (_V6("2001:db8::/32"), "a documentation address"),
+    (_V6("3fff::/20"), "a documentation address"),
+    (_V6("5f00::/16"), "a segment-routing address"),
+    (_V6("::/8"), "a reserved address"),
+)
+_MAPPED = _V6("::ffff:0:0/96")
+_COMPATIBLE = _V6("::/96")
+_NAT64 = _V6("64:ff9b::/96")
+_NAT64_LOCAL = _V6("64:ff9b:1::/48")
+_SIXTOFOUR = _V6("2002::/16")
+_TEREDO = _V6("2001::/32")
+_LOW32 = 0xFFFFFFFF
+
+
+def _ipv4_reason(address: ipaddress.IPv4Address) -> str | None:
+    for network, reason in _IPV4_BLOCKS:
+        if address in network:
+            return reason
+    return None if address.is_global else "a non-global address"
+
+
+def _embedded_ipv4(
+    address: ipaddress.IPv6Address,
+) -> tuple[list[ipaddress.IPv4Address], str, bool] | None:
+    """The IPv4 addresses an IPv6 address carries, the form's name, and whether the form
+    reaches exactly them (so that a public one makes the whole address public)."""
+    if address in _MAPPED:
+        return [ipaddress.IPv4Address(int(address) & _LOW32)], "an IPv4-mapped address", True
+    if address in _NAT64:
+        return [ipaddress.IPv4Address(int(address) & _LOW32)], "a NAT64 address", True
+    if address in _NAT64_LOCAL:
+        return [ipaddress.IPv4Address(int(address) & _LOW32)], "a local-use NAT64 address", False
+    if address in _COMPATIBLE and int(address) > 1:
+        return [ipaddress.IPv4Address(int(address) & _LOW32)], "an IPv4-compatible address", True
+    if address in _SIXTOFOUR and address.sixtofour is not None:
+        return [address.sixtofour], "a 6to4 address", True
+    if address in _TEREDO and address.teredo is not None:
+        server, client = address.teredo
+        return [client, server], "a Teredo address", False
+    return None
+
+
+def blocked_reason(address: IPAddress) -> str | None:
+    """Why a connection to ``address`` must be refused, or None if it is public.
+
+    Refuses loopback, private (RFC 1918, unique local), link-local, multicast, shared
+    (CGNAT 100.64.0.0/10), unspecified, broadcast, reserved and documentation addresses,
+    and anything else that is not global. IPv6 forms that carry an IPv4 address
+    (IPv4-mapped, IPv4-compatible, NAT64, 6to4, Teredo) are judged by that address, so
+    ``::ffff:127.0.0.1`` is a loopback address. Pure and cheap: no I/O.
+    """
+    if isinstance(address, ipaddress.IPv4Address):
+        return _ipv4_reason(address)
+    embedded = _embedded_ipv4(address)
+    if embedded is not None:
+        inner, form, exact = embedded
+        for v4 in inner:
+            reason = _ipv4_reason(v4)
+            if reason is not None:
+                return f"{reason} ({v4}) inside {form}"
+        if exact:
+            return None
+    for network, reason in _IPV6_BLOCKS:
+        if address in network:
+            return reason
+    return None if address.is_global else "a non-global address"
+
+
+# --- hosts --------------------------------------------------------------------------------
+
+
+def _ipv4_number(part: str) -> int | None:
+    if _HEX.fullmatch(part):
+        return int(part[2:] or "0", 16)
+    if _OCTAL.fullmatch(part):
+        return int(part, 8)
+    if _DECIMAL.fullmatch(part) and not (len(part) > 1 and part.startswith("0")):
+        return int(part)
+    return None
+
+
+def _ipv4(host: str) -> ipaddress.IPv4Address | None:
+    """The WHATWG/inet_aton IPv4 parser: None if ``host`` is not meant as a number."""
+    parts = host.split(".")
+    last = parts[-1]
+    if not (_DECIMAL.fullmatch(last) or _HEX.fullmatch(last)):
+        return None  # a name (a host that ends in a number must be a valid address)
+    numbers = [_ipv4_number(p) for p in parts]
+    if len(parts) > 4 or any(n is None for n in numbers):
+        raise UrlRefused(f"has an invalid IPv4 address ({host[:100]})")
+    values = [n for n in numbers if n is not None]
+    if any(n > 255 for n in values[:-1]) or values[-1] >= 256 ** (5 - len(values)):
+        raise UrlRefused(f"has an invalid IPv4 address ({host[:100]})")
+    value = values[-1]
+    for i, n in enumerate(values[:-1]):
+        value += n << (8 * (3 - i))
+    return ipaddress.IPv4Address(value)
+
+
+def _ascii_label(label: str) -> str:
+    if not label.isascii():
+        try:
+            label = label.encode("idna").decode("ascii").lower()
+        except UnicodeError:
+            raise UrlRefused("has an invalid host name") from None
+    if not _LABEL.fullmatch(label):
+        raise UrlRefused("has an invalid host name")
+    return label
+
+
+def parse_host(host: str) -> str | IPAddress:
+    """A URL's host, normalised: an address for any spelling of one, else the name.
+
+    Names come back lower-case, IDNA-encoded (``xn--``), without a trailing dot.
+    Percent-escapes are decoded, Unicode is NFKC-normalised (full-width digits; U+3002,
+    U+FF0E, U+FF61 as dots), IPv6 brackets and zone ids are dropped, and every IPv4
+    spelling that browsers and ``inet_aton`` accept becomes an address: ``2130706433``,
+    ``0x7f000001``,
+    ``0177.0.0.1``, ``127.1``, ``10.1.1``, ``0x7f.1``. Raises :class:`UrlRefused` for a
+    host that cannot be valid.
+    """
+    text = host
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    if ":" in text:
+        try:
+            return ipaddress.IPv6Address(text.split("%", 1)[0])
+        except ValueError:
+            raise UrlRefused(f"has an invalid IPv6 address ({text[:100]})") from None
+    try:
+        text = unquote(text, errors="strict")
+    except UnicodeDecodeError:
+        raise UrlRefused("has an invalid host name") from None
+    text = unicodedata.normalize("NFKC", text)
+    text = text.translate(_DOTS).lower()
+    if text.endswith("."):
+        text = text[:-1]
+    if not text:
+        raise UrlRefused("has no host")
+    if len(text) > 253:
+        raise UrlRefused("has a host name longer than 253 characters")
+    name = ".".join(_ascii_label(label) for label in text.split("."))
+    address = _ipv4(name)
+    if address is not None:
+        return address
+    if len(name) > 253:
+        raise UrlRefused("has a host name longer than 253 characters")
+    return name
+
+
+def _internal_name(name: str) -> bool:
+    return name in INTERNAL_NAMES or name.endswith(INTERNAL_SUFFIXES)
+
+
+# --- resolution ---------------------------------------------------------------------------
+
+_pending = threading.BoundedSemaphore(MAX_PENDING_RESOLUTIONS)
+_cache: dict[str, tuple[float, list[str]]] = {}
+
+
+def _bounded(resolve: Callable[[str], list[str]], name: str) -> list[str]:
+    """``resolve(name)`` in a daemon thread, waiting at most :data:`RESOLVE_TIMEOUT`;
+    [] if it fails, hangs, or too many earlier ones still hang."""
+    if not _pending.acquire(blocking=False):
+        return []
+    box: list[list[str]] = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            with contextlib.suppress(Exception):  # a failed resolution is no answer
+                box.append(list(resolve(name)))
+        finally:
+            _pending.release()
+            done.set()
+
+    threading.Thread(target=run, name="videoq-resolve", daemon=True).start()
+    done.wait(RESOLVE_TIMEOUT)
+    return box[0] if box else []
+
+
+def _getaddrinfo(name: str) -> list[str]:
+    infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def resolve_host(name: str) -> list[str]:
+    """The addresses ``name`` resolves to (``getaddrinfo``), as strings; [] if it does not
+    resolve within :data:`RESOLVE_TIMEOUT` seconds. Answers are kept for
+    :data:`RESOLVE_CACHE_TTL` seconds."""
+    now = time.monotonic()
+    cached = _cache.get(name)
+    if cached is not None and cached[0] > now:
+        return list(cached[1])
+    addresses = _bounded(_getaddrinfo, name)
+    if len(_cache) >= 1024:
+        _cache.clear()
+    _cache[name] = (now + RESOLVE_CACHE_TTL, addresses)
+    return list(addresses)
+
+
+# --- URLs ---------------------------------------------------------------------------------
+
+
+def _refuse_address(address: IPAddress, shown: str, *, allow_private: bool, verb: str) -> None:
+    reason = blocked_reason(address)
+    if reason is None:
+        return
+    if allow_private and not _never_allowed(address):
+        return
+    raise UrlRefused(f"{verb} {reason} ({shown}), not a public host")
+
+
+def _never_allowed(address: IPAddress) -> bool:
+    """Addresses refused even with ``allow_private``: nothing to fetch from or post to
+    (unspecified, multicast, broadcast), and link-local (the cloud metadata service)."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return (
+        address.is_unspecified
+        or address.is_multicast
+        or address.is_link_local
+        or address == ipaddress.IPv4Address("255.255.255.255")
+    )
+
+
+def check_url(
+    url: object,
+    *,
+    allow_private: bool,
+    resolve: Callable[[str], list[str]] | None = resolve_host,
+    allow_data_image: bool = False,
+    max_length: int = 4096,
+) -> str:
+    """Return ``url`` unchanged if the policy (see the module) accepts it, else raise
+    :class:`UrlRefused` saying why.
+
+    With ``resolve`` (default :func:`resolve_host`), a host name is resolved and refused
+    if ANY of its addresses is internal. Resolution is bounded (:data:`RESOLVE_TIMEOUT`,
+    in a daemon thread, even for a given ``resolve`` that hangs); if it fails or times
+    out the URL is accepted: whoever fetches it decides then (the upstream for images,
+    the worker's connect-time guard for webhooks). ``resolve=None`` skips it.
+
+    ``allow_private`` lets loopback, private and shared addresses and internal names
+    through (local set-ups, the simulator); the scheme and form rules still apply, and
+    unspecified, multicast, broadcast and link-local addresses are still refused. Names
+    are not resolved then.
+    """
+    http_only = "must be an http(s) URL"
+    expected = f"{http_only} or a data:image/...;base64 URL" if allow_data_image else http_only
+    if not isinstance(url, str):
+        raise UrlRefused(f"{expected}, not {type(url).__name__}")
+    if allow_data_image and _DATA_IMAGE.match(url):
+        return url
+    if len(url) > max_length:
+        raise UrlRefused(f"is longer than {max_length} characters")
+    for ch in url:
+        if ch.isspace() or unicodedata.category(ch) in _BAD_CATEGORIES:
+            raise UrlRefused(f"must not contain whitespace or control characters ({ch!r})")
+    if "\\" in url:
+        raise UrlRefused("must not contain a backslash")
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+        _ = parts.port  # raises ValueError for a bad port
+    except ValueError:
+        raise UrlRefused(f"{expected}; this one does not parse") from None
+    if parts.scheme not in ("http", "https"):
+        got = f", not {parts.scheme}:" if parts.scheme else ""
+        raise UrlRefused(f"{expected}{got}")
+    if not hostname:
+        raise UrlRefused(f"{expected} with a host")
+    host = parse_host(hostname)
+    if not isinstance(host, str):
+        shown = str(host) if hostname == str(host) else f"{hostname} = {host}"
+        _refuse_address(host, shown, allow_private=allow_private, verb="points at")
+        return url
+    if allow_private:
+        return url
+    if _internal_name(host):
+        raise UrlRefused(f"points at an internal host name ({host}), not a public host")
+    if resolve is None:
+        return url
+    found = resolve(host) if resolve is resolve_host else _bounded(resolve, host)
+    for text in found:
+        try:
+            address = ipaddress.ip_address(text.split("%", 1)[0])
+        except ValueError:
+            continue
+        _refuse_address(address, f"{host} -> {text}", allow_private=False, verb="resolves to")
+    return url
+
+
+def video_url_problem(url: object, *, allow_private: bool) -> str | None:
+    """Why the upstream's ``video.url`` cannot be handed to callers, or None if it can.
+
+    Only http(s) URLs (never ``javascript:``, ``file:``, ``data:``...), and no internal
+    host unless ``allow_private``. No DNS here: the name is the caller's to fetch.
+    """
+    try:
+        check_url(url, allow_private=allow_private, resolve=None, max_length=16384)
+    except UrlRefused as exc:
+        return str(exc)
+    return None
