@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import math
 import re
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -24,6 +22,7 @@ from pydantic import (
 )
 
 from .settings import MODEL_ID
+from .urls import UrlRefused, check_url
 
 MAX_URL_LENGTH = 4096
 MAX_DATA_URL_BYTES = 10 * 1024 * 1024
@@ -43,10 +42,14 @@ class RequestError(ValueError):
 def _check_image_ref(value: str, *, allow_data: bool = True) -> str:
     if not value:
         raise ValueError("must not be empty")
+    try:
+        check_url(
+            value, allow_private=False, allow_data_image=allow_data, max_length=MAX_URL_LENGTH
+        )
+    except UrlRefused as exc:
+        raise ValueError(str(exc)) from None
     match = _DATA_URL.match(value)
     if match:
-        if not allow_data:
-            raise ValueError("must be an http(s) URL")
         data = match.group("data")
         if len(data) > MAX_DATA_URL_BYTES:
             raise ValueError(f"base64 image is larger than {MAX_DATA_URL_BYTES} bytes")
@@ -56,34 +59,7 @@ def _check_image_ref(value: str, *, allow_data: bool = True) -> str:
             raise ValueError("is a data: URL whose base64 payload is invalid") from None
         if not data:
             raise ValueError("is a data: URL with no image data")
-        return value
-    if len(value) > MAX_URL_LENGTH:
-        raise ValueError(f"is longer than {MAX_URL_LENGTH} characters")
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be an http(s) URL or a data:image/...;base64 URL")
-    if any(ch.isspace() for ch in value):
-        raise ValueError("must not contain whitespace")
-    if _is_internal_host(parts.hostname):
-        raise ValueError(
-            "points at a loopback, private or internal host; the upstream fetches the "
-            "image itself and needs a public URL"
-        )
     return value
-
-
-_INTERNAL_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain")
-
-
-def _is_internal_host(hostname: str) -> bool:
-    host = hostname.rstrip(".").lower()
-    if host == "localhost" or host.endswith(_INTERNAL_SUFFIXES):
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return not address.is_global
 
 
 def _finite(value: float) -> float:

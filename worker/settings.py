@@ -142,6 +142,14 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds after a job ends during which a failed webhook is retried.",
     )
+    allow_private_urls: bool = Field(
+        default=False,
+        description=(
+            "Allow loopback and private hosts for webhook_url and for fetching videos (local "
+            "set-ups, the simulator). image_url and masks are always public: the upstream "
+            "fetches them."
+        ),
+    )
 
     # --- operations -----------------------------------------------------------------------
     flower_basic_auth: SecretStr = Field(
