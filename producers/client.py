@@ -23,6 +23,7 @@ from worker.request import MAX_URL_LENGTH, RequestError, build_request
 from worker.settings import Settings, load_settings
 from worker.states import ACTIVE_STATES, ErrorKind, JobState
 from worker.store import JobStore, Outcome, connect
+from worker.urls import UrlRefused, check_url
 
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
 
@@ -130,11 +131,12 @@ class Client:
         return job_id
 
     def _check_webhook_url(self, url: object) -> None:
-        if not isinstance(url, str) or not url:
-            raise RequestError("webhook_url", "must be an http(s) URL")
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > MAX_URL_LENGTH:
-            raise RequestError("webhook_url", "must be an http(s) URL")
+        try:
+            check_url(
+                url, allow_private=self.settings.allow_private_urls, max_length=MAX_URL_LENGTH
+            )
+        except UrlRefused as exc:
+            raise RequestError("webhook_url", str(exc)) from None
         if not self.settings.webhook_secret.get_secret_value():
             raise RequestError(
                 "webhook_url", "webhooks are off: VIDEOQ_WEBHOOK_SECRET is not set"
