@@ -41,6 +41,7 @@ from .upstream import (
     UpstreamClient,
     UpstreamError,
 )
+from .urls import video_url_problem
 
 # A countdown shorter than this is "now": the chain has reached its deadline.
 DEADLINE_EPSILON = 0.05
@@ -349,6 +350,14 @@ def _after_status(
                 rt, job_id, JobState.GENERATING, JobState.FAILED, fence, attempt=seq,
                 error_kind=ErrorKind.UPSTREAM_PROTOCOL,
                 error_message="the upstream said completed but gave no video URL", **credits,
+            )
+            return
+        problem = video_url_problem(st.video_url, allow_private=rt.settings.allow_private_urls)
+        if problem is not None:
+            _finish(
+                rt, job_id, JobState.GENERATING, JobState.FAILED, fence, attempt=seq,
+                error_kind=ErrorKind.UPSTREAM_PROTOCOL,
+                error_message=f"the upstream's video URL is unusable: {problem}", **credits,
             )
             return
         _finish(
