@@ -109,6 +109,7 @@ def run_videoq(
         "VIDEOQ_DEADLINE": str(max(1000.0, 4 * scenario.cap)),
         "VIDEOQ_POLL_MODE": mode,
         "VIDEOQ_LOG_LEVEL": "WARNING",
+        "VIDEOQ_ALLOW_PRIVATE_URLS": "true",  # the simulator's videos are on 127.0.0.1
     }
     name = f"videoq-{mode}"
     run = Run(name, {"mode": mode, "workers": workers, "pool": pool, "concurrency": concurrency})

@@ -85,6 +85,7 @@ def _run(args: argparse.Namespace) -> int:
             "VIDEOQ_RETRY_BACKOFF": "1",
             "VIDEOQ_QUEUE": queue,
             "VIDEOQ_LOG_LEVEL": "INFO",
+            "VIDEOQ_ALLOW_PRIVATE_URLS": "true",  # the simulator's videos are on 127.0.0.1
         }
         worker_log_path = workdir / "worker.log"
         worker_log = stack.enter_context(worker_log_path.open("wb"))

@@ -65,6 +65,7 @@ def settings_for(redis_url: str, name: str, /, **overrides: object) -> Settings:
         "retry_backoff_max": 4.0,
         "http_read_timeout": 5.0,
         "visibility_timeout": 60,
+        "allow_private_urls": True,
     }
     base.update(overrides)
     return load_settings(**base)

@@ -99,6 +99,7 @@ def cluster_env(settings: Settings) -> dict[str, str]:
         "VIDEOQ_MAX_IN_FLIGHT": str(settings.max_in_flight),
         "VIDEOQ_WEBHOOK_SECRET": settings.webhook_secret.get_secret_value(),
         "VIDEOQ_WEBHOOK_WINDOW": str(settings.webhook_window),
+        "VIDEOQ_ALLOW_PRIVATE_URLS": "true" if settings.allow_private_urls else "false",
         "VIDEOQ_API_TOKENS": settings.api_tokens.get_secret_value(),
         "VIDEOQ_LOG_LEVEL": "DEBUG",
     }
