@@ -29,14 +29,14 @@ class FakeUpstream:
     creates: list[dict[str, Any]] = field(default_factory=list)
     polls: list[str] = field(default_factory=list)
 
-    def create(self, body: dict[str, Any]) -> Status:
+    def create(self, body: dict[str, Any], *, timeout: float | None = None) -> Status:
         self.creates.append(body)
         answer = self.create_answers.popleft() if self.create_answers else Status("gen-1", "queued")
         if isinstance(answer, Exception):
             raise answer
         return answer
 
-    def status(self, generation_id: str) -> Status:
+    def status(self, generation_id: str, *, timeout: float | None = None) -> Status:
         self.polls.append(generation_id)
         answer = self.status_answers.popleft()
         if isinstance(answer, Exception):

@@ -15,13 +15,14 @@ from typing import Any
 from celery import Celery, signals
 
 from .chain import Runtime, Scheduler
-from .fetcher import StatusFetcher
+from .http import EventLoop
 from .logs import install_json_format, install_redaction
 from .settings import Settings, load_settings
 from .store import JobStore, connect
 from .sweeper import SweeperStep
 from .ticks import PollBook
 from .upstream import UpstreamClient
+from .webhooks import webhook_http
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -79,35 +80,35 @@ class VideoqCelery(Celery):  # type: ignore[misc]
         self.config_from_object(celery_config(settings))
         self.steps["worker"].add(SweeperStep)
         self._runtime: tuple[int, Runtime] | None = None
-        self._batch: tuple[int, PollBook, StatusFetcher] | None = None
+        self._batch: tuple[int, PollBook] | None = None
 
     def runtime(self, scheduler: Scheduler) -> Runtime:
-        """This process's Redis pool and HTTP session (made after fork, once per process)."""
+        """This process's Redis pool, event loop and HTTP clients (made after fork, once
+        per process)."""
         pid = os.getpid()
         if self._runtime is None or self._runtime[0] != pid:
             settings = self.videoq_settings
+            loop = EventLoop()
             self._runtime = (
                 pid,
                 Runtime(
                     settings=settings,
                     store=JobStore(connect(settings), settings),
-                    upstream=UpstreamClient.from_settings(settings),
+                    upstream=UpstreamClient.from_settings(settings, loop),
                     scheduler=scheduler,
                     clock=time.time,
                     rng=random.Random(),
+                    http=webhook_http(settings, loop),
                 ),
             )
         return self._runtime[1]
 
-    def batch(self, rt: Runtime) -> tuple[PollBook, StatusFetcher]:
-        """Batch mode: this process's poll book and status fetcher, on ``rt``'s Redis
-        pool and upstream client (made once per process)."""
+    def batch(self, rt: Runtime) -> PollBook:
+        """Batch mode: this process's poll book, on ``rt``'s Redis pool."""
         if self._batch is None or self._batch[0] != os.getpid():
-            settings = self.videoq_settings
-            book = PollBook(rt.store.redis, rt.store.keys, settings.poll_tick)
-            fetcher = StatusFetcher(rt.upstream, settings.poll_concurrency)
-            self._batch = (os.getpid(), book, fetcher)
-        return self._batch[1], self._batch[2]
+            book = PollBook(rt.store.redis, rt.store.keys, self.videoq_settings.poll_tick)
+            self._batch = (os.getpid(), book)
+        return self._batch[1]
 
 
 def create_app(settings: Settings | None = None) -> VideoqCelery:

@@ -17,6 +17,7 @@ Fencing:
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import uuid
@@ -24,9 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import requests
-
 from . import logs
+from .http import BoundedHttp
 from .job import Job
 from .request import parse_request
 from .settings import Settings
@@ -68,12 +68,17 @@ class Runtime:
     scheduler: Scheduler
     clock: Callable[[], float]
     rng: random.Random = field(default_factory=random.Random)
-    http: requests.Session = field(default_factory=requests.Session)  # webhooks
+    # Webhook deliveries (guarded against internal addresses); None: webhooks are off.
+    http: BoundedHttp | None = None
 
     @property
     def upstream_timeout(self) -> float:
         """The longest one upstream call can take."""
-        return self.settings.http_connect_timeout + self.settings.http_read_timeout
+        return self.settings.upstream_call_timeout
+
+    def call_timeout(self, deadline_at: float) -> float:
+        """How long an upstream call made now may take: never past the job's deadline."""
+        return max(0.0, min(self.upstream_timeout, deadline_at - self.clock()))
 
     def backoff(self, errors: int, retry_after: float | None, floor: float = 0.0) -> float:
         """Exponential backoff with jitter, never below ``Retry-After`` or ``floor``."""
@@ -177,7 +182,7 @@ def run_generate(rt: Runtime, job_id: str, deadline_at: float, attempt: int = 1)
     fence = Fence("claim_token", token)
 
     try:
-        created = rt.upstream.create(_upstream_body(job))
+        created = rt.upstream.create(_upstream_body(job), timeout=rt.call_timeout(deadline_at))
     except Transient as exc:
         rt.store.note_upstream_error(exc.kind)
         if exc.outcome_unknown:
@@ -315,8 +320,13 @@ def poll_claimed(
     status call, then end the job or schedule the next poll. (Batch mode claims a
     tick's polls in one script, makes their calls together, and goes on from
     :func:`poll_answered`.)"""
+    if rt.call_timeout(deadline_at) <= DEADLINE_EPSILON:
+        fence = Fence("poll_seq", str(seq))
+        return _next_poll(rt, job_id, deadline_at, seq, errors, fence, 0.0,
+                          "still generating at the deadline", "", None)
     try:
-        answer: Status | UpstreamError = rt.upstream.status(generation_id)
+        answer: Status | UpstreamError = rt.upstream.status(
+            generation_id, timeout=rt.call_timeout(deadline_at))
     except UpstreamError as exc:
         answer = exc
     poll_answered(rt, job_id, deadline_at, seq, errors, answer)
@@ -343,7 +353,13 @@ def poll_answered(
 def _after_status(
     rt: Runtime, job_id: str, deadline_at: float, seq: int, fence: Fence, st: Status
 ) -> None:
-    credits = {"credits_used": st.credits_used} if st.credits_used is not None else {}
+    credits: dict[str, object] = {}
+    if st.credits_used is not None:
+        credits["credits_used"] = st.credits_used
+    if st.note:
+        credits["notes"] = json.dumps([st.note])
+        logs.event("poll.note", level=logging.WARNING, job_id=job_id, state="generating",
+                   attempt=seq, note=st.note)
     if st.status == "completed":
         if not st.video_url:
             _finish(

@@ -21,11 +21,23 @@ from __future__ import annotations
 from typing import Any
 
 from celery.worker.consumer import Consumer
+from redis.exceptions import ResponseError
 
 from . import logs
 
 
 class VideoqConsumer(Consumer):  # type: ignore[misc]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Redis refusing a command (out of memory at maxmemory, a read-only replica, a
+        # failed save) used to stop the worker ("Unrecoverable error:
+        # OutOfMemoryError"): the transport writes to Redis as it takes each message.
+        # Treat it as a lost connection instead: reconnect, and go on once Redis
+        # takes writes again. Jobs of messages lost meanwhile are resumed from their
+        # records by the sweeper.
+        errors: tuple[type[BaseException], ...] = tuple(self.conninfo.connection_errors)
+        self.connection_errors = (*errors, ResponseError)
+
     def on_connection_error_after_connected(self, exc: Exception) -> None:
         transport = getattr(self.connection, "_transport", None)
         channels: list[Any] = list(getattr(transport, "channels", None) or [])

@@ -37,6 +37,7 @@ class Job:
     webhook_url: str | None = None
     webhook_state: str | None = None  # pending | delivered | failed
     webhook_attempts: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was ignored or noticed, and why
 
     @property
     def is_terminal(self) -> bool:
@@ -76,6 +77,7 @@ class Job:
             webhook_url=text("webhook_url"),
             webhook_state=text("webhook_state"),
             webhook_attempts=json.loads(raw.get("webhook_attempts") or "[]"),
+            notes=json.loads(raw.get("notes") or "[]"),
         )
 
     def to_dict(self) -> dict[str, Any]:

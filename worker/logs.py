@@ -11,16 +11,33 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
 logger = logging.getLogger("videoq")
 
+# Control characters (C0, DEL, C1) and the Unicode line and paragraph separators: a
+# peer's text with one of these could forge or split a log line.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# The shortest run of a secret that counts as a copy of it.
+PARTIAL_SECRET = 8
+
+
+def clean(text: str, limit: int = 500) -> str:
+    """Untrusted text made safe to store and log: control characters escaped
+    (``\\x0d``), and cut to ``limit`` characters with a note of how much was cut."""
+    escaped = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}"
+                           if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text)
+    if len(escaped) > limit:
+        return f"{escaped[:limit]}... ({len(escaped) - limit} more characters)"
+    return escaped
+
 
 def _value(value: object) -> str:
-    text = f"{value:.3f}" if isinstance(value, float) else str(value)
-    if text == "" or any(c in text for c in ' "=\n'):
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    text = f"{value:.3f}" if isinstance(value, float) else clean(str(value), 2000)
+    if text == "" or any(c in text for c in ' "='):
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return text
 
 
@@ -35,11 +52,38 @@ def event(name: str, *, level: int = logging.INFO, **fields: object) -> None:
 
 
 def mask(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every secret (4 characters or longer) replaced by ``***``."""
+    """``text`` with every secret (4 characters or longer) replaced by ``***``, in any
+    letter case, and with every partial copy of one (a run of at least
+    :data:`PARTIAL_SECRET` of its characters, as a peer that shortens keys echoes them)
+    replaced too."""
     for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
+        if not secret or len(secret) < 4:
+            continue
+        text = re.sub(re.escape(secret), "***", text, flags=re.IGNORECASE)
+        if len(secret) > PARTIAL_SECRET:
+            text = _mask_partial(text, secret.lower())
     return text
+
+
+def _mask_partial(text: str, secret: str) -> str:
+    """Mask every run of ``text`` that is also, ignoring case, a run of at least
+    :data:`PARTIAL_SECRET` characters of ``secret``."""
+    size = PARTIAL_SECRET
+    grams = {secret[i:i + size] for i in range(len(secret) - size + 1)}
+    lower = text.lower()
+    hidden = [False] * len(text)
+    for i in range(len(text) - size + 1):
+        if lower[i:i + size] in grams:
+            hidden[i:i + size] = [True] * size
+    if not any(hidden):
+        return text
+    out: list[str] = []
+    for i, char in enumerate(text):
+        if not hidden[i]:
+            out.append(char)
+        elif i == 0 or not hidden[i - 1]:
+            out.append("***")
+    return "".join(out)
 
 
 class RedactSecrets(logging.Filter):

@@ -44,6 +44,13 @@ class Settings(BaseSettings):
     http_read_timeout: float = Field(
         default=30.0, gt=0, description="Read timeout of every upstream call, in seconds."
     )
+    http_total_timeout: float | None = Field(
+        default=None,
+        gt=0,
+        description="Most seconds one upstream call may take in all: connect, send, headers "
+        "and body (default: the connect plus the read timeout). A call is also cut short "
+        "at its job's deadline.",
+    )
 
     # --- Redis ----------------------------------------------------------------------------
     redis_url: str = Field(default="redis://localhost:6379/0")
@@ -142,6 +149,13 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds after a job ends during which a failed webhook is retried.",
     )
+    webhook_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Most seconds one webhook delivery may take in all (connect, send, "
+        "answer); a slower receiver's attempt fails and is retried.",
+    )
     allow_private_urls: bool = Field(
         default=False,
         description=(
@@ -166,12 +180,20 @@ class Settings(BaseSettings):
         if self.retry_backoff_max < self.retry_backoff:
             raise ValueError("VIDEOQ_RETRY_BACKOFF_MAX must be >= VIDEOQ_RETRY_BACKOFF")
         longest_countdown = max(self.poll_interval, self.retry_backoff_max)
-        if self.visibility_timeout <= longest_countdown + self.http_read_timeout:
+        if self.visibility_timeout <= longest_countdown + self.upstream_call_timeout:
             raise ValueError(
-                "VIDEOQ_VISIBILITY_TIMEOUT must exceed the longest countdown plus "
-                "VIDEOQ_HTTP_READ_TIMEOUT, or Redis redelivers tasks that are still waiting"
+                "VIDEOQ_VISIBILITY_TIMEOUT must exceed the longest countdown plus one "
+                "upstream call (VIDEOQ_HTTP_TOTAL_TIMEOUT), or Redis redelivers tasks that "
+                "are still waiting"
             )
         return self
+
+    @property
+    def upstream_call_timeout(self) -> float:
+        """The longest one upstream call can take (``VIDEOQ_HTTP_TOTAL_TIMEOUT``)."""
+        if self.http_total_timeout is not None:
+            return self.http_total_timeout
+        return self.http_connect_timeout + self.http_read_timeout
 
     @property
     def tokens(self) -> list[str]:
@@ -180,7 +202,7 @@ class Settings(BaseSettings):
     @property
     def create_claim_timeout(self) -> float:
         """How long a create claim may stay unresolved before its outcome is unknown."""
-        return self.http_connect_timeout + self.http_read_timeout + 30.0
+        return self.upstream_call_timeout + 30.0
 
     @property
     def tick_queue(self) -> str:

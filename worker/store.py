@@ -29,13 +29,30 @@ from .request import GenerationRequest, RequestError
 from .settings import Settings
 from .states import TERMINAL_STATES, ErrorKind, JobState
 
+# Every script checks its inputs before its first write, so a bad value (a NaN, a
+# missing number) fails the whole script and leaves nothing half-written. ``finite``
+# is the check for numbers; it is prepended to the scripts that need it.
+LUA_FINITE = """
+local function finite(value, what)
+  local n = tonumber(value)
+  if n == nil or n ~= n or n == math.huge or n == -math.huge then
+    error('videoq: ' .. what .. ' is not a finite number: ' .. tostring(value))
+  end
+  return n
+end
+"""
+
 # KEYS[1] job, KEYS[2] idempotency key or "", KEYS[3] the active set, KEYS[4] stats,
 # KEYS[5] the line for slots.
 # ARGV: job id, ttl, fingerprint, job-key prefix, due time, "1" to join the line (the
 # cap is on), acceptance time, then field/value pairs.
 # Returns "" when created, else "<existing job id> <fingerprint>". A job id that
 # exists already (a redelivered message) is never overwritten.
-_CREATE = """
+_CREATE = LUA_FINITE + """
+finite(ARGV[2], 'ttl')
+finite(ARGV[5], 'due time')
+finite(ARGV[7], 'acceptance time')
+if (#ARGV - 7) % 2 ~= 0 then error('videoq: fields must come in pairs') end
 if redis.call('EXISTS', KEYS[1]) == 1 then return ARGV[1] .. ' ' .. ARGV[3] end
 if KEYS[2] ~= '' then
   local existing = redis.call('GET', KEYS[2])
@@ -65,12 +82,23 @@ return ''
 #       active set, frees the job's slot (or its place in line), queues its webhook,
 #       and is counted (state, error kind, credits, completion latency).
 # Returns 1 applied, 0 refused (state or fence), -1 no such job.
-_TRANSITION = """
+_TRANSITION = LUA_FINITE + """
 local function member(list, value)
   for item in string.gmatch(list, '[^,]+') do
     if item == value then return true end
   end
   return false
+end
+local NUMERIC_FIELDS = 'credits_used,next_poll_at,submitted_at,claim_at,last_poll_at,poll_seq'
+finite(ARGV[3], 'now')
+finite(ARGV[7], 'ttl')
+if ARGV[11] ~= '' then finite(ARGV[11], 'due time') end
+if ARGV[5] == 'lt' then finite(ARGV[6], 'fence value') end
+if (#ARGV - 12) % 2 ~= 0 then error('videoq: fields must come in pairs') end
+for i = 13, #ARGV, 2 do
+  if ARGV[i + 1] ~= '' and member(NUMERIC_FIELDS, ARGV[i]) then
+    finite(ARGV[i + 1], ARGV[i])
+  end
 end
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return -1 end
@@ -106,10 +134,13 @@ if tonumber(ARGV[7]) > 0 then
   local kind = redis.call('HGET', KEYS[1], 'error_kind')
   if kind and kind ~= '' then redis.call('HINCRBY', KEYS[3], 'error_kind:' .. kind, 1) end
   local credits = tonumber(redis.call('HGET', KEYS[1], 'credits_used') or '')
-  if credits then redis.call('HINCRBYFLOAT', KEYS[3], 'credits_used', credits) end
+  if credits and credits == credits and credits >= 0 and credits < math.huge then
+    redis.call('HINCRBYFLOAT', KEYS[3], 'credits_used', credits)
+  end
   if ARGV[2] == 'completed' then
     local created = tonumber(redis.call('HGET', KEYS[1], 'created_at')) or tonumber(ARGV[3])
     local took = tonumber(ARGV[3]) - created
+    if took ~= took or took == math.huge or took == -math.huge then took = 0 end
     redis.call('HINCRBYFLOAT', KEYS[3], 'latency_sum', took)
     redis.call('HINCRBY', KEYS[3], 'latency_count', 1)
     for bound in string.gmatch(ARGV[12], '[^,]+') do
@@ -125,7 +156,10 @@ return 1
 # The line (``waiting``) is in acceptance order: producers put each job in it when the
 # cap is on. A job takes a free slot only if fewer jobs are ahead of it in line than
 # there are free slots; else it waits. Returns 1 (holds a slot) or 0 (waiting).
-_ACQUIRE = """
+_ACQUIRE = LUA_FINITE + """
+finite(ARGV[2], 'max')
+finite(ARGV[3], 'now')
+finite(ARGV[4], 'acceptance time')
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 1 end
 redis.call('ZADD', KEYS[2], 'NX', ARGV[4], ARGV[1])
 local free = tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[1])
@@ -139,7 +173,10 @@ return 0
 
 # KEYS[1] job, KEYS[2] webhooks. ARGV: attempt (JSON object), webhook state, next try
 # time (or "" when done), job id. Appends the attempt to the record's list.
-_WEBHOOK_ATTEMPT = """
+_WEBHOOK_ATTEMPT = LUA_FINITE + """
+local ok, attempt = pcall(cjson.decode, ARGV[1])
+if not ok or type(attempt) ~= 'table' then error('videoq: the attempt is not a JSON object') end
+if ARGV[3] ~= '' then finite(ARGV[3], 'next try') end
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('ZREM', KEYS[2], ARGV[4])
   return 0
@@ -147,15 +184,30 @@ end
 local raw = redis.call('HGET', KEYS[1], 'webhook_attempts')
 local attempts = {}
 if raw and raw ~= '' then attempts = cjson.decode(raw) end
-table.insert(attempts, cjson.decode(ARGV[1]))
+table.insert(attempts, attempt)
 redis.call('HSET', KEYS[1], 'webhook_attempts', cjson.encode(attempts),
-           'webhook_state', ARGV[2])
+           'webhook_state', ARGV[2], 'webhook_lease', '0')
 if ARGV[3] ~= '' then
   redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 else
   redis.call('ZREM', KEYS[2], ARGV[4])
 end
 return #attempts
+"""
+
+# KEYS[1] job, KEYS[2] webhooks. ARGV: now, lease end, job id.
+# Takes the lease on a pending webhook's delivery unless another delivery holds it,
+# and moves the webhook's due time (what the sweeper reads) to the lease's end.
+# Returns 1 when taken, 0 when the webhook is not pending or a delivery holds it.
+_CLAIM_WEBHOOK = LUA_FINITE + """
+local now = finite(ARGV[1], 'now')
+finite(ARGV[2], 'lease end')
+if redis.call('HGET', KEYS[1], 'webhook_state') ~= 'pending' then return 0 end
+local held = tonumber(redis.call('HGET', KEYS[1], 'webhook_lease') or '') or 0
+if held > now then return 0 end
+redis.call('HSET', KEYS[1], 'webhook_lease', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+return 1
 """
 
 _TERMINAL = ",".join(sorted(s.value for s in TERMINAL_STATES))
@@ -199,6 +251,25 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
+# Redis cannot serve a command now, though nothing is wrong with the command: it is
+# unreachable or too slow, or it refuses writes (out of memory at maxmemory, a
+# read-only replica, a failed RDB/AOF save).
+REDIS_UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
+
+
+def refuses_writes(exc: BaseException) -> bool:
+    """True when Redis refused a write that it will take again once it has memory, is a
+    primary again, or can persist again (OOM, READONLY, MISCONF)."""
+    if isinstance(exc, redis.exceptions.OutOfMemoryError | redis.exceptions.ReadOnlyError):
+        return True
+    return isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith("MISCONF")
+
+
+def redis_unavailable(exc: BaseException) -> bool:
+    """Redis cannot serve videoq now (unreachable, or refusing writes): retry later."""
+    return isinstance(exc, REDIS_UNREACHABLE) or refuses_writes(exc)
+
+
 def connect(settings: Settings) -> redis.Redis:
     """A Redis client that retries commands through short connection blips."""
     return redis.Redis.from_url(
@@ -223,6 +294,7 @@ class JobStore:
         self._transition = client.register_script(_TRANSITION)
         self._acquire = client.register_script(_ACQUIRE)
         self._webhook_attempt = client.register_script(_WEBHOOK_ATTEMPT)
+        self._claim_webhook = client.register_script(_CLAIM_WEBHOOK)
 
     # --- creating and reading ------------------------------------------------------------
 
@@ -403,6 +475,15 @@ class JobStore:
                       job_id],
             )
         )
+
+    def claim_webhook(self, job_id: str, now: float, lease_until: float) -> bool:
+        """Take the lease on a pending webhook's delivery (False: not pending, or a
+        delivery in progress holds it)."""
+        result = self._claim_webhook(
+            keys=[self.keys.job(job_id), self.keys.webhooks()],
+            args=[repr(now), repr(lease_until), job_id],
+        )
+        return int(result) == 1
 
     def webhooks_due(self, now: float, limit: int) -> list[str]:
         return self._due_by(self.keys.webhooks(), now, limit)

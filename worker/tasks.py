@@ -12,8 +12,7 @@ import uuid
 from typing import Any
 
 from celery.exceptions import Reject
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from . import logs
 from .app import app
@@ -21,6 +20,7 @@ from .chain import Runtime, run_generate, run_poll
 from .keys import GENERATE_TASK, POLL_TASK, TICK_TASK, WEBHOOK_TASK, task_label
 from .request import RequestError, parse_request
 from .states import ErrorKind
+from .store import redis_unavailable, refuses_writes
 from .ticks import run_tick
 from .webhooks import run_webhook
 
@@ -64,7 +64,7 @@ class BatchScheduler(CeleryScheduler):
         self, job_id: str, deadline_at: float, seq: int, errors: int, countdown: float
     ) -> None:
         now = time.time()
-        book, _ = app.batch(runtime())
+        book = app.batch(runtime())
         for tick in book.schedule([(job_id, now + countdown, errors)], now):
             self.tick(tick, max(0.0, tick - now))
 
@@ -84,14 +84,25 @@ def runtime() -> Runtime:
     return app.runtime(_BATCH if app.videoq_settings.poll_mode == "batch" else _SCHEDULER)
 
 
-def _requeue_on_redis_outage(job_id: str, step: str, attempt: int, exc: Exception) -> None:
+def _requeue_on_redis_outage(job_id: str, step: str, attempt: int, exc: RedisError) -> None:
+    """Redis could not serve the step: hand the message back, never fail the job.
+
+    Unreachable: the message goes back to the queue (or, if Redis cannot even take it
+    back, stays unacknowledged until the visibility timeout restores it). Refusing
+    writes (OOM, READONLY, MISCONF): it could not take the message back either, so the
+    message is dropped; the job's record, unchanged, is still due in the active set,
+    and the sweeper resumes the job once Redis takes writes again.
+    """
+    if not redis_unavailable(exc):
+        raise exc
+    refused = refuses_writes(exc)
     logs.event(
-        "task.requeued", level=logging.WARNING, job_id=job_id, step=step,
-        attempt=attempt, reason=f"redis unavailable: {type(exc).__name__}",
+        "task.requeued" if not refused else "task.deferred", level=logging.WARNING,
+        job_id=job_id, step=step, attempt=attempt,
+        reason=f"redis {'refuses writes' if refused else 'unavailable'}: "
+        f"{type(exc).__name__}: {str(exc)[:200]}",
     )
-    # The message goes back to the queue (or, if Redis cannot even take it back,
-    # stays unacknowledged until the visibility timeout restores it).
-    raise Reject(f"redis unavailable: {exc}", requeue=True) from None
+    raise Reject(f"redis unavailable: {type(exc).__name__}", requeue=not refused) from None
 
 
 @app.task(name=GENERATE_TASK, **_TASK_OPTIONS)  # type: ignore[untyped-decorator]
@@ -120,7 +131,7 @@ def generate_video(
             job = rt.store.get(job_id)
             deadline_at = job.deadline_at if job and job.deadline_at else time.time()
         run_generate(rt, job_id, float(deadline_at), int(attempt))
-    except (RedisConnectionError, RedisTimeoutError) as exc:
+    except RedisError as exc:
         _requeue_on_redis_outage(job_id or "-", "generate", attempt, exc)
 
 
@@ -151,7 +162,7 @@ def poll_video(self: Any, job_id: str, deadline_at: float, seq: int, errors: int
     """Ask the upstream once for a job's status; end the job or schedule the next poll."""
     try:
         run_poll(runtime(), job_id, float(deadline_at), int(seq), int(errors))
-    except (RedisConnectionError, RedisTimeoutError) as exc:
+    except RedisError as exc:
         _requeue_on_redis_outage(job_id, "poll", seq, exc)
 
 
@@ -160,7 +171,7 @@ def deliver_webhook(self: Any, job_id: str, attempt: int = 1) -> None:
     """POST a finished job's record to its webhook_url, signed; retry by rescheduling."""
     try:
         run_webhook(runtime(), job_id, int(attempt))
-    except (RedisConnectionError, RedisTimeoutError) as exc:
+    except RedisError as exc:
         _requeue_on_redis_outage(job_id, "webhook", attempt, exc)
 
 
@@ -169,7 +180,6 @@ def poll_tick(self: Any, tick: float = 0.0) -> None:
     """Batch mode: poll every job due by ``tick`` (see ``worker.ticks``)."""
     rt = runtime()
     try:
-        book, fetcher = app.batch(rt)
-        run_tick(rt, book, float(tick), fetcher.fetch, _BATCH.tick)
-    except (RedisConnectionError, RedisTimeoutError) as exc:
+        run_tick(rt, app.batch(rt), float(tick), rt.upstream.statuses, _BATCH.tick)
+    except RedisError as exc:
         _requeue_on_redis_outage("-", "tick", 0, exc)

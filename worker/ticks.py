@@ -11,7 +11,8 @@ lives in Redis instead of in messages:
 - a tick message claims up to ``VIDEOQ_POLL_BATCH`` due jobs in one script (each is
   leased: its score moves to the lease's end), asks for one more tick at once when
   more are due (so other pool slots and workers share a burst), makes their status
-  calls together (:mod:`worker.fetcher`, at most ``VIDEOQ_POLL_CONCURRENCY`` at once),
+  calls together on the process's event loop (:meth:`UpstreamClient.statuses`, at most
+  ``VIDEOQ_POLL_CONCURRENCY`` at once, each bounded by the total timeout),
   and runs each job's ordinary poll step on its answer
   (:func:`worker.chain.poll_answered`);
 - a poll step that ends the job removes it from ``polls``; one that goes on
@@ -35,14 +36,24 @@ import redis
 from . import logs
 from .chain import Runtime, Scheduler, poll_answered
 from .keys import Keys
+from .store import LUA_FINITE
 from .upstream import Status, UpstreamClient, UpstreamError
 
 # KEYS[1] polls. ARGV: job key prefix, tick key prefix, tick key lifetime (ms), then
 # triples (job id, due time, consecutive transient errors), then "|", then the ticks
 # (ms) those polls fall in. Returns the ticks that had no message yet: the caller
 # publishes one for each.
-_SCHEDULE = """
+_SCHEDULE = LUA_FINITE + """
+finite(ARGV[3], 'tick key lifetime')
 local i = 4
+while ARGV[i] ~= '|' do
+  if ARGV[i] == nil then error('videoq: no | after the polls') end
+  finite(ARGV[i + 1], 'due time')
+  finite(ARGV[i + 2], 'errors')
+  i = i + 3
+end
+for j = i + 1, #ARGV do finite(ARGV[j], 'tick') end
+i = 4
 while ARGV[i] ~= '|' do
   redis.call('ZADD', KEYS[1], ARGV[i + 1], ARGV[i])
   redis.call('HSET', ARGV[1] .. ARGV[i], 'poll_errors', ARGV[i + 2])
@@ -64,7 +75,11 @@ return fresh
 # lease end. Ids whose job is gone or no longer generating leave ``polls``.
 # Returns {more, id, deadline, seq, errors, generation id, id, ...}: ``more`` is how
 # many are still due after this batch.
-_CLAIM = """
+_CLAIM = LUA_FINITE + """
+finite(ARGV[1], 'horizon')
+finite(ARGV[2], 'limit')
+finite(ARGV[3], 'now')
+finite(ARGV[4], 'lease end')
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 local out = {0}
 for _, id in ipairs(ids) do
@@ -176,17 +191,18 @@ class TickScheduler:
         self.polls.append((job_id, self.clock() + countdown, errors))
 
 
-Fetch = Callable[[Sequence[str]], list[Status | UpstreamError]]
+# Status calls for a batch: (generation id, timeout) each; answers in the same order.
+Fetch = Callable[[Sequence[tuple[str, float]]], list[Status | UpstreamError]]
 
 
 def fetch_one_by_one(upstream: UpstreamClient) -> Fetch:
     """A :data:`Fetch` through the synchronous client, one call after another (tests)."""
 
-    def fetch(generation_ids: Sequence[str]) -> list[Status | UpstreamError]:
+    def fetch(calls: Sequence[tuple[str, float]]) -> list[Status | UpstreamError]:
         answers: list[Status | UpstreamError] = []
-        for generation_id in generation_ids:
+        for generation_id, timeout in calls:
             try:
-                answers.append(upstream.status(generation_id))
+                answers.append(upstream.status(generation_id, timeout=timeout))
             except UpstreamError as exc:
                 answers.append(exc)
         return answers
@@ -201,7 +217,7 @@ def run_tick(
     """Poll every job due by this tick (up to a batch). Returns how many were polled.
 
     ``fetch`` makes the status calls of the whole batch (the worker's
-    :class:`worker.fetcher.StatusFetcher`); ``publish(tick, countdown)`` sends a tick.
+    :meth:`UpstreamClient.statuses`); ``publish(tick, countdown)`` sends a tick.
     """
     settings = rt.settings
     now = rt.clock()
@@ -210,7 +226,7 @@ def run_tick(
     claimed, more = book.claim(max(now, tick), settings.poll_batch, now, lease_until)
     if more:
         publish(tick, 0.0)  # the rest of this tick, for another pool slot or worker
-    answers = fetch([p.generation_id for p in claimed])
+    answers = fetch([(p.generation_id, rt.call_timeout(p.deadline_at)) for p in claimed])
     collected = TickScheduler(rt.scheduler, rt.clock)
     tick_rt = replace(rt, scheduler=collected)
     failed = 0

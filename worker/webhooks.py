@@ -8,29 +8,46 @@ receiver can drop repeats. A failed delivery is retried with backoff by reschedu
 (never sleeping) until ``VIDEOQ_WEBHOOK_WINDOW`` seconds after the job ended; every
 attempt is recorded on the job (``webhook_attempts``).
 
+A slow receiver cannot starve the pipeline. The delivery task only claims the
+delivery and hands it to the process's event loop, then returns: the worker slot is
+free for creates and polls at once. Each attempt is one bounded call
+(``VIDEOQ_WEBHOOK_TIMEOUT`` in all, an answer of at most :data:`MAX_ANSWER_BYTES`, no
+redirects, no internal addresses unless ``VIDEOQ_ALLOW_PRIVATE_URLS``). The claim is a
+lease on the record that outlasts the attempt, so no second delivery of the same
+webhook starts while one is in progress, whoever asks (a duplicate message, the
+sweeper); a worker that dies mid-attempt leaves the lease to run out, and the sweeper
+then tries again.
+
 Receivers verify with :func:`verify` (also exported as ``producers.verify_webhook``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import concurrent.futures
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import requests
-
 from . import logs
+from .http import BoundedHttp, EventLoop, HttpFailure
+from .settings import Settings
+from .urls import UrlRefused, blocked_reason, check_url, parse_host
 
 if TYPE_CHECKING:
     from .chain import Runtime
 
 PREFIX = "whsec_"
 TOLERANCE = 300  # seconds a timestamp may differ from the receiver's clock
+MAX_ANSWER_BYTES = 64 * 1024  # a receiver's answer is read up to this, then cut off
+CONCURRENCY = 100  # deliveries one worker process makes at once
+LEASE_MARGIN = 5.0  # seconds a delivery's lease outlasts its longest attempt
 
 
 class WebhookVerificationError(ValueError):
@@ -91,39 +108,99 @@ def verify(
     return record
 
 
-def deliver(
-    http: requests.Session, url: str, secret: str, msg_id: str, body: bytes, now: float
-) -> tuple[int | None, str | None]:
-    """POST once. Returns (HTTP status or None, error text or None)."""
+def address_guard(host: str) -> str | None:
+    """Why a webhook must not go to ``host`` (an address, or a name as in a URL), or
+    None. Names are judged by what they resolve to (``BoundedHttp``'s resolver)."""
     try:
-        answer = http.post(
-            url, data=body, headers=headers_for(secret, msg_id, int(now), body),
-            timeout=(5, 10), allow_redirects=False,
+        parsed = parse_host(host)
+    except UrlRefused as exc:
+        return str(exc)
+    if isinstance(parsed, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return blocked_reason(parsed)
+    return None
+
+
+def webhook_http(settings: Settings, loop: EventLoop) -> BoundedHttp:
+    """The bounded HTTP client webhook deliveries use, on the process's event loop."""
+    return BoundedHttp(
+        loop,
+        connect_timeout=min(5.0, settings.webhook_timeout),
+        read_timeout=settings.webhook_timeout,
+        total_timeout=settings.webhook_timeout,
+        max_bytes=MAX_ANSWER_BYTES,
+        concurrency=CONCURRENCY,
+        guard=None if settings.allow_private_urls else address_guard,
+    )
+
+
+async def deliver(
+    http: BoundedHttp, url: str, secret: str, msg_id: str, body: bytes, now: float
+) -> tuple[int | None, str | None]:
+    """POST once, bounded. Returns (HTTP status or None, error text or None)."""
+    try:
+        check_url(url, allow_private=http.guard is None, resolve=None)
+    except UrlRefused as exc:
+        return None, f"refused: {exc}"
+    try:
+        answer = await http.request(
+            "POST", url, data=body, headers=headers_for(secret, msg_id, int(now), body)
         )
-        answer.close()
-    except requests.RequestException as exc:
-        return None, type(exc).__name__
-    if 200 <= answer.status_code < 300:
-        return answer.status_code, None
-    return answer.status_code, f"HTTP {answer.status_code}"
+    except HttpFailure as exc:
+        return None, f"{exc.kind}: {exc}"
+    if 200 <= answer.status < 300:
+        return answer.status, None
+    if 300 <= answer.status < 400:
+        return answer.status, f"HTTP {answer.status}: redirects are not followed"
+    return answer.status, f"HTTP {answer.status}"
 
 
-def run_webhook(rt: Runtime, job_id: str, attempt: int) -> None:
-    """One delivery attempt of a finished job's webhook; reschedules itself on failure."""
+def run_webhook(
+    rt: Runtime, job_id: str, attempt: int
+) -> concurrent.futures.Future[None] | None:
+    """Start one delivery attempt of a finished job's webhook on the event loop, and
+    return at once (the future is for tests). Nothing starts unless this call takes
+    the delivery's lease."""
     job = rt.store.get(job_id)
     if job is None or not job.webhook_url or job.webhook_state != "pending":
-        return
+        return None
     now = rt.clock()
-    secret = rt.settings.webhook_secret.get_secret_value()
+    lease_until = now + rt.settings.webhook_timeout + LEASE_MARGIN
+    if rt.http is None:
+        raise RuntimeError("this runtime has no HTTP client for webhooks")
+    if not rt.store.claim_webhook(job_id, now, lease_until):
+        logs.event("webhook.skipped", job_id=job_id, state=job.state.value, attempt=attempt,
+                   reason="another delivery of this webhook is in progress")
+        return None
     record = job.to_dict()
     for name in ("webhook_attempts", "webhook_state"):
         record.pop(name, None)
     body = json.dumps(record, sort_keys=True).encode()
+    msg_id = f"{job_id}.{job.state.value}"
+    finished_at = job.finished_at or now
+    return rt.http.loop.submit(
+        _attempt(rt, rt.http, job_id, job.webhook_url, msg_id, body, attempt, finished_at)
+    )
+
+
+async def _attempt(
+    rt: Runtime, http: BoundedHttp, job_id: str, url: str, msg_id: str, body: bytes,
+    attempt: int, finished_at: float,
+) -> None:
+    secret = rt.settings.webhook_secret.get_secret_value()
+    now = rt.clock()
     if secret:
-        status, error = deliver(rt.http, job.webhook_url, secret, f"{job_id}.{job.state.value}",
-                                body, now)
+        status, error = await deliver(http, url, secret, msg_id, body, now)
     else:
         status, error = None, "VIDEOQ_WEBHOOK_SECRET is not set on the worker"
+    # Recording the outcome and scheduling a retry are blocking calls: off the loop.
+    await asyncio.to_thread(_record, rt, job_id, attempt, finished_at, now, status, error,
+                            bool(secret))
+
+
+def _record(
+    rt: Runtime, job_id: str, attempt: int, finished_at: float, now: float,
+    status: int | None, error: str | None, secret: bool,
+) -> None:
     info: dict[str, object] = {"attempt": attempt, "at": round(now, 3), "status": status}
     if error:
         info["error"] = error
@@ -131,7 +208,7 @@ def run_webhook(rt: Runtime, job_id: str, attempt: int) -> None:
         rt.store.webhook_attempt(job_id, info, "delivered", None)
         return _log(job_id, attempt, "delivered", status, None)
     delay = rt.backoff(attempt - 1, None, floor=1.0)
-    window_end = (job.finished_at or now) + rt.settings.webhook_window
+    window_end = finished_at + rt.settings.webhook_window
     if not secret or now + delay > window_end:
         rt.store.webhook_attempt(job_id, info, "failed", None)
         return _log(job_id, attempt, "failed", status, error)

@@ -1,0 +1,301 @@
+"""Outbound HTTP with hard bounds: every call videoq makes goes through :class:`BoundedHttp`.
+
+That is the upstream's creates and status calls, webhook deliveries, and any later
+download. A slow, huge or hostile peer costs at most one bounded call:
+
+- **a total deadline** over the whole exchange (connect, send, headers, body). A peer
+  that trickles a byte at a time, each under the read timeout, is still cut off at the
+  deadline;
+- **a size cap**: the answer is streamed and reading stops one byte past the cap, so a
+  huge or endless (chunked) body costs at most the cap in memory;
+- **no redirects**: a 3xx comes back as it is, for the caller to refuse;
+- **an address guard** (optional, for caller-supplied URLs such as webhooks): the host
+  and every address it resolves to are checked before connecting, so neither a numeric
+  form nor a DNS name can smuggle in a loopback or private address.
+
+The calls run on one asyncio loop per process, in a daemon thread (:class:`EventLoop`).
+Batch mode's ticks and webhook deliveries await them there; a synchronous caller (a
+chain task's create or poll) waits on a future bounded by the same deadline.
+
+Failures are :class:`HttpFailure` subclasses. ``sent`` says whether the request may have
+reached the peer: a create whose answer was lost after sending must not be repeated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import socket
+import ssl
+import threading
+import urllib.request
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+T = TypeVar("T")
+
+# Given a host (a name as written in a URL, or an address), why it must not be
+# contacted, or None. See ``worker.urls``.
+Guard = Callable[[str], "str | None"]
+
+
+class HttpFailure(Exception):
+    """A call that got no usable answer. ``sent``: the request may have reached the peer."""
+
+    kind = "connection"
+
+    def __init__(self, message: str, *, sent: bool) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
+class ConnectFailed(HttpFailure):
+    """No connection was made (refused, unreachable, no such name): nothing was sent."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, sent=False)
+
+
+class AddressRefused(HttpFailure):
+    """The guard refused the host or an address it resolved to: nothing was sent."""
+
+    kind = "blocked"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, sent=False)
+
+
+class TimedOut(HttpFailure):
+    kind = "timeout"
+
+
+class Dropped(HttpFailure):
+    """The connection broke, or the answer could not be parsed, after the request went out."""
+
+
+class TooLarge(HttpFailure):
+    kind = "too_large"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, sent=True)
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    reason: str | None
+    headers: Mapping[str, str]  # case-insensitive
+    body: bytes
+
+
+class EventLoop:
+    """One asyncio loop in a daemon thread, started on first use in each process (a
+    forked pool child starts its own)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def get(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._pid != os.getpid():
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="videoq-io", daemon=True).start()
+                self._loop, self._pid = loop, os.getpid()
+            return self._loop
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Start ``coro`` on the loop; the caller may wait on the future, or not."""
+        return asyncio.run_coroutine_threadsafe(coro, self.get())
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
+        """Run ``coro`` on the loop and wait at most ``timeout`` seconds for it."""
+        future = self.submit(coro)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise TimedOut(f"no result within {timeout:.1f}s", sent=True) from None
+
+
+class _Blocked(OSError):
+    pass
+
+
+class _GuardedResolver(AbstractResolver):
+    """The system resolver, refusing any name that resolves to a blocked address."""
+
+    def __init__(self, guard: Guard) -> None:
+        self._inner = aiohttp.ThreadedResolver()
+        self._guard = guard
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self._inner.resolve(host, port, family)
+        for item in found:
+            reason = self._guard(item["host"])
+            if reason:
+                raise _Blocked(f"{host} resolves to {item['host']}: {reason}")
+        return found
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+async def _connected(_: aiohttp.ClientSession, ctx: SimpleNamespace, __: object) -> None:
+    ctx.trace_request_ctx["connected"] = True
+
+
+def _ssl_context() -> ssl.SSLContext | bool:
+    """The CA bundle named by the usual variables, read once (as ``requests`` does)."""
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    return ssl.create_default_context(cafile=bundle) if bundle else True
+
+
+class BoundedHttp:
+    """HTTP calls with a total deadline, a size cap, no redirects and an optional guard.
+
+    ``total_timeout`` is the longest any call may take; a caller may ask for less (a
+    job near its deadline). ``connect_timeout`` and ``read_timeout`` bound the
+    connection and each read within that.
+    """
+
+    def __init__(
+        self,
+        loop: EventLoop,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        total_timeout: float,
+        max_bytes: int,
+        concurrency: int = 100,
+        guard: Guard | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.loop = loop
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.total_timeout = total_timeout
+        self.max_bytes = max_bytes
+        self.concurrency = concurrency
+        self.guard = guard
+        self.headers = dict(headers or {})
+        self._proxies = urllib.request.getproxies_environment()
+        self._ssl = _ssl_context()
+        self._session: tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession] | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        """This loop's session (made on the loop, on first use)."""
+        running = asyncio.get_running_loop()
+        if self._session is None or self._session[0] is not running:
+            trace = aiohttp.TraceConfig()
+            trace.on_connection_create_end.append(_connected)
+            trace.on_connection_reuseconn.append(_connected)
+            resolver = _GuardedResolver(self.guard) if self.guard else None
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=self.concurrency, resolver=resolver, ssl=self._ssl
+                ),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=self.connect_timeout, sock_read=self.read_timeout
+                ),
+                headers=self.headers,
+                trust_env=False,
+                trace_configs=[trace],
+            )
+            self._session = (running, session)
+        return self._session[1]
+
+    def _proxy(self, url: str) -> str | None:
+        scheme = url.split(":", 1)[0].lower()
+        proxy = self._proxies.get(scheme)
+        if not proxy:
+            return None
+        host = urlsplit(url).hostname or ""
+        bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+        return None if bypass(host, self._proxies) else proxy
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+        data: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        max_bytes: int | None = None,
+    ) -> Answer:
+        """One call, awaited on this object's loop. Raises :class:`HttpFailure`."""
+        total = self.total_timeout if timeout is None else min(timeout, self.total_timeout)
+        cap = self.max_bytes if max_bytes is None else max_bytes
+        if total <= 0:
+            raise TimedOut("no time left for the call", sent=False)
+        if self.guard is not None:
+            reason = self.guard(urlsplit(url).hostname or "")
+            if reason:
+                raise AddressRefused(reason)
+        state: dict[str, bool] = {"connected": False}
+        try:
+            async with asyncio.timeout(total):
+                async with self._client().request(
+                    method, url, params=params, json=json, data=data, headers=headers,
+                    allow_redirects=False, proxy=self._proxy(url), trace_request_ctx=state,
+                ) as resp:
+                    if resp.content_length is not None and resp.content_length > cap:
+                        raise TooLarge(f"answer of {resp.content_length} bytes, over {cap}")
+                    body = await _read_capped(resp.content, cap)
+                    return Answer(resp.status, resp.reason, resp.headers, body)
+        except HttpFailure:
+            raise
+        except TimeoutError:
+            raise TimedOut(
+                f"no complete answer within {total:.1f}s" if state["connected"]
+                else f"could not connect within {total:.1f}s",
+                sent=state["connected"],
+            ) from None
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, _Blocked):
+                raise AddressRefused(str(exc.os_error)) from None
+            raise ConnectFailed(f"cannot connect: {type(exc.os_error).__name__}") from None
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            if not state["connected"]:
+                raise ConnectFailed(f"cannot connect: {type(exc).__name__}") from None
+            raise Dropped(f"the answer broke off: {type(exc).__name__}", sent=True) from None
+
+    def call(self, method: str, url: str, **kwargs: Any) -> Answer:
+        """:meth:`request` for synchronous callers: waits on the loop's thread."""
+        timeout = kwargs.get("timeout")
+        total = self.total_timeout if timeout is None else min(timeout, self.total_timeout)
+        # The call ends itself at ``total``; the extra second only covers a loop that
+        # is too busy to say so.
+        return self.loop.run(self.request(method, url, **kwargs), max(0.0, total) + 1.0)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session[1].close()
+            self._session = None
+
+
+async def _read_capped(stream: aiohttp.StreamReader, cap: int) -> bytes:
+    """The body, or :class:`TooLarge` as soon as more than ``cap`` bytes arrived."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await stream.read(min(1 << 16, cap + 1 - size))
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > cap:
+            raise TooLarge(f"answer over {cap} bytes")
+        chunks.append(chunk)
