@@ -1,25 +1,37 @@
-"""The upstream client against fake HTTP: how each answer and each failure is classified."""
+"""The upstream client against a fake BoundedHttp: how each answer and each failure is
+classified, and how upstream text is made safe to store and log."""
 
 from __future__ import annotations
 
-import io
+import email.utils
 import json
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import requests
-import urllib3
+from multidict import CIMultiDict
 from pydantic import SecretStr
-from requests.adapters import BaseAdapter
-from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
+from worker.http import (
+    AddressRefused,
+    Answer,
+    BoundedHttp,
+    ConnectFailed,
+    Dropped,
+    EventLoop,
+    HttpFailure,
+    TimedOut,
+    TooLarge,
+)
 from worker.upstream import (
     MAX_BODY_BYTES,
+    MAX_ID_LENGTH,
     PATHS,
     Rejected,
+    Status,
     Transient,
     UpstreamClient,
     parse_retry_after,
@@ -28,66 +40,72 @@ from worker.upstream import (
     ProtocolError as UpstreamProtocolError,
 )
 
-KEY = "sk-unit-secret"
+KEY = "sk-unit-secret-0123456789abcdef"
+
+Reply = tuple[int, Any, dict[str, str]] | HttpFailure
+LOOP = EventLoop()  # the fake's loop, for ``statuses``: started on first use
 
 
-class FakeAdapter(BaseAdapter):
-    """Answers each request with the next scripted reply (or raises it)."""
+class FakeHttp:
+    """A BoundedHttp stand-in: each call gets the next scripted reply, an
+    ``(status, body, headers)`` Answer or an :class:`HttpFailure` to raise."""
 
-    def __init__(self, *replies: Any) -> None:
-        super().__init__()
+    def __init__(self, *replies: Reply) -> None:
         self.replies = list(replies)
-        self.sent: list[requests.PreparedRequest] = []
-        self.kwargs: list[dict[str, Any]] = []
+        self.loop = LOOP
+        self.headers: dict[str, str] = {}
+        self.sent: list[dict[str, Any]] = []
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        self.sent.append(request)
-        self.kwargs.append(kwargs)
+    def _answer(self, method: str, url: str, kwargs: dict[str, Any]) -> Answer:
+        self.sent.append({"method": method, "url": url, "headers": dict(self.headers), **kwargs})
         reply = self.replies.pop(0)
-        if isinstance(reply, Exception):
+        if isinstance(reply, HttpFailure):
             raise reply
         code, body, headers = reply
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        resp = requests.Response()
-        resp.status_code = code
-        resp.reason = "Reason"
-        resp.headers = requests.structures.CaseInsensitiveDict(headers)
-        resp.raw = urllib3.HTTPResponse(
-            body=io.BytesIO(data), headers=headers, status=code, preload_content=False
-        )
-        resp.url = request.url or ""
-        resp.request = request
-        return resp
+        return Answer(code, "Reason", CIMultiDict(headers), data)
 
-    def close(self) -> None:
-        pass
+    def call(self, method: str, url: str, **kwargs: Any) -> Answer:
+        return self._answer(method, url, kwargs)
+
+    async def request(self, method: str, url: str, **kwargs: Any) -> Answer:
+        return self._answer(method, url, kwargs)
 
 
-def client_with(*replies: Any, path: str = "legacy") -> tuple[UpstreamClient, FakeAdapter]:
-    session = requests.Session()
-    adapter = FakeAdapter(*replies)
-    session.mount("http://", adapter)
+def client_with(*replies: Reply, path: str = "legacy") -> tuple[UpstreamClient, FakeHttp]:
+    http = FakeHttp(*replies)
     client = UpstreamClient(
-        "http://upstream.test/v2",
+        "http://upstream.test/v2/",
         SecretStr(KEY),
+        http,  # type: ignore[arg-type]
         path=path,  # type: ignore[arg-type]
-        connect_timeout=1.5,
-        read_timeout=7,
-        session=session,
     )
-    return client, adapter
+    return client, http
 
 
-def test_create_sends_bearer_json_and_timeouts() -> None:
-    client, adapter = client_with((200, {"id": "g1", "status": "queued"}, {}))
-    status = client.create({"model": "m", "image_url": "https://x/y.png"})
+def test_create_sends_bearer_json_and_its_timeout() -> None:
+    client, http = client_with((200, {"id": "g1", "status": "queued"}, {}))
+    status = client.create({"model": "m", "image_url": "https://x/y.png"}, timeout=3.5)
     assert (status.generation_id, status.status) == ("g1", "queued")
-    sent = adapter.sent[0]
-    assert sent.method == "POST"
-    assert sent.url == "http://upstream.test/v2" + PATHS["legacy"]
-    assert sent.headers["Authorization"] == f"Bearer {KEY}"
-    assert json.loads(sent.body or b"{}") == {"model": "m", "image_url": "https://x/y.png"}
-    assert adapter.kwargs[0]["timeout"] == (1.5, 7)
+    sent = http.sent[0]
+    assert sent["method"] == "POST"
+    assert sent["url"] == "http://upstream.test/v2" + PATHS["legacy"]
+    assert sent["headers"]["Authorization"] == f"Bearer {KEY}"
+    assert sent["json"] == {"model": "m", "image_url": "https://x/y.png"}
+    assert sent["timeout"] == 3.5
+
+
+def test_from_settings_bounds_every_call_and_carries_the_key(
+    make_settings: Callable[..., Any],
+) -> None:
+    settings = make_settings(aimlapi_key=KEY, http_connect_timeout=1.5, http_read_timeout=7.0)
+    client = UpstreamClient.from_settings(settings, EventLoop())
+    assert isinstance(client.http, BoundedHttp)
+    assert client.http.headers["Authorization"] == f"Bearer {KEY}"
+    assert (client.http.connect_timeout, client.http.read_timeout) == (1.5, 7.0)
+    assert client.http.total_timeout == settings.upstream_call_timeout == 8.5
+    assert client.http.max_bytes == MAX_BODY_BYTES
+    assert client.http.guard is None
 
 
 def test_universal_path_and_status_query() -> None:
@@ -97,11 +115,14 @@ def test_universal_path_and_status_query() -> None:
         "video": {"url": "https://cdn/v.mp4"},
         "meta": {"usage": {"credits_used": 210}},
     }
-    client, adapter = client_with((200, done, {}), path="universal")
-    status = client.status("g1")
-    assert adapter.sent[0].url == "http://upstream.test/v2/video/generations?generation_id=g1"
-    assert adapter.sent[0].method == "GET"
-    assert (status.video_url, status.credits_used) == ("https://cdn/v.mp4", 210.0)
+    client, http = client_with((200, done, {}), path="universal")
+    status = client.status("g1", timeout=2.0)
+    sent = http.sent[0]
+    assert sent["url"] == "http://upstream.test/v2/video/generations"
+    assert sent["params"] == {"generation_id": "g1"}
+    assert (sent["method"], sent["timeout"]) == ("GET", 2.0)
+    assert (status.video_url, status.credits_used, status.note) == ("https://cdn/v.mp4", 210.0,
+                                                                    None)
 
 
 def test_error_status_carries_name_and_message() -> None:
@@ -120,12 +141,21 @@ def test_4xx_is_rejected_with_the_upstreams_message(code: int) -> None:
     assert "Invalid API key" in str(info.value)
 
 
-def test_429_is_transient_with_retry_after() -> None:
+def test_429_is_transient_with_retry_after_seconds() -> None:
     client, _ = client_with((429, {"message": "slow down"}, {"Retry-After": "12"}))
     with pytest.raises(Transient) as info:
         client.create({})
     assert info.value.retry_after == 12.0
+    assert info.value.kind == "rate_limited"
     assert not info.value.outcome_unknown
+
+
+def test_429_is_transient_with_retry_after_as_an_http_date() -> None:
+    when = email.utils.formatdate(time.time() + 30, usegmt=True)
+    client, _ = client_with((429, {"message": "slow down"}, {"retry-after": when}))
+    with pytest.raises(Transient) as info:
+        client.status("g")
+    assert info.value.retry_after is not None and 25 <= info.value.retry_after <= 31
 
 
 @pytest.mark.parametrize("code", [500, 502, 503, 504])
@@ -137,6 +167,16 @@ def test_5xx_is_transient(code: int) -> None:
         client.status("g")
     assert f"HTTP {code}" in str(info.value)
     assert "<html" not in str(info.value)
+    assert info.value.kind == "server_error" and not info.value.outcome_unknown
+
+
+@pytest.mark.parametrize("code", [301, 302, 303, 307, 308, 304, 101])
+def test_a_redirect_or_informational_answer_is_a_protocol_error(code: int) -> None:
+    client, _ = client_with(
+        (code, {"id": "g", "status": "completed"}, {"Location": "http://elsewhere.test/"})
+    )
+    with pytest.raises(UpstreamProtocolError, match="redirects are not followed"):
+        client.create({})
 
 
 @pytest.mark.parametrize(
@@ -155,36 +195,37 @@ def test_malformed_answers_are_protocol_errors(body: bytes) -> None:
         client.status("g")
 
 
-def test_huge_answer_is_refused_without_reading_it_all() -> None:
+def test_huge_answer_is_a_protocol_error() -> None:
     client, _ = client_with((200, b"x" * (MAX_BODY_BYTES + 10), {}))
     with pytest.raises(UpstreamProtocolError, match="bytes"):
         client.status("g")
 
 
-def _refused() -> requests.ConnectionError:
-    inner = NewConnectionError(None, "Connection refused")  # type: ignore[arg-type]
-    return requests.ConnectionError(MaxRetryError(None, "/", inner))  # type: ignore[arg-type]
+def test_an_answer_cut_off_at_the_cap_is_a_protocol_error() -> None:
+    client, _ = client_with(TooLarge(f"answer over {MAX_BODY_BYTES} bytes"))
+    with pytest.raises(UpstreamProtocolError, match="over"):
+        client.create({})
 
 
 @pytest.mark.parametrize(
-    ("error", "unknown"),
+    ("error", "unknown", "kind"),
     [
-        (requests.ConnectTimeout("connect"), False),
-        (_refused(), False),
-        (
-            requests.ConnectionError(ProtocolError("Connection aborted", ConnectionResetError())),
-            True,
-        ),
-        (requests.ReadTimeout("read"), True),
+        (TimedOut("could not connect within 1.0s", sent=False), False, "timeout"),
+        (ConnectFailed("cannot connect: ConnectionRefusedError"), False, "connection"),
+        (AddressRefused("blocked"), False, "connection"),
+        (Dropped("the answer broke off: ServerDisconnectedError", sent=True), True,
+         "connection"),
+        (TimedOut("no complete answer within 8.5s", sent=True), True, "timeout"),
     ],
 )
 def test_network_errors_say_whether_the_request_may_have_arrived(
-    error: Exception, unknown: bool
+    error: HttpFailure, unknown: bool, kind: str
 ) -> None:
     client, _ = client_with(error)
     with pytest.raises(Transient) as info:
         client.create({})
     assert info.value.outcome_unknown is unknown
+    assert info.value.kind == kind
     assert KEY not in str(info.value)
 
 
@@ -195,6 +236,129 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after("-3") in (None, 0.0)
     http_date = "Wed, 21 Oct 2015 07:28:10 GMT"
     assert parse_retry_after(http_date, now=1445412480.0) == pytest.approx(10.0)
+
+
+def test_a_key_echoed_by_the_upstream_is_masked() -> None:
+    client, _ = client_with(
+        (401, {"message": f"invalid key {KEY}"}, {}),
+        (200, {"id": "g", "status": "error", "error": {"message": f"bad {KEY}"}}, {}),
+    )
+    with pytest.raises(Rejected) as info:
+        client.create({})
+    assert KEY not in str(info.value) and "invalid key ***" in str(info.value)
+    assert client.status("g").error_message == "bad ***"
+
+
+@pytest.mark.parametrize(
+    "echo", [KEY.upper(), KEY.swapcase(), KEY[:12], KEY[-12:], KEY[4:16].upper()]
+)
+def test_a_case_variant_or_partial_copy_of_the_key_is_masked(echo: str) -> None:
+    client, _ = client_with(
+        (401, {"message": f"invalid key {echo} given"}, {}),
+        (200, {"id": "g", "status": "error", "error": {"message": f"bad {echo}!"}}, {}),
+    )
+    with pytest.raises(Rejected) as info:
+        client.create({})
+    assert echo not in str(info.value)
+    assert "invalid key *** given" in str(info.value)
+    assert client.status("g").error_message == "bad ***!"
+
+
+# --- upstream text is data: escaped and capped ------------------------------------------------
+
+
+FORGED = "bad input\r\nevent=job.finished job_id=other state=completed\u2028x\x1b[31m"
+
+
+def test_control_characters_in_an_error_message_are_escaped() -> None:
+    client, _ = client_with(
+        (400, {"message": FORGED}, {}),
+        (503, {"message": FORGED}, {}),
+        (200, {"id": "g", "status": "error", "error": {"name": "N\nX", "message": FORGED}}, {}),
+    )
+    with pytest.raises(Rejected) as rejected:
+        client.create({})
+    with pytest.raises(Transient) as transient:
+        client.status("g")
+    status = client.status("g")
+    for text in (str(rejected.value), str(transient.value), status.error_message or "",
+                 status.error_name or ""):
+        assert "\r" not in text and "\n" not in text
+        assert "\u2028" not in text and "\x1b" not in text
+    assert "bad input\\x0d\\x0aevent=job.finished" in str(rejected.value)
+    assert "\\u2028x\\x1b[31m" in (status.error_message or "")
+    assert status.error_name == "N\\x0aX"
+
+
+def test_control_characters_in_a_generation_id_are_escaped_and_it_is_capped() -> None:
+    client, _ = client_with(
+        (200, {"id": "g1\r\nevent=forged", "status": "queued"}, {}),
+        (200, {"id": "g" * 5000, "status": "queued"}, {}),
+        (200, {"id": 12345, "status": "queued"}, {}),
+    )
+    forged = client.create({}).generation_id
+    assert "\r" not in forged and "\n" not in forged
+    assert forged == "g1\\x0d\\x0aevent=forged"
+    long = client.create({}).generation_id
+    assert long.startswith("g" * MAX_ID_LENGTH) and len(long) < MAX_ID_LENGTH + 40
+    assert client.create({}).generation_id == "12345"
+
+
+def test_a_huge_error_message_is_capped() -> None:
+    message = "m" * (900 * 1024)
+    client, _ = client_with(
+        (400, {"message": message}, {}),
+        (400, message.encode(), {"Content-Type": "text/plain"}),
+        (200, {"id": "g", "status": "error", "error": {"message": message}}, {}),
+    )
+    for _ in range(2):
+        with pytest.raises(Rejected) as info:
+            client.create({})
+        assert len(str(info.value)) < 600
+        assert "more characters)" in str(info.value)
+    status = client.status("g")
+    assert status.error_message is not None and len(status.error_message) < 600
+
+
+# --- credits ---------------------------------------------------------------------------------
+
+
+def completed(credits: Any) -> bytes:
+    data = {"id": "g", "status": "completed", "video": {"url": "https://cdn/v.mp4"},
+            "meta": {"usage": {"credits_used": credits}}}
+    return json.dumps(data).encode()  # NaN and Infinity come out as JSON's extensions
+
+
+@pytest.mark.parametrize("credits", [float("nan"), float("inf"), float("-inf"), -5, "12",
+                                     True, {"n": 1}])
+def test_credits_that_are_not_a_finite_non_negative_number_are_ignored_with_a_note(
+    credits: Any,
+) -> None:
+    client, _ = client_with((200, completed(credits), {}))
+    status = client.status("g")
+    assert status.status == "completed" and status.video_url == "https://cdn/v.mp4"
+    assert status.credits_used is None
+    assert status.note is not None and "credits_used" in status.note
+
+
+@pytest.mark.parametrize(("credits", "kept"), [(7.5, 7.5), (0, 0.0), (210, 210.0)])
+def test_finite_non_negative_credits_are_kept(credits: Any, kept: float) -> None:
+    client, _ = client_with((200, completed(credits), {}))
+    status = client.status("g")
+    assert status.credits_used == kept and status.note is None
+
+
+def test_statuses_on_the_fake_keep_order_and_classify_each() -> None:
+    client, http = client_with(
+        (200, {"id": "a", "status": "generating"}, {}),
+        (404, {"message": "no such generation"}, {}),
+        TimedOut("no complete answer within 1.0s", sent=True),
+    )
+    answers = client.statuses([("a", 1.0), ("b", 2.0), ("c", 3.0)])
+    assert isinstance(answers[0], Status) and answers[0].generation_id == "a"
+    assert isinstance(answers[1], Rejected) and answers[1].status_code == 404
+    assert isinstance(answers[2], Transient) and answers[2].kind == "timeout"
+    assert [s["timeout"] for s in http.sent] == [1.0, 2.0, 3.0]
 
 
 # --- real sockets: the two network cases that matter most for "one create per job" ---------
@@ -227,33 +391,55 @@ def silent_server() -> Iterator[Callable[[], int]]:
     sock.close()
 
 
+@pytest.fixture(scope="module")
+def io_loop() -> Iterator[EventLoop]:
+    loop = EventLoop()
+    yield loop
+    running = loop.get()
+    running.call_soon_threadsafe(running.stop)
+
+
+@pytest.fixture
+def real_client(io_loop: EventLoop) -> Iterator[Callable[..., UpstreamClient]]:
+    made: list[BoundedHttp] = []
+
+    def make(url: str, *, read_timeout: float = 5.0, total_timeout: float = 5.0
+             ) -> UpstreamClient:
+        http = BoundedHttp(io_loop, connect_timeout=1.0, read_timeout=read_timeout,
+                           total_timeout=total_timeout, max_bytes=MAX_BODY_BYTES)
+        made.append(http)
+        return UpstreamClient(url, SecretStr(KEY), http)
+
+    yield make
+    for http in made:
+        io_loop.run(http.aclose(), 5)
+
+
 def test_read_timeout_on_a_real_socket_is_an_unknown_outcome(
-    silent_server: Callable[[], int],
+    silent_server: Callable[[], int], real_client: Callable[..., UpstreamClient],
 ) -> None:
-    client = UpstreamClient(
-        f"http://127.0.0.1:{silent_server()}/v2", SecretStr(KEY), read_timeout=0.3
-    )
+    client = real_client(f"http://127.0.0.1:{silent_server()}/v2", read_timeout=0.3)
     with pytest.raises(Transient) as info:
         client.create({})
-    assert info.value.outcome_unknown
+    assert info.value.outcome_unknown and info.value.kind == "timeout"
 
 
-def test_refused_port_is_known_not_sent() -> None:
+def test_total_deadline_on_a_real_socket_is_an_unknown_outcome(
+    silent_server: Callable[[], int], real_client: Callable[..., UpstreamClient],
+) -> None:
+    client = real_client(f"http://127.0.0.1:{silent_server()}/v2")
+    start = time.monotonic()
+    with pytest.raises(Transient) as info:
+        client.create({}, timeout=0.5)
+    assert time.monotonic() - start < 1.5
+    assert info.value.outcome_unknown and info.value.kind == "timeout"
+
+
+def test_refused_port_is_known_not_sent(real_client: Callable[..., UpstreamClient]) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    client = UpstreamClient(f"http://127.0.0.1:{port}/v2", SecretStr(KEY))
+    client = real_client(f"http://127.0.0.1:{port}/v2")
     with pytest.raises(Transient) as info:
         client.create({})
-    assert not info.value.outcome_unknown
-
-
-def test_a_key_echoed_by_the_upstream_is_masked() -> None:
-    client, _ = client_with(
-        (401, {"message": f"invalid key {KEY}"}, {}),
-        (200, {"id": "g", "status": "error", "error": {"message": f"bad {KEY}"}}, {}),
-    )
-    with pytest.raises(Rejected) as info:
-        client.create({})
-    assert KEY not in str(info.value) and "invalid key ***" in str(info.value)
-    assert client.status("g").error_message == "bad ***"
+    assert not info.value.outcome_unknown and info.value.kind == "connection"
