@@ -258,6 +258,11 @@ class BoundedHttp:
                     return Answer(resp.status, resp.reason, resp.headers, body)
         except HttpFailure:
             raise
+        except aiohttp.ServerTimeoutError:  # a connect or a read that took too long
+            if not state["connected"]:
+                message = f"connect timeout after {self.connect_timeout}s"
+                raise TimedOut(message, sent=False) from None
+            raise TimedOut(f"read timeout after {self.read_timeout}s", sent=True) from None
         except TimeoutError:
             raise TimedOut(
                 f"no complete answer within {total:.1f}s" if state["connected"]
