@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import socket
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
@@ -115,3 +118,65 @@ def test_client_reads_settings_from_the_environment(
     assert client.settings.deadline == 123.0
     assert Client(redis_url="redis://elsewhere:1/0").settings.redis_url == "redis://elsewhere:1/0"
     assert isinstance(client.store.redis, redis.Redis)
+
+
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:8080/hook", "http://2130706433/hook", "http://[::1]/hook",
+     "http://[::ffff:10.0.0.1]/hook", "http://localhost/hook", "http://hooks.internal/",
+     "http://169.254.169.254/latest/", "http://192.168.1.1/", "http://example.com@10.0.0.1/"],
+)
+def test_webhook_url_at_an_internal_host_is_refused(
+    make_settings: Callable[..., Settings], url: str
+) -> None:
+    client = Client(settings=make_settings(webhook_secret=WEBHOOK_SECRET, allow_private_urls=False))
+    with pytest.raises(RequestError) as info:
+        client.submit(IMG, webhook_url=url)
+    assert info.value.field == "webhook_url"
+    assert "not a public host" in info.value.message
+    assert not job_keys(client) and not queued_messages(client)
+
+
+def test_webhook_url_whose_name_resolves_to_an_internal_address_is_refused(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = socket.getaddrinfo
+
+    def getaddrinfo(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "hooks.rebind-webhook.example":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.1", 0))]
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    client = Client(settings=make_settings(webhook_secret=WEBHOOK_SECRET, allow_private_urls=False))
+    with pytest.raises(RequestError) as info:
+        client.submit(IMG, webhook_url="https://hooks.rebind-webhook.example/x")
+    assert info.value.field == "webhook_url"
+    assert "resolves to a private address" in info.value.message
+    assert not job_keys(client)
+
+
+def test_webhook_url_on_loopback_when_private_urls_are_allowed(
+    make_settings: Callable[..., Settings],
+) -> None:
+    client = Client(settings=make_settings(webhook_secret=WEBHOOK_SECRET, allow_private_urls=True))
+    job_id = client.submit(IMG, webhook_url="http://127.0.0.1:8080/hook")
+    assert client.get(job_id).webhook_url == "http://127.0.0.1:8080/hook"
+    for url in ("javascript:alert(1)", "file:///etc/passwd", "http://127.0.0.1/\r\nX: 1"):
+        with pytest.raises(RequestError) as info:
+            client.submit(IMG, webhook_url=url)
+        assert info.value.field == "webhook_url"
+
+
+def test_webhook_url_without_a_secret_says_webhooks_are_off(
+    make_settings: Callable[..., Settings],
+) -> None:
+    client = Client(settings=make_settings(allow_private_urls=False))
+    with pytest.raises(RequestError) as info:
+        client.submit(IMG, webhook_url="https://hooks.example.com/videoq")
+    assert (info.value.field, info.value.message) == (
+        "webhook_url", "webhooks are off: VIDEOQ_WEBHOOK_SECRET is not set"
+    )

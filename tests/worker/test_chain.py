@@ -295,3 +295,47 @@ def test_backoff_bounds(errors: int, retry_after: float | None, floor: float, se
     delay = rt.backoff(errors, retry_after, floor)
     assert delay >= (retry_after or 0.0) and delay >= floor and delay >= 1.0
     assert delay <= max(30.0, retry_after or 0.0, floor)
+
+
+@pytest.mark.parametrize(
+    "url", ["javascript:alert(1)", "file:///etc/passwd", "data:video/mp4;base64,AAAA"]
+)
+def test_a_video_url_that_is_not_http_fails_the_job_and_is_not_stored(
+    world: Callable[..., World], url: str
+) -> None:
+    w = world()
+    _generating(w)
+    w.upstream.status_answers.append(Status("g", "completed", video_url=url, credits_used=5.0))
+    w.poll(1)
+    job = w.store.get("job-1")
+    assert job and job.state is JobState.FAILED and job.video_url is None
+    assert job.error and job.error.kind == ErrorKind.UPSTREAM_PROTOCOL
+    assert "video URL is unusable" in job.error.message
+    assert job.credits_used == 5.0
+    assert not w.scheduler.calls
+
+
+def test_a_video_url_at_an_internal_host_fails_when_private_urls_are_not_allowed(
+    world: Callable[..., World],
+) -> None:
+    url = "http://127.0.0.1:8000/_sim/videos/g.mp4"
+    w = world(allow_private_urls=False)
+    _generating(w)
+    w.upstream.status_answers.append(Status("g", "completed", video_url=url))
+    w.poll(1)
+    job = w.store.get("job-1")
+    assert job and job.state is JobState.FAILED and job.video_url is None
+    assert job.error and job.error.kind == ErrorKind.UPSTREAM_PROTOCOL
+    assert "loopback" in job.error.message
+
+
+def test_a_video_url_at_an_internal_host_is_kept_when_private_urls_are_allowed(
+    world: Callable[..., World],
+) -> None:
+    url = "http://127.0.0.1:8000/_sim/videos/g.mp4"
+    w = world(allow_private_urls=True)
+    _generating(w)
+    w.upstream.status_answers.append(Status("g", "completed", video_url=url))
+    w.poll(1)
+    job = w.store.get("job-1")
+    assert job and job.state is JobState.COMPLETED and job.video_url == url

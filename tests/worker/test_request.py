@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import socket
 from typing import Any
 
 import pytest
@@ -139,3 +140,58 @@ def test_not_an_object() -> None:
 def test_build_request_drops_unset_options() -> None:
     req = build_request(IMG, None, 5, negative_prompt=None, cfg_scale=0.5)
     assert req.stored() == {"image_url": IMG, "duration": 5, "cfg_scale": 0.5}
+
+
+# Internal hosts in spellings that a plain ip_address() check misses.
+HIDDEN_INTERNAL_URLS = [
+    "http://2130706433/cat.png",
+    "http://0x7f000001/cat.png",
+    "http://0177.0.0.1/cat.png",
+    "http://127.1/cat.png",
+    "http://10.1.1/cat.png",
+    "http://0x7f.1/cat.png",
+    "http://0/cat.png",
+    "http://\uff11\uff12\uff17\uff0e\uff10\uff0e\uff10\uff0e\uff11/cat.png",
+    "http://127\u30020\u30020\u30021/cat.png",
+    "http://[::127.0.0.1]/cat.png",
+    "http://[64:ff9b::7f00:1]/cat.png",
+    "http://[64:ff9b::a00:1]/cat.png",
+    "http://[2002:7f00:1::]/cat.png",
+    "http://nas.home.arpa/cat.png",
+    "http://%6c%6fcalhost/cat.png",
+]
+
+
+def _with_image(field: str, url: str) -> dict[str, Any]:
+    points = [{"x": 1, "y": 1}] * 2
+    if field == "image_url":
+        return {"image_url": url}
+    if field == "static_mask":
+        return {"image_url": IMG, "static_mask": url}
+    return {"image_url": IMG, "dynamic_masks": [{"mask": url, "trajectories": points}]}
+
+
+@pytest.mark.parametrize("url", HIDDEN_INTERNAL_URLS)
+@pytest.mark.parametrize("field", ["image_url", "static_mask", "dynamic_masks.0.mask"])
+def test_images_at_internal_hosts_are_refused_in_every_spelling(field: str, url: str) -> None:
+    error = refused(_with_image(field, url))
+    assert error.field == field
+    assert "not a public host" in error.message
+
+
+@pytest.mark.parametrize("field", ["image_url", "static_mask", "dynamic_masks.0.mask"])
+def test_images_at_names_that_resolve_to_internal_addresses_are_refused(
+    field: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = socket.getaddrinfo
+
+    def getaddrinfo(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == f"{field.replace('.', '-')}.rebind.example":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 0))]
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    url = f"https://{field.replace('.', '-')}.rebind.example/cat.png"
+    error = refused(_with_image(field, url))
+    assert error.field == field
+    assert "resolves to a loopback address" in error.message
