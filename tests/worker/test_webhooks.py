@@ -1,21 +1,35 @@
-"""Webhook signing and verification (Standard Webhooks), and the delivery step on a fake
-clock with a fake HTTP session."""
+"""Webhook signing and verification (Standard Webhooks), and delivery on the event loop:
+on a fake clock, with a scripted HTTP client or a real receiver on 127.0.0.1."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
-from collections.abc import Callable
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import requests
+from multidict import CIMultiDict
 
 from tests.worker.conftest import World
+from tests.worker.test_http import Handler, RawServer, answer, trickle_body
+from worker.http import Answer, BoundedHttp, ConnectFailed, EventLoop, HttpFailure
 from worker.request import parse_request
+from worker.sweeper import sweep
 from worker.upstream import Status
-from worker.webhooks import WebhookVerificationError, headers_for, run_webhook, sign, verify
+from worker.webhooks import (
+    LEASE_MARGIN,
+    WebhookVerificationError,
+    headers_for,
+    run_webhook,
+    sign,
+    verify,
+    webhook_http,
+)
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 
@@ -44,29 +58,36 @@ def test_verify_accepts_a_good_webhook_and_refuses_tampering() -> None:
         verify(SECRET, {}, body)
 
 
-class FakeHTTP:
-    """A requests.Session stand-in that answers with scripted statuses."""
+@pytest.fixture(scope="module")
+def io_loop() -> Iterator[EventLoop]:
+    loop = EventLoop()
+    yield loop
+    running = loop.get()
+    running.call_soon_threadsafe(running.stop)
 
-    def __init__(self, statuses: list[int | Exception]) -> None:
+
+class FakeHttp:
+    """A BoundedHttp stand-in on a real event loop: each POST gets the next scripted
+    status, or raises the scripted :class:`HttpFailure`."""
+
+    guard = None
+
+    def __init__(self, loop: EventLoop, statuses: list[int | HttpFailure]) -> None:
+        self.loop = loop
         self.statuses = statuses
         self.sent: list[dict[str, Any]] = []
 
-    def post(self, url: str, **kwargs: Any) -> requests.Response:
-        self.sent.append({"url": url, **kwargs})
-        answer = self.statuses.pop(0)
-        if isinstance(answer, Exception):
-            raise answer
-        response = requests.Response()
-        response.status_code = answer
-        response._content = b""
-        response._content_consumed = True  # close() has nothing to release
-        return response
+    async def request(self, method: str, url: str, **kwargs: Any) -> Answer:
+        self.sent.append({"method": method, "url": url, **kwargs})
+        reply = self.statuses.pop(0)
+        if isinstance(reply, HttpFailure):
+            raise reply
+        return Answer(reply, None, CIMultiDict(), b"")
 
 
-def finished_job_with_hook(w: World) -> str:
+def finished_job_with_hook(w: World, url: str = "https://hooks.example.com/videoq") -> str:
     w.store.create("job-1", parse_request({"image_url": "https://example.com/a.png"}),
-                   accepted_at=w.clock.now, deadline_at=w.deadline_at,
-                   webhook_url="https://hooks.example.com/videoq")
+                   accepted_at=w.clock.now, deadline_at=w.deadline_at, webhook_url=url)
     w.generate()
     w.scheduler.pop()
     w.upstream.status_answers.append(Status("gen-1", "completed", video_url="https://v/1.mp4"))
@@ -74,41 +95,52 @@ def finished_job_with_hook(w: World) -> str:
     return "job-1"
 
 
+def deliver_now(w: World, job_id: str, attempt: int) -> None:
+    """One run of the delivery task, waiting for the attempt it started."""
+    future = run_webhook(w.rt, job_id, attempt)
+    assert future is not None
+    future.result(10)
+
+
 def test_a_finished_job_schedules_its_webhook_which_retries_then_delivers(
-    world: Callable[..., World],
+    world: Callable[..., World], io_loop: EventLoop,
 ) -> None:
     w = world(webhook_secret=SECRET, webhook_window=60.0)
     job_id = finished_job_with_hook(w)
     call = w.scheduler.pop()
     assert (call.step, call.attempt, call.countdown) == ("webhook", 1, 0)
-    w.rt.http = FakeHTTP([500, requests.ConnectionError("refused"), 204])  # type: ignore[assignment]
-    run_webhook(w.rt, job_id, 1)
+    http = FakeHttp(io_loop, [500, ConnectFailed("cannot connect: ConnectionRefusedError"), 204])
+    w.rt.http = http  # type: ignore[assignment]
+    deliver_now(w, job_id, 1)
     retry = w.scheduler.pop()
     assert retry.step == "webhook" and retry.attempt == 2 and retry.countdown >= 1.0
     w.clock.advance(retry.countdown)
-    run_webhook(w.rt, job_id, 2)
+    deliver_now(w, job_id, 2)
     w.clock.advance(w.scheduler.pop().countdown)
-    run_webhook(w.rt, job_id, 3)
+    deliver_now(w, job_id, 3)
     assert w.scheduler.calls == []
     job = w.store.get(job_id)
     assert job is not None and job.webhook_state == "delivered"
     assert [a.get("status") for a in job.webhook_attempts] == [500, None, 204]
-    assert job.webhook_attempts[1]["error"] == "ConnectionError"
-    sent = w.rt.http.sent  # type: ignore[attr-defined]
+    assert job.webhook_attempts[0]["error"] == "HTTP 500"
+    assert job.webhook_attempts[1]["error"].startswith("connection: cannot connect")
+    sent = http.sent
     assert {s["headers"]["webhook-id"] for s in sent} == {"job-1.completed"}
     verify(SECRET, sent[-1]["headers"], sent[-1]["data"], now=w.clock.now)
-    run_webhook(w.rt, job_id, 4)  # a duplicate message after delivery sends nothing
+    assert run_webhook(w.rt, job_id, 4) is None  # a duplicate message after delivery
     assert len(sent) == 3
 
 
-def test_webhook_gives_up_at_the_end_of_the_window(world: Callable[..., World]) -> None:
+def test_webhook_gives_up_at_the_end_of_the_window(
+    world: Callable[..., World], io_loop: EventLoop,
+) -> None:
     w = world(webhook_secret=SECRET, webhook_window=5.0, retry_backoff=2.0)
     job_id = finished_job_with_hook(w)
     w.scheduler.pop()
-    w.rt.http = FakeHTTP([503] * 20)  # type: ignore[assignment]
+    w.rt.http = FakeHttp(io_loop, [503] * 20)  # type: ignore[assignment]
     attempt = 1
     while True:
-        run_webhook(w.rt, job_id, attempt)
+        deliver_now(w, job_id, attempt)
         if not w.scheduler.calls:
             break
         w.clock.advance(w.scheduler.pop().countdown)
@@ -118,3 +150,177 @@ def test_webhook_gives_up_at_the_end_of_the_window(world: Callable[..., World]) 
     assert job.finished_at is not None
     assert w.clock.now <= job.finished_at + 5.0
     assert len(job.webhook_attempts) == attempt >= 2
+    assert run_webhook(w.rt, job_id, attempt + 1) is None
+
+
+# --- a real receiver on 127.0.0.1 ------------------------------------------------------------
+
+
+@pytest.fixture
+def receiver() -> Iterator[Callable[[Handler], RawServer]]:
+    servers: list[RawServer] = []
+
+    def start(handler: Handler) -> RawServer:
+        server = RawServer(handler)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def real_http(io_loop: EventLoop) -> Iterator[Callable[[World], BoundedHttp]]:
+    made: list[BoundedHttp] = []
+
+    def attach(w: World) -> BoundedHttp:
+        http = webhook_http(w.rt.settings, io_loop)
+        w.rt.http = http
+        made.append(http)
+        return http
+
+    yield attach
+    for http in made:
+        io_loop.run(http.aclose(), 5)
+
+
+def received_headers(raw: bytes) -> tuple[dict[str, str], bytes]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    headers = {}
+    for line in head.decode().split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return headers, body
+
+
+def wait_for(check: Callable[[], bool], seconds: float = 5.0) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if check():
+            return True
+        time.sleep(0.02)
+    return check()
+
+
+def test_a_delivery_in_progress_holds_the_lease_so_nothing_is_sent_twice(
+    world: Callable[..., World], receiver: Callable[[Handler], RawServer],
+    real_http: Callable[[World], BoundedHttp],
+) -> None:
+    release = threading.Event()
+
+    def hold_then_accept(conn: socket.socket, server: RawServer) -> None:
+        server.read_request(conn)
+        release.wait(10)
+        server.send(conn, b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n"
+                          b"Connection: close\r\n\r\n")
+        conn.close()
+
+    server = receiver(hold_then_accept)
+    w = world(webhook_secret=SECRET, webhook_timeout=5.0)
+    job_id = finished_job_with_hook(w, server.url + "hook")
+    w.scheduler.pop()
+    real_http(w)
+    first = run_webhook(w.rt, job_id, 1)
+    assert first is not None
+    assert wait_for(lambda: len(server.requests) == 1)
+    # A duplicate message, the sweeper's resend: neither starts a second delivery.
+    assert run_webhook(w.rt, job_id, 1) is None
+    w.clock.advance(w.rt.settings.webhook_timeout)
+    assert run_webhook(w.rt, job_id, 2) is None
+    sweep(w.rt, 0)
+    assert w.scheduler.calls == []
+    release.set()
+    first.result(10)
+    assert server.connections == 1 and len(server.requests) == 1
+    job = w.store.get(job_id)
+    assert job is not None and job.webhook_state == "delivered"
+    assert [a["status"] for a in job.webhook_attempts] == [204]
+    headers, body = received_headers(server.requests[0])
+    assert verify(SECRET, headers, body, now=w.clock.now)["id"] == job_id
+
+
+def test_after_a_dead_workers_lease_runs_out_the_sweeper_delivers_again(
+    world: Callable[..., World], receiver: Callable[[Handler], RawServer],
+    real_http: Callable[[World], BoundedHttp],
+) -> None:
+    server = receiver(answer("200 OK", b"ok"))
+    w = world(webhook_secret=SECRET, webhook_timeout=3.0)
+    job_id = finished_job_with_hook(w, server.url + "hook")
+    w.scheduler.pop()
+    real_http(w)
+    # A worker claimed the delivery and died before recording anything.
+    lease_until = w.clock.now + 3.0 + LEASE_MARGIN
+    assert w.store.claim_webhook(job_id, w.clock.now, lease_until)
+    assert run_webhook(w.rt, job_id, 1) is None
+    sweep(w.rt, 0)
+    assert w.scheduler.calls == []
+    w.clock.now = lease_until + w.rt.settings.stall_timeout + 0.1
+    sweep(w.rt, 0)
+    resumed = w.scheduler.pop()
+    assert (resumed.step, resumed.job_id, resumed.countdown) == ("webhook", job_id, 0)
+    deliver_now(w, job_id, resumed.attempt)
+    job = w.store.get(job_id)
+    assert job is not None and job.webhook_state == "delivered"
+    assert server.connections == 1
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_a_private_receiver_is_refused_unless_allowed(
+    world: Callable[..., World], receiver: Callable[[Handler], RawServer],
+    real_http: Callable[[World], BoundedHttp], host: str,
+) -> None:
+    server = receiver(answer("204 No Content"))
+    w = world(webhook_secret=SECRET, allow_private_urls=False)
+    job_id = finished_job_with_hook(w, f"http://{host}:{server.port}/hook")
+    w.scheduler.pop()
+    assert real_http(w).guard is not None
+    deliver_now(w, job_id, 1)
+    job = w.store.get(job_id)
+    assert job is not None and len(job.webhook_attempts) == 1
+    error = job.webhook_attempts[0]["error"]
+    assert error.startswith(("refused:", "blocked:")), error
+    assert job.webhook_attempts[0]["status"] is None
+    time.sleep(0.2)
+    assert server.connections == 0
+
+
+def test_a_redirecting_receiver_is_not_followed(
+    world: Callable[..., World], receiver: Callable[[Handler], RawServer],
+    real_http: Callable[[World], BoundedHttp],
+) -> None:
+    target = receiver(answer("204 No Content"))
+    server = receiver(answer("302 Found", b"", {"Location": target.url + "hook"}))
+    w = world(webhook_secret=SECRET, webhook_window=60.0)
+    job_id = finished_job_with_hook(w, server.url + "hook")
+    w.scheduler.pop()
+    real_http(w)
+    deliver_now(w, job_id, 1)
+    job = w.store.get(job_id)
+    assert job is not None and job.webhook_state == "pending"
+    [attempt] = job.webhook_attempts
+    assert attempt["status"] == 302
+    assert attempt["error"] == "HTTP 302: redirects are not followed"
+    assert w.scheduler.pop().attempt == 2  # retried later, at the same URL
+    time.sleep(0.2)
+    assert target.connections == 0 and server.connections == 1
+
+
+def test_a_receiver_trickling_past_the_webhook_timeout_is_a_timeout(
+    world: Callable[..., World], receiver: Callable[[Handler], RawServer],
+    real_http: Callable[[World], BoundedHttp],
+) -> None:
+    server = receiver(trickle_body)
+    w = world(webhook_secret=SECRET, webhook_timeout=1.0, webhook_window=60.0)
+    job_id = finished_job_with_hook(w, server.url + "hook")
+    w.scheduler.pop()
+    real_http(w)
+    start = time.monotonic()
+    deliver_now(w, job_id, 1)
+    assert time.monotonic() - start < 1.0 + 1.0
+    job = w.store.get(job_id)
+    assert job is not None and job.webhook_state == "pending"
+    [attempt] = job.webhook_attempts
+    assert attempt["status"] is None
+    assert attempt["error"].startswith("timeout"), attempt
+    assert w.scheduler.pop().attempt == 2
