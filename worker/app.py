@@ -29,6 +29,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings derived from videoq's settings (see README, "Configuration")."""
     return {
         "broker_url": settings.redis_url,
+        # kombu's Redis transport, kept consuming while Redis refuses writes (OOM ...).
+        "broker_transport": "worker.transport:Transport",
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
             # Unacknowledged messages (a killed worker's countdown tasks included)

@@ -1,0 +1,80 @@
+"""kombu's Redis transport, made to keep a worker consuming while Redis refuses writes.
+
+Redis at ``maxmemory`` (``OOM``), a read-only replica (``READONLY``) or a failed save
+(``MISCONF``) refuses the writes kombu makes around each message: recording it as
+unacknowledged when it is taken, and removing that record when it is acknowledged or
+rejected. kombu then leaves the message counted as *delivered* in the worker's memory.
+Once as many messages as the prefetch window are stuck that way, the worker stops
+taking messages for good, even after Redis takes writes again (seen here with a
+``--maxmemory`` Redis: the queue filled up and stayed full while the worker idled).
+
+This transport keeps the worker's own bookkeeping right when Redis refuses such a
+write: the message is released in memory all the same, and a warning says what Redis
+kept. What that costs:
+
+- a message Redis could not record as unacknowledged is not redelivered if the worker
+  dies while running it; its job is still in the store's active set, and the sweeper
+  resumes it from the record;
+- a message whose acknowledgement Redis refused stays in Redis's ``unacked`` set and
+  is delivered again after ``VIDEOQ_VISIBILITY_TIMEOUT``; every step is fenced, so the
+  copy does nothing.
+
+Celery uses it through ``broker_transport`` (``worker.app.celery_config``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
+from redis.exceptions import RedisError
+
+from . import logs
+from .store import refuses_writes
+
+
+def _refused(action: str, delivery_tag: str, exc: RedisError) -> None:
+    logs.event(
+        "broker.write_refused", level=logging.WARNING, action=action,
+        delivery_tag=delivery_tag, error=f"{type(exc).__name__}: {str(exc)[:200]}",
+        note="released in memory; the sweeper and Redis's redelivery cover the message",
+    )
+
+
+class QoS(kombu_redis.QoS):  # type: ignore[misc]
+    def append(self, message: Any, delivery_tag: str) -> None:
+        try:
+            super().append(message, delivery_tag)
+        except RedisError as exc:
+            if not refuses_writes(exc):
+                raise
+            _refused("append", delivery_tag, exc)
+            virtual.QoS.append(self, message, delivery_tag)
+
+    def ack(self, delivery_tag: str) -> None:
+        try:
+            super().ack(delivery_tag)
+        except RedisError as exc:
+            if not refuses_writes(exc):
+                raise
+            _refused("ack", delivery_tag, exc)
+            virtual.QoS.ack(self, delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        try:
+            super().reject(delivery_tag, requeue=requeue)
+        except RedisError as exc:
+            if not refuses_writes(exc):
+                raise
+            _refused("reject", delivery_tag, exc)
+            virtual.QoS.ack(self, delivery_tag)
+
+
+class Channel(kombu_redis.Channel):  # type: ignore[misc]
+    QoS = QoS
+
+
+class Transport(kombu_redis.Transport):  # type: ignore[misc]
+    Channel = Channel
