@@ -53,6 +53,12 @@ finite(ARGV[2], 'ttl')
 finite(ARGV[5], 'due time')
 finite(ARGV[7], 'acceptance time')
 if (#ARGV - 7) % 2 ~= 0 then error('videoq: fields must come in pairs') end
+for i = 8, #ARGV, 2 do
+  local name = ARGV[i]
+  if name == 'created_at' or name == 'updated_at' or name == 'deadline_at' then
+    finite(ARGV[i + 1], name)
+  end
+end
 if redis.call('EXISTS', KEYS[1]) == 1 then return ARGV[1] .. ' ' .. ARGV[3] end
 if KEYS[2] ~= '' then
   local existing = redis.call('GET', KEYS[2])

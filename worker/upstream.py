@@ -192,6 +192,8 @@ class UpstreamClient:
             return self._status_from(data, what="status")
         except UpstreamError as exc:
             return exc
+        except Exception as exc:  # one unreadable answer must not sink the whole batch
+            return ProtocolError(f"status: unreadable answer ({type(exc).__name__})")
 
     def _classified(self, call: Any) -> dict[str, Any]:
         try:
@@ -269,9 +271,13 @@ def _credits(data: dict[str, Any]) -> tuple[float | None, str | None]:
     value = usage.get("credits_used") if isinstance(usage, dict) else None
     if value is None:
         return None, None
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    if number and math.isfinite(value) and value >= 0:
-        return float(value), None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer too large for a float
+            number = math.inf
+        if math.isfinite(number) and number >= 0:
+            return number, None
     shown = clean(repr(value), 40)
     return None, f"ignored credits_used={shown} from the upstream: not a finite number >= 0"
 
@@ -286,4 +292,9 @@ def _transient(exc: HttpFailure) -> UpstreamError:
 
 
 def _loads(body: bytes) -> Any:
-    return json.loads(body.decode("utf-8"))
+    """JSON from the upstream; ValueError for anything unreadable (a nesting deep
+    enough to exhaust the parser's recursion included)."""
+    try:
+        return json.loads(body.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
