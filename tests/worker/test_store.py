@@ -252,12 +252,6 @@ def test_create_with_a_non_finite_time_raises_and_writes_nothing(
     assert store.active_count() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: worker/store.py _CREATE checks ttl, due time and acceptance time "
-    "but not the deadline_at field; a NaN deadline is stored (the TTL is computed from "
-    "max(0.0, nan) = 0.0)",
-)
 def test_create_with_a_nan_deadline_raises_and_writes_nothing(store: JobStore) -> None:
     with pytest.raises(redis.ResponseError):
         store.create("j1", parse_request({"image_url": IMG}), accepted_at=1000.0,

@@ -324,11 +324,6 @@ def test_a_huge_error_message_is_capped() -> None:
 NESTED = b"[" * 100_000 + b"]" * 100_000  # 200 KB, under the size cap
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: worker/upstream.py decode() and _error_text() catch only "
-    "ValueError around json.loads, which raises RecursionError on deeply nested JSON",
-)
 @pytest.mark.parametrize("code", [200, 400, 503])
 def test_deeply_nested_json_is_a_classified_error(code: int) -> None:
     client, _ = client_with((code, NESTED, {}))
@@ -336,11 +331,6 @@ def test_deeply_nested_json_is_a_classified_error(code: int) -> None:
         client.status("g")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: worker/upstream.py _credits(): math.isfinite() raises "
-    "OverflowError on a JSON integer too large for a float",
-)
 def test_credits_too_large_for_a_float_are_ignored_with_a_note() -> None:
     body = (b'{"id": "g", "status": "completed", "video": {"url": "https://cdn/v.mp4"}, '
             b'"meta": {"usage": {"credits_used": 1' + b"0" * 400 + b"}}}")
@@ -349,11 +339,6 @@ def test_credits_too_large_for_a_float_are_ignored_with_a_note() -> None:
     assert status.credits_used is None and status.note is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: UpstreamClient._status_async catches only UpstreamError, so one "
-    "answer that raises anything else (RecursionError above) fails the whole batch",
-)
 def test_one_hostile_answer_does_not_sink_the_rest_of_the_batch() -> None:
     client, _ = client_with((200, {"id": "a", "status": "generating"}, {}), (200, NESTED, {}))
     answers = client.statuses([("a", 1.0), ("b", 1.0)])
