@@ -60,7 +60,8 @@ def create_app(client: Client | None = None) -> Flask:
         state = escape(job.state.value)
         if job.is_terminal:
             head = ""
-            if job.video_url:
+            # videoq stores only http(s) video URLs; a page that renders links checks anyway.
+            if job.video_url and job.video_url.lower().startswith(("https://", "http://")):
                 result = f'<p><a href="{escape(job.video_url)}">Your video</a></p>'
             else:
                 result = f"<p>{escape(job.error.message if job.error else '')}</p>"
