@@ -321,15 +321,26 @@ def poll_claimed(
     tick's polls in one script, makes their calls together, and goes on from
     :func:`poll_answered`.)"""
     if rt.call_timeout(deadline_at) <= DEADLINE_EPSILON:
-        fence = Fence("poll_seq", str(seq))
-        return _next_poll(rt, job_id, deadline_at, seq, errors, fence, 0.0,
-                          "still generating at the deadline", "", None)
+        return poll_out_of_time(rt, job_id, seq, errors)
     try:
         answer: Status | UpstreamError = rt.upstream.status(
             generation_id, timeout=rt.call_timeout(deadline_at))
     except UpstreamError as exc:
         answer = exc
     poll_answered(rt, job_id, deadline_at, seq, errors, answer)
+
+
+def poll_out_of_time(rt: Runtime, job_id: str, seq: int, errors: int) -> None:
+    """Poll ``seq`` came at the deadline, with no time left for a call: the job times
+    out, keeping the last upstream error it had (``errors`` failed polls in a row)."""
+    message = (
+        f"the upstream was unreachable at the deadline ({errors} failed polls in a row)"
+        if errors else "still generating at the deadline"
+    )
+    _finish(
+        rt, job_id, JobState.GENERATING, JobState.TIMED_OUT, Fence("poll_seq", str(seq)),
+        attempt=seq, error_kind=ErrorKind.DEADLINE, error_message=message,
+    )
 
 
 def poll_answered(

@@ -272,11 +272,11 @@ class BoundedHttp:
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, _Blocked):
                 raise AddressRefused(str(exc.os_error)) from None
-            raise ConnectFailed(f"cannot connect: {type(exc.os_error).__name__}") from None
+            raise ConnectFailed(f"connection failed: {type(exc.os_error).__name__}") from None
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             if not state["connected"]:
-                raise ConnectFailed(f"cannot connect: {type(exc).__name__}") from None
-            raise Dropped(f"the answer broke off: {type(exc).__name__}", sent=True) from None
+                raise ConnectFailed(f"connection failed: {type(exc).__name__}") from None
+            raise Dropped(f"connection dropped: {type(exc).__name__}", sent=True) from None
 
     def call(self, method: str, url: str, **kwargs: Any) -> Answer:
         """:meth:`request` for synchronous callers: waits on the loop's thread."""

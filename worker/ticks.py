@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 import redis
 
 from . import logs
-from .chain import Runtime, Scheduler, poll_answered
+from .chain import DEADLINE_EPSILON, Runtime, Scheduler, poll_answered, poll_out_of_time
 from .keys import Keys
 from .store import LUA_FINITE
 from .upstream import Status, UpstreamClient, UpstreamError
@@ -226,13 +226,23 @@ def run_tick(
     claimed, more = book.claim(max(now, tick), settings.poll_batch, now, lease_until)
     if more:
         publish(tick, 0.0)  # the rest of this tick, for another pool slot or worker
-    answers = fetch([(p.generation_id, rt.call_timeout(p.deadline_at)) for p in claimed])
+    # A poll at its job's deadline has no time left for a call: it times the job out.
+    late = [p for p in claimed if rt.call_timeout(p.deadline_at) <= DEADLINE_EPSILON]
+    due = [p for p in claimed if p not in late]
+    answers = fetch([(p.generation_id, rt.call_timeout(p.deadline_at)) for p in due])
     collected = TickScheduler(rt.scheduler, rt.clock)
     tick_rt = replace(rt, scheduler=collected)
     failed = 0
-    for poll, answer in zip(claimed, answers, strict=True):
+    steps: list[tuple[ClaimedPoll, Status | UpstreamError | None]] = [(p, None) for p in late]
+    steps += zip(due, answers, strict=True)
+    for poll, answer in steps:
         try:
-            poll_answered(tick_rt, poll.job_id, poll.deadline_at, poll.seq, poll.errors, answer)
+            if answer is None:
+                poll_out_of_time(tick_rt, poll.job_id, poll.seq, poll.errors)
+            else:
+                poll_answered(
+                    tick_rt, poll.job_id, poll.deadline_at, poll.seq, poll.errors, answer
+                )
         except redis.RedisError as exc:
             # The job stays leased: the first tick after the lease polls it again.
             failed += 1
