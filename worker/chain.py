@@ -176,7 +176,7 @@ def run_generate(rt: Runtime, job_id: str, deadline_at: float, attempt: int = 1)
     fence = Fence("claim_token", token)
 
     try:
-        created = rt.upstream.create(_upstream_body(job))
+        created = rt.upstream.create(_upstream_body(rt.store, job))
     except Transient as exc:
         rt.store.note_upstream_error(exc.kind)
         if exc.outcome_unknown:
@@ -234,8 +234,8 @@ def run_generate(rt: Runtime, job_id: str, deadline_at: float, attempt: int = 1)
     return None
 
 
-def _upstream_body(job: Job) -> dict[str, object]:
-    return parse_request(job.request).to_upstream()
+def _upstream_body(store: JobStore, job: Job) -> dict[str, object]:
+    return parse_request(store.full_request(job)).to_upstream()
 
 
 def _retry_create(
