@@ -100,6 +100,8 @@ def cluster_env(settings: Settings) -> dict[str, str]:
         "VIDEOQ_WEBHOOK_SECRET": settings.webhook_secret.get_secret_value(),
         "VIDEOQ_WEBHOOK_WINDOW": str(settings.webhook_window),
         "VIDEOQ_API_TOKENS": settings.api_tokens.get_secret_value(),
+        "VIDEOQ_API_ADMINS": settings.api_admins,
+        "VIDEOQ_MAX_REQUEST_BYTES": str(settings.max_request_bytes),
         "VIDEOQ_LOG_LEVEL": "DEBUG",
     }
 
