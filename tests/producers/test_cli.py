@@ -182,3 +182,26 @@ def test_submit_wait_that_loses_redis_after_acceptance_says_the_job_was_accepted
     assert len(job_id) == 32
     assert f"job {job_id} was accepted; following it failed: could not read job" in err
     assert "nothing was enqueued" not in err
+
+
+def test_a_worker_that_fails_to_start_returns_a_non_zero_exit_code(
+    monkeypatch: pytest.MonkeyPatch, make_settings: Callable[..., Settings],
+) -> None:
+    """Celery logs "Unrecoverable error" and its ``worker_main`` returns normally; the
+    command must still exit non-zero."""
+    from celery import Celery, bootsteps
+
+    import worker.app
+
+    class Boom(bootsteps.StartStopStep):
+        def start(self, parent: object) -> None:
+            raise RuntimeError("cannot start")
+
+    app = Celery("videoq-boom", broker="memory://", set_as_current=False)
+    app.conf.worker_hijack_root_logger = False
+    app.steps["worker"].add(Boom)
+    app.videoq_settings = make_settings()  # type: ignore[attr-defined]
+    monkeypatch.setattr(worker.app, "app", app)
+    code = main(["worker", "-P", "solo", "--without-mingle", "--without-gossip",
+                 "--without-heartbeat", "-l", "critical"])
+    assert code not in (0, None)
