@@ -41,12 +41,17 @@ class JobNotFound(LookupError):
         self.job_id = job_id
 
 
-class Unavailable(RuntimeError):
-    """Redis (the queue and the job store) could not be reached.
+class RequestTooLarge(RequestError):
+    """The request is larger than ``VIDEOQ_MAX_REQUEST_BYTES`` (field ``request``)."""
 
-    ``job_id`` is set in the rare case where the job was stored but its first task
-    could not be published: the worker's sweeper starts such a job later, so the
-    caller can still follow it (or retry with the same idempotency key).
+
+class Unavailable(RuntimeError):
+    """Redis (the queue and the job store) could not be reached, or refused a write.
+
+    The message says what is known. ``job_id`` is set whenever the job may exist: it
+    was stored but its first task could not be published (the worker's sweeper starts
+    it later), or a submit's outcome is unknown (retry with the same idempotency key,
+    or look the id up), or a read of that job failed (the job itself is unaffected).
     """
 
     def __init__(self, message: str, job_id: str | None = None) -> None:
@@ -173,7 +178,7 @@ class Client:
         request = build_request(image_url, prompt, duration, **upstream_options)
         size = len(json.dumps(request.stored(), sort_keys=True).encode())
         if size > self.settings.max_request_bytes:
-            raise RequestError(
+            raise RequestTooLarge(
                 "request",
                 f"is {size} bytes, more than the {self.settings.max_request_bytes} bytes "
                 "VIDEOQ_MAX_REQUEST_BYTES allows (send large images by URL)",

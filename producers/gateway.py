@@ -36,7 +36,7 @@ from worker.request import GenerationRequest, RequestError
 from worker.settings import Settings
 from worker.states import JobState
 
-from .client import Client, JobNotFound, Unavailable
+from .client import Client, JobNotFound, RequestTooLarge, Unavailable
 
 UPSTREAM_FIELDS = set(GenerationRequest.model_fields) - {"image_url"}
 UPSTREAM_PATHS = ("/v2/generate/video/kling/generation", "/v2/video/generations")
@@ -210,6 +210,8 @@ def create_gateway(settings: Settings, client: Client | None = None) -> FastAPI:
 
     @app.exception_handler(RequestError)
     def _bad_request(_: Request, exc: RequestError) -> JSONResponse:
+        if isinstance(exc, RequestTooLarge):
+            return JSONResponse(status_code=413, content={"detail": str(exc)})
         if exc.field == "idempotency_key" and "already used" in exc.message:
             return JSONResponse(status_code=409, content={"detail": str(exc)})
         return _unprocessable(exc.field, exc.message)

@@ -417,6 +417,16 @@ def test_a_body_over_the_cap_is_413_before_it_is_read(web: tuple[Cluster, Gatewa
     compat = gw.call("POST", "/v2/video/generations",
                      json={"image_url": "data:image/png;base64," + "A" * LIMIT})
     assert compat.status_code == 413
+    # a compact body just under the cap whose stored form (with defaults) is over it
+    import json
+
+    empty = len(json.dumps({"image_url": "data:image/png;base64,"}, separators=(",", ":")))
+    image = "data:image/png;base64," + "A" * ((LIMIT - empty) // 4 * 4)
+    compact = json.dumps({"image_url": image}, separators=(",", ":"))
+    assert len(compact) <= LIMIT
+    stored = gw.call("POST", "/v1/jobs", data=compact,
+                     headers={"Content-Type": "application/json"})
+    assert stored.status_code == 413 and "VIDEOQ_MAX_REQUEST_BYTES" in stored.text, stored.text
     # under the cap: accepted, and the inline image is not echoed back
     image = "data:image/png;base64," + "iVBORw0KGgoA" * 4000
     accepted = gw.call("POST", "/v1/jobs", json={"image_url": image, "static_mask": image,

@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from producers import Client, JobNotFound, JobState, RequestError, Unavailable, ValidationError
+from producers.client import RequestTooLarge
 from producers.local import free_port
 from worker.keys import GENERATE_TASK
 from worker.settings import Settings
@@ -152,6 +153,7 @@ def test_a_request_over_the_size_cap_is_refused(make_settings: Callable[..., Set
     with pytest.raises(RequestError) as info:
         client.submit(DATA, static_mask=DATA)
     assert info.value.field == "request" and "VIDEOQ_MAX_REQUEST_BYTES" in str(info.value)
+    assert isinstance(info.value, RequestTooLarge)
     assert queued_messages(client) == [] and job_keys(client) == []
     client.submit(IMG)  # a small one still goes
 
