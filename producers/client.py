@@ -258,12 +258,12 @@ class Client:
             )
             job = self.store.get(job_id)
         except (RedisConnectionError, RedisTimeoutError) as exc:
-            if _never_sent(exc):
-                raise self._read_failed(f"cancel job {job_id}", exc, job_id) from None
+            # redis-py retried the write: an earlier try may have reached Redis.
             raise Unavailable(
-                f"could not cancel job {job_id}: {self._where()} failed mid-command "
-                f"({type(exc).__name__}); the cancel may or may not have been applied: "
-                "retry it (cancelling again is safe)", job_id=job_id,
+                f"could not cancel job {job_id}: {self._where()} is unreachable "
+                f"({type(exc).__name__}); the cancel was applied only if an attempt reached "
+                "Redis, else the job runs on: retry it (cancelling again is safe)",
+                job_id=job_id,
             ) from None
         except RedisResponseError as exc:
             if (why := _refusal(exc)) is None:

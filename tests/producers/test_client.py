@@ -244,6 +244,10 @@ def test_reads_during_an_outage_say_the_job_is_not_affected(
     with pytest.raises(Unavailable) as listed:
         client.list_jobs()
     assert "could not list jobs" in str(listed.value)
+    with pytest.raises(Unavailable) as cancelled:
+        client.cancel("abc123")
+    assert "could not cancel job abc123" in str(cancelled.value)
+    assert "retry it" in str(cancelled.value) and "nothing was enqueued" not in str(cancelled.value)
     with pytest.raises(Unavailable) as refused:
         client.submit(IMG)
     assert "the job was not accepted" in str(refused.value)  # the connection was refused
