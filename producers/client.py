@@ -335,10 +335,8 @@ class Client:
                 scan, skip = following, 0
                 if len(found) == limit or examined >= _LIST_EXAMINE:
                     return found, f"{scan}.0"
-        except (RedisConnectionError, RedisTimeoutError) as exc:
+        except (RedisConnectionError, RedisTimeoutError, RedisResponseError) as exc:
             raise self._read_failed("list jobs", exc) from None
-        except RedisResponseError:
-            raise RequestError("cursor", "is not a cursor this listing gave out") from None
 
     def get(self, job_id: str, *, owner: str | None = None) -> Job:
         """The job's current record. Raises :class:`JobNotFound` (also for another

@@ -310,3 +310,39 @@ def test_redis_refusing_writes_is_unavailable_with_the_reason(
     )
     filler.config_set("maxmemory", 0)
     assert client.get(client.submit(IMG)).state is JobState.QUEUED
+
+
+def test_write_refusals_are_told_apart_from_other_errors() -> None:
+    from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
+
+    from producers.client import _refusal
+
+    assert _refusal(OutOfMemoryError("command not allowed when used memory > 'maxmemory'"))
+    assert _refusal(ResponseError("OOM command not allowed when used memory > 'maxmemory'"))
+    assert "read-only" in (_refusal(ReadOnlyError("You can't write against a replica")) or "")
+    misconf = ResponseError("MISCONF Redis is configured to save RDB snapshots, but it's "
+                            "currently unable to persist to disk")
+    assert "MISCONF" in (_refusal(misconf) or "")
+    assert _refusal(ResponseError("WRONGTYPE Operation against a key")) is None
+
+
+def test_a_read_only_replica_is_unavailable_with_the_reason(
+    make_settings: Callable[..., Settings],
+) -> None:
+    from producers.local import RedisServer
+
+    server = RedisServer().start()
+    try:
+        admin = redis.Redis.from_url(server.url)
+        admin.replicaof("127.0.0.1", free_port())  # a master that never answers
+        client = Client(settings=make_settings(redis_url=server.url))
+        with pytest.raises(Unavailable) as info:
+            client.submit(IMG)
+        assert str(info.value) == (
+            "Redis refuses writes: it is a read-only replica; the job was not accepted"
+        )
+        admin.replicaof("NO", "ONE")
+        assert client.get(client.submit(IMG)).state is JobState.QUEUED
+        admin.close()
+    finally:
+        server.cleanup()
