@@ -5,6 +5,8 @@
     job = Client().wait(job_id)
 """
 
+from typing import TYPE_CHECKING, Any
+
 from worker.job import Job, JobError
 from worker.keys import GENERATE_TASK
 from worker.request import RequestError
@@ -12,7 +14,19 @@ from worker.states import TERMINAL_STATES, JobState
 from worker.webhooks import WebhookVerificationError
 from worker.webhooks import verify as verify_webhook
 
-from .client import Client, JobNotFound, Unavailable
+if TYPE_CHECKING:
+    from .client import Client, JobNotFound, Unavailable
+
+
+def __getattr__(name: str) -> Any:
+    # The client is imported on first use, not with the package: importing it builds
+    # the Celery app from the settings, and the CLI must be able to report refused
+    # settings in one line rather than fail while it is being imported.
+    if name in ("Client", "JobNotFound", "Unavailable"):
+        from . import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'producers' has no attribute {name!r}")
 
 ValidationError = RequestError  # the name SPEC uses; same class
 

@@ -16,6 +16,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import ValidationError
+
 from worker.settings import MODEL_ID
 from worker.states import JobState
 
@@ -184,8 +186,28 @@ def _cmd_worker(args: argparse.Namespace, extra: list[str]) -> int:
         _err("warning: AIMLAPI_KEY is not set; the upstream will refuse every create")
     queues = f"{settings.queue},{settings.tick_queue}"
     argv = ["worker", "--loglevel", args.loglevel or settings.log_level, "-Q", queues]
-    app.worker_main(argv=argv + extra)
-    return EXIT_OK
+    return _run_celery(app, argv + extra)
+
+
+def _run_celery(app: Any, argv: list[str]) -> int:
+    """Run ``celery <argv>`` on ``app`` and return its exit code (``app.worker_main``
+    drops it, so a worker that cannot start would exit 0)."""
+    import click
+    from celery.bin.celery import celery as celery_command
+
+    celery_command.params[0].default = app
+    try:
+        code = celery_command.main(args=argv, standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        return 130
+    finally:
+        celery_command.params[0].default = None
+    return code if isinstance(code, int) else EXIT_OK
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
@@ -223,7 +245,8 @@ def _cmd_submit(args: argparse.Namespace) -> int:
         _err(str(exc))
         return EXIT_TIMEOUT
     except Unavailable as exc:
-        _err(str(exc))
+        _err(f"job {job_id} was accepted; following it failed: {exc} "
+             f"(check later with: videoq status {job_id})")
         return EXIT_UNAVAILABLE
     if job.state is JobState.COMPLETED:
         _err(f"completed: {job.video_url}")
@@ -294,11 +317,32 @@ def _cmd_simulator(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def settings_error(exc: ValidationError) -> str:
+    """One line for refused settings, naming the variable (``VIDEOQ_<FIELD>``)."""
+    first = exc.errors()[0]
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if not first["loc"]:
+        return f"invalid settings: {message}"
+    name = str(first["loc"][0]).upper()
+    variable = name if name.startswith("AIMLAPI_") else f"VIDEOQ_{name}"
+    return f"invalid setting {variable}: {message}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.command not in ("worker", "flower"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return _run(args, extra)
+    except ValidationError as exc:
+        if exc.title != "Settings":
+            raise
+        _err(settings_error(exc))
+        return EXIT_INPUT
+
+
+def _run(args: argparse.Namespace, extra: list[str]) -> int:
     if args.command == "worker":
         return _cmd_worker(args, extra)
     if args.command == "submit":

@@ -6,13 +6,15 @@ publishes ``videoq.generate_video`` by name. It never imports the task code.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
 from collections.abc import Callable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError as RedisReadOnlyError
 from redis.exceptions import ResponseError as RedisResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -26,6 +28,12 @@ from worker.store import JobStore, Outcome, connect
 from worker.urls import UrlRefused, check_url
 
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
+# A listing's cursor: "<SCAN cursor>.<job keys of that SCAN step already listed>".
+_CURSOR = re.compile(r"^(?:0|(?P<scan>[0-9]{1,20})\.(?P<skip>[0-9]{1,5}))$")
+_SCAN_COUNT = 200  # fixed: the same SCAN step must give the same keys on every page
+_LIST_EXAMINE = 5000  # most records one page reads before it returns (fewer) jobs
+_SECRET_PARAM = re.compile(r"pass|auth|token|secret|key", re.IGNORECASE)
+_MASK = "***"
 
 
 class JobNotFound(LookupError):
@@ -34,12 +42,17 @@ class JobNotFound(LookupError):
         self.job_id = job_id
 
 
-class Unavailable(RuntimeError):
-    """Redis (the queue and the job store) could not be reached.
+class RequestTooLarge(RequestError):
+    """The request is larger than ``VIDEOQ_MAX_REQUEST_BYTES`` (field ``request``)."""
 
-    ``job_id`` is set in the rare case where the job was stored but its first task
-    could not be published: the worker's sweeper starts such a job later, so the
-    caller can still follow it (or retry with the same idempotency key).
+
+class Unavailable(RuntimeError):
+    """Redis (the queue and the job store) could not be reached, or refused a write.
+
+    The message says what is known. ``job_id`` is set whenever the job may exist: it
+    was stored but its first task could not be published (the worker's sweeper starts
+    it later), or a submit's outcome is unknown (retry with the same idempotency key,
+    or look the id up), or a read of that job failed (the job itself is unaffected).
     """
 
     def __init__(self, message: str, job_id: str | None = None) -> None:
@@ -48,14 +61,45 @@ class Unavailable(RuntimeError):
 
 
 def safe_url(url: str) -> str:
-    """A Redis URL with any password masked, for messages."""
+    """A Redis URL with every secret masked, for messages: the password of the
+    userinfo (or a lone userinfo, which Redis may take as a password), and any query
+    value whose name mentions pass, auth, token, secret or key. Sentinel lists
+    (``a;b``) are masked part by part."""
+    return ";".join(_safe_one_url(part) for part in url.split(";"))
+
+
+def _safe_one_url(url: str) -> str:
     parts = urlsplit(url)
-    if parts.password:
-        netloc = f"{parts.username or ''}:***@{parts.hostname}"
-        if parts.port:
-            netloc += f":{parts.port}"
-        parts = parts._replace(netloc=netloc)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        userinfo = f"{user}:{_MASK}" if colon else _MASK
+        parts = parts._replace(netloc=f"{userinfo}@{hostport}")
+    if parts.query:
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        masked = [(k, _MASK if _SECRET_PARAM.search(k) else v) for k, v in pairs]
+        parts = parts._replace(query=urlencode(masked, safe="*"))
     return urlunsplit(parts)
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """The error came from opening the connection, so no command reached Redis."""
+    return "connecting to" in str(exc).lower()
+
+
+def _refusal(exc: RedisResponseError) -> str | None:
+    """Why Redis refused a write (out of memory, read-only, cannot persist), or None
+    for any other error."""
+    text = str(exc)
+    if exc.__class__.__name__ == "OutOfMemoryError" or text.startswith("OOM") or (
+        "OOM command not allowed" in text
+    ):
+        return "out of memory (maxmemory reached)"
+    if isinstance(exc, RedisReadOnlyError) or text.startswith("READONLY"):
+        return "it is a read-only replica"
+    if text.startswith("MISCONF") or "MISCONF" in text[:200]:
+        return "it cannot persist to disk (MISCONF)"
+    return None
 
 
 class Client:
@@ -71,12 +115,43 @@ class Client:
             settings = settings.model_copy(update={"redis_url": redis_url})
         self.settings = settings
         self.store = JobStore(connect(settings), settings)
+        # Creates go through a store without redis-py's own retries: submit retries
+        # them itself, knowing whether an attempt may have reached Redis.
+        self._create_store = JobStore(
+            connect(settings.model_copy(update={"redis_retries": 0})), settings
+        )
         self._app: VideoqCelery = create_app(settings)
 
-    def _unavailable(self, exc: Exception) -> Unavailable:
+    def _where(self) -> str:
+        return f"Redis at {safe_url(self.settings.redis_url)}"
+
+    def _read_failed(self, what: str, exc: Exception, job_id: str | None = None) -> Unavailable:
+        """A read that failed: it changed nothing, and says so."""
+        affected = "the job is not affected" if job_id else "no job is affected"
+        if isinstance(exc, RedisResponseError):
+            return Unavailable(
+                f"could not {what}: {self._where()} answered an error ({exc}); the state "
+                f"is unknown, {affected} by this error", job_id=job_id,
+            )
         return Unavailable(
-            f"Redis at {safe_url(self.settings.redis_url)} is unreachable "
-            f"({type(exc).__name__}); nothing was enqueued"
+            f"could not {what}: {self._where()} is unreachable ({type(exc).__name__}); "
+            f"{affected} by this error", job_id=job_id,
+        )
+
+    def _not_accepted(self, job_id: str, exc: Exception, maybe_written: bool) -> Unavailable:
+        """A submit whose store write failed: say whether the job may exist."""
+        if isinstance(exc, RedisResponseError) and (why := _refusal(exc)) and not maybe_written:
+            return Unavailable(f"Redis refuses writes: {why}; the job was not accepted")
+        if maybe_written:
+            return Unavailable(
+                f"the outcome is unknown: {self._where()} failed after the job {job_id} "
+                f"was sent ({type(exc).__name__}), so it may have been accepted. Retry "
+                "with the same idempotency key, or look the job id up",
+                job_id=job_id,
+            )
+        return Unavailable(
+            f"{self._where()} is unreachable ({type(exc).__name__}); the job was not "
+            "accepted (nothing was enqueued)"
         )
 
     def submit(
@@ -86,6 +161,7 @@ class Client:
         duration: int | str = 5,
         idempotency_key: str | None = None,
         webhook_url: str | None = None,
+        owner: str | None = None,
         **upstream_options: object,
     ) -> str:
         """Validate and enqueue a generation; return the job id.
@@ -94,8 +170,20 @@ class Client:
         nothing enqueued. With an ``idempotency_key`` already used within the retention
         window, returns that job's id and enqueues nothing. With a ``webhook_url``, the
         job's record is POSTed there, signed, when it ends (``VIDEOQ_WEBHOOK_SECRET``).
+        ``owner`` (the gateway's caller name) scopes the job and its idempotency key.
+
+        Raises :class:`Unavailable` when Redis fails: its message says whether the job
+        was certainly not accepted, or whether that is unknown (retry with the same
+        idempotency key); ``job_id`` is set whenever the job may exist.
         """
         request = build_request(image_url, prompt, duration, **upstream_options)
+        size = len(json.dumps(request.stored(), sort_keys=True).encode())
+        if size > self.settings.max_request_bytes:
+            raise RequestTooLarge(
+                "request",
+                f"is {size} bytes, more than the {self.settings.max_request_bytes} bytes "
+                "VIDEOQ_MAX_REQUEST_BYTES allows (send large images by URL)",
+            )
         if webhook_url is not None:
             self._check_webhook_url(webhook_url)
         if idempotency_key is not None and (
@@ -106,13 +194,26 @@ class Client:
             )
         now = time.time()
         deadline_at = now + self.settings.deadline
-        try:
-            job_id, created = self.store.create(
-                uuid.uuid4().hex, request, accepted_at=now, deadline_at=deadline_at,
-                idempotency_key=idempotency_key, webhook_url=webhook_url,
-            )
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise self._unavailable(exc) from None
+        new_id = uuid.uuid4().hex
+        maybe_written = False
+        for attempt in range(self.settings.redis_retries + 1):
+            try:
+                job_id, created = self._create_store.create(
+                    new_id, request, accepted_at=now, deadline_at=deadline_at,
+                    idempotency_key=idempotency_key, webhook_url=webhook_url, owner=owner,
+                )
+                break
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                maybe_written = maybe_written or not _never_sent(exc)
+                if attempt == self.settings.redis_retries:
+                    raise self._not_accepted(new_id, exc, maybe_written) from None
+                time.sleep(min(2.0, 0.05 * 2**attempt))
+            except RedisResponseError as exc:
+                if _refusal(exc) is None:
+                    raise
+                raise self._not_accepted(new_id, exc, maybe_written) from None
+        if job_id == new_id and maybe_written:
+            created = True  # an earlier try that seemed lost had stored it
         if not created:
             return job_id
         try:
@@ -142,13 +243,16 @@ class Client:
                 "webhook_url", "webhooks are off: VIDEOQ_WEBHOOK_SECRET is not set"
             )
 
-    def cancel(self, job_id: str) -> Job:
+    def cancel(self, job_id: str, *, owner: str | None = None) -> Job:
         """Cancel a job that has not ended; return its record (unchanged if it had ended).
 
         Before the upstream create, no create happens. During generation, polling stops
         and the record keeps the upstream id: the upstream has no cancel call, so the
-        generation itself runs to its end (and may be charged).
+        generation itself runs to its end (and may be charged). With ``owner``, another
+        owner's job is :class:`JobNotFound`.
         """
+        if owner is not None:
+            self.get(job_id, owner=owner)
         try:
             outcome = self.store.transition(
                 job_id, ACTIVE_STATES, JobState.CANCELLED,
@@ -156,7 +260,20 @@ class Client:
             )
             job = self.store.get(job_id)
         except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise self._unavailable(exc) from None
+            # redis-py retried the write: an earlier try may have reached Redis.
+            raise Unavailable(
+                f"could not cancel job {job_id}: {self._where()} is unreachable "
+                f"({type(exc).__name__}); the cancel was applied only if an attempt reached "
+                "Redis, else the job runs on: retry it (cancelling again is safe)",
+                job_id=job_id,
+            ) from None
+        except RedisResponseError as exc:
+            if (why := _refusal(exc)) is None:
+                raise
+            raise Unavailable(
+                f"could not cancel job {job_id}: Redis refuses writes: {why}; the job is "
+                "not affected by this error", job_id=job_id,
+            ) from None
         if outcome is Outcome.MISSING or job is None:
             raise JobNotFound(job_id)
         if outcome is Outcome.APPLIED:
@@ -178,32 +295,59 @@ class Client:
                 )
 
     def list_jobs(
-        self, state: JobState | None = None, cursor: int = 0, limit: int = 50
-    ) -> tuple[list[Job], int]:
-        """One page of jobs (any order), optionally in one state. Returns the jobs and
-        the cursor of the next page (0: no more)."""
+        self,
+        state: JobState | None = None,
+        cursor: str = "0",
+        limit: int = 50,
+        *,
+        owner: str | None = None,
+    ) -> tuple[list[Job], str | None]:
+        """One page of at most ``limit`` jobs (any order), optionally in one state and
+        of one owner. Returns the jobs and the cursor of the next page (None: no more).
+
+        A cursor names a Redis SCAN step and how many of its job keys were listed, so
+        the next page starts exactly after the last job examined: over an unchanged set
+        of jobs, no job is repeated or skipped. Raises :class:`RequestError` on a cursor
+        this listing did not give out.
+        """
+        match = _CURSOR.match(cursor) if isinstance(cursor, str) else None
+        if match is None or (match["scan"] and int(match["scan"]) >= 2**64):
+            raise RequestError("cursor", "is not a cursor this listing gave out")
+        scan, skip = int(match["scan"] or 0), int(match["skip"] or 0)
         found: list[Job] = []
+        examined = 0
         try:
             while True:
-                cursor, ids = self.store.scan_ids(cursor, max(limit, 100))
-                for job_id in ids:
-                    job = self.store.get(job_id)
-                    if job is not None and (state is None or job.state is state):
-                        found.append(job)
-                if cursor == 0 or len(found) >= limit:
-                    return found, cursor
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise self._unavailable(exc) from None
-        except RedisResponseError:
-            raise RequestError("cursor", "is not a cursor this listing gave out") from None
+                following, ids = self.store.scan_ids(scan, _SCAN_COUNT)
+                skip = min(skip, len(ids))  # the step shrank: jobs expired since
+                for index in range(skip, len(ids)):
+                    job = self.store.get(ids[index])
+                    examined += 1
+                    if job is None or (state is not None and job.state is not state):
+                        continue
+                    if owner is not None and job.owner != owner:
+                        continue
+                    found.append(job)
+                    if len(found) == limit and index + 1 < len(ids):
+                        return found, f"{scan}.{index + 1}"
+                    if len(found) == limit:
+                        break
+                if following == 0:
+                    return found, None
+                scan, skip = following, 0
+                if len(found) == limit or examined >= _LIST_EXAMINE:
+                    return found, f"{scan}.0"
+        except (RedisConnectionError, RedisTimeoutError, RedisResponseError) as exc:
+            raise self._read_failed("list jobs", exc) from None
 
-    def get(self, job_id: str) -> Job:
-        """The job's current record. Raises :class:`JobNotFound`."""
+    def get(self, job_id: str, *, owner: str | None = None) -> Job:
+        """The job's current record. Raises :class:`JobNotFound` (also for another
+        owner's job, when ``owner`` is given)."""
         try:
             job = self.store.get(job_id)
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise self._unavailable(exc) from None
-        if job is None:
+        except (RedisConnectionError, RedisTimeoutError, RedisResponseError) as exc:
+            raise self._read_failed(f"read job {job_id}", exc, job_id) from None
+        if job is None or (owner is not None and job.owner != owner):
             raise JobNotFound(job_id)
         return job
 

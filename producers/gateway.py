@@ -9,12 +9,16 @@ Two APIs on one ASGI app, both behind Bearer tokens from ``VIDEOQ_API_TOKENS``:
   changing only its base URL. The "generation id" it sees is videoq's job id.
 
 Callers' tokens are checked here and never forwarded: the worker talks to the upstream
-with its own ``AIMLAPI_KEY``. The OpenAPI document is at ``/openapi.json``.
+with its own ``AIMLAPI_KEY``. A named caller (``name:token``) sees only its own jobs
+(another caller's job is a 404), unless ``VIDEOQ_API_ADMINS`` names it; unnamed tokens
+see every job. Bodies over ``VIDEOQ_MAX_REQUEST_BYTES`` are answered 413 before they
+are read. The OpenAPI document is at ``/openapi.json``.
 """
 
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
@@ -23,14 +27,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from worker.job import Job
 from worker.request import GenerationRequest, RequestError
 from worker.settings import Settings
 from worker.states import JobState
 
-from .client import Client, JobNotFound, Unavailable
+from .client import Client, JobNotFound, RequestTooLarge, Unavailable
 
 UPSTREAM_FIELDS = set(GenerationRequest.model_fields) - {"image_url"}
 UPSTREAM_PATHS = ("/v2/generate/video/kling/generation", "/v2/video/generations")
@@ -82,8 +88,80 @@ class Problem(BaseModel):
 _bearer = HTTPBearer(auto_error=False)
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "missing or unknown Bearer token"},
-    503: {"model": Problem, "description": "Redis is unreachable"},
+    413: {"model": Problem, "description": "the body is larger than VIDEOQ_MAX_REQUEST_BYTES"},
+    503: {"model": Problem, "description": "Redis is unreachable or refuses writes"},
 }
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who called: the name from ``name:token`` (None for a plain token)."""
+
+    name: str | None
+    admin: bool
+
+    @property
+    def scope(self) -> str | None:
+        """The owner whose jobs this caller may see (None: every job)."""
+        return None if self.admin or self.name is None else self.name
+
+
+class BodyTooLarge(StarletteHTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            413,
+            f"the request body is larger than {limit} bytes (VIDEOQ_MAX_REQUEST_BYTES); "
+            "nothing was read past that. Send large images by URL",
+        )
+
+
+class LimitBody:
+    """Answer 413 to a body over ``limit`` bytes without reading more of it: a declared
+    Content-Length over the limit before the app runs, and a chunked (or lying) body as
+    soon as the bytes received pass the limit."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "").strip()
+        if declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(scope, receive, send)
+            return
+        received = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise BodyTooLarge(self.limit)
+            return message
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except BodyTooLarge:
+            if started:
+                raise
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        error = BodyTooLarge(self.limit)
+        response = JSONResponse(
+            status_code=413, content={"detail": error.detail}, headers={"Connection": "close"}
+        )
+        await response(scope, receive, send)
 
 
 def _unprocessable(field: str, message: str) -> JSONResponse:
@@ -93,9 +171,29 @@ def _unprocessable(field: str, message: str) -> JSONResponse:
     )
 
 
+def _authorized(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    given = credentials.credentials.encode() if credentials else b""
+    callers: list[Caller] = request.app.state.videoq_callers
+    tokens: list[bytes] = request.app.state.videoq_tokens
+    found: Caller | None = None
+    for caller, token in zip(callers, tokens, strict=True):
+        # every token is compared, so the time taken tells nothing about which matched
+        if hmac.compare_digest(given, token) and given and found is None:
+            found = caller
+    if found is None:
+        raise HTTPException(401, "missing or unknown Bearer token",
+                            headers={"WWW-Authenticate": "Bearer"})
+    return found
+
+
+Authorized = Annotated[Caller, Depends(_authorized)]
+
+
 def create_gateway(settings: Settings, client: Client | None = None) -> FastAPI:
     client = client or Client(settings=settings)
-    tokens = [t.encode() for t in settings.tokens]
     app = FastAPI(
         title="videoq",
         version="0.1.0",
@@ -103,25 +201,27 @@ def create_gateway(settings: Settings, client: Client | None = None) -> FastAPI:
         "retried and tracked by videoq. Authenticate with `Authorization: Bearer <token>`.",
     )
 
-    def authorized(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> None:
-        given = credentials.credentials.encode() if credentials else b""
-        if not given or not any(hmac.compare_digest(given, t) for t in tokens):
-            raise HTTPException(401, "missing or unknown Bearer token",
-                                headers={"WWW-Authenticate": "Bearer"})
-
-    auth = [Depends(authorized)]
+    app.add_middleware(LimitBody, limit=settings.max_request_bytes)
+    app.state.videoq_callers = [
+        Caller(name, admin=name is not None and name in settings.admins) for name, _ in
+        settings.callers
+    ]
+    app.state.videoq_tokens = [token.encode() for _, token in settings.callers]
 
     @app.exception_handler(RequestError)
     def _bad_request(_: Request, exc: RequestError) -> JSONResponse:
+        if isinstance(exc, RequestTooLarge):
+            return JSONResponse(status_code=413, content={"detail": str(exc)})
         if exc.field == "idempotency_key" and "already used" in exc.message:
             return JSONResponse(status_code=409, content={"detail": str(exc)})
         return _unprocessable(exc.field, exc.message)
 
     @app.exception_handler(Unavailable)
     def _unavailable(_: Request, exc: Unavailable) -> JSONResponse:
-        return JSONResponse(status_code=503, content={"detail": str(exc)})
+        content: dict[str, Any] = {"detail": str(exc)}
+        if exc.job_id:
+            content["job_id"] = exc.job_id
+        return JSONResponse(status_code=503, content=content)
 
     @app.exception_handler(JobNotFound)
     def _not_found(_: Request, exc: JobNotFound) -> JSONResponse:
@@ -151,51 +251,63 @@ def create_gateway(settings: Settings, client: Client | None = None) -> FastAPI:
 
     # --- the native API ---------------------------------------------------------------------
 
-    @app.post("/v1/jobs", status_code=202, dependencies=auth, tags=["jobs"],
+    def accepted(job_id: str, caller: Caller) -> Job:
+        try:
+            return client.get(job_id, owner=caller.scope)
+        except Unavailable as exc:
+            raise Unavailable(
+                f"job {job_id} was accepted; reading its record failed: {exc}. Look it up "
+                f"with GET /v1/jobs/{job_id}", job_id=job_id,
+            ) from None
+
+    @app.post("/v1/jobs", status_code=202, tags=["jobs"],
               responses={**ERRORS, 409: {"model": Problem, "description":
                                          "Idempotency-Key reused with a different body"}})
     def submit(
+        caller: Authorized,
         body: JobRequest,
         idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
     ) -> Job:
-        """Accept a job. The same `Idempotency-Key` returns the same job, never a second
-        upstream generation."""
+        """Accept a job. The same `Idempotency-Key` (from the same caller) returns the
+        same job, never a second upstream generation."""
         options = body.model_dump(exclude_none=True)
         image_url = options.pop("image_url")
         webhook_url = options.pop("webhook_url", None)
         job_id = client.submit(image_url, idempotency_key=idempotency_key,
-                               webhook_url=webhook_url, **options)
-        return client.get(job_id)
+                               webhook_url=webhook_url, owner=caller.name, **options)
+        return accepted(job_id, caller)
 
-    @app.get("/v1/jobs/{job_id}", dependencies=auth, tags=["jobs"],
+    @app.get("/v1/jobs/{job_id}", tags=["jobs"],
              responses={**ERRORS, 404: {"model": Problem}})
-    def get_job(job_id: str) -> Job:
-        return client.get(job_id)
+    def get_job(caller: Authorized, job_id: str) -> Job:
+        return client.get(job_id, owner=caller.scope)
 
-    @app.delete("/v1/jobs/{job_id}", dependencies=auth, tags=["jobs"],
+    @app.delete("/v1/jobs/{job_id}", tags=["jobs"],
                 responses={**ERRORS, 404: {"model": Problem},
                            409: {"model": Problem, "description": "the job had ended"}})
-    def cancel_job(job_id: str) -> Job:
+    def cancel_job(caller: Authorized, job_id: str) -> Job:
         """Cancel a job. Before the upstream create, none is made; during generation,
         polling stops and the record keeps the upstream id (the upstream has no cancel
         call, so its generation runs on and may be charged)."""
-        job = client.cancel(job_id)
+        job = client.cancel(job_id, owner=caller.scope)
         if job.state is not JobState.CANCELLED:
             raise HTTPException(409, f"job {job_id} had already ended ({job.state.value})")
         return job
 
-    @app.get("/v1/jobs", dependencies=auth, tags=["jobs"], responses=ERRORS)
+    @app.get("/v1/jobs", tags=["jobs"], responses=ERRORS)
     def list_jobs(
+        caller: Authorized,
         state: JobState | None = None,
-        cursor: Annotated[str, Query(pattern=r"^[0-9]{1,19}$")] = "0",
+        cursor: Annotated[str, Query(max_length=30, description="next_cursor of the "
+                                     "previous page (opaque)")] = "0",
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> JobPage:
-        jobs, following = client.list_jobs(state, int(cursor), limit)
-        return JobPage(jobs=jobs, next_cursor=str(following) if following else None)
+        jobs, following = client.list_jobs(state, cursor, limit, owner=caller.scope)
+        return JobPage(jobs=jobs, next_cursor=following)
 
     # --- the upstream-compatible API --------------------------------------------------------
 
-    def create_like_upstream(body: dict[str, Any]) -> UpstreamCreated:
+    def create_like_upstream(caller: Authorized, body: dict[str, Any]) -> UpstreamCreated:
         if not isinstance(body, dict):
             raise RequestError("request", "must be a JSON object")
         options = dict(body)
@@ -208,11 +320,11 @@ def create_gateway(settings: Settings, client: Client | None = None) -> FastAPI:
         if not set(options) <= UPSTREAM_FIELDS:
             unknown = sorted(set(options) - UPSTREAM_FIELDS)[0]
             raise RequestError(unknown, "unknown field")
-        job_id = client.submit(image_url, **options)
+        job_id = client.submit(image_url, owner=caller.name, **options)
         return UpstreamCreated(id=job_id, status="queued")
 
-    def status_like_upstream(generation_id: str) -> UpstreamStatus:
-        job = client.get(generation_id)
+    def status_like_upstream(caller: Authorized, generation_id: str) -> UpstreamStatus:
+        job = client.get(generation_id, owner=caller.scope)
         status = UPSTREAM_STATUS.get(job.state, "error")
         answer = UpstreamStatus(id=job.id, status=status)
         if job.state is JobState.COMPLETED and job.video_url:
@@ -224,10 +336,10 @@ def create_gateway(settings: Settings, client: Client | None = None) -> FastAPI:
         return answer
 
     for path in UPSTREAM_PATHS:
-        app.post(path, dependencies=auth, tags=["upstream-compatible"],
+        app.post(path, tags=["upstream-compatible"],
                  responses={**ERRORS, 422: {"model": Problem}},
                  summary="Create a generation (the upstream's shape)")(create_like_upstream)
-        app.get(path, dependencies=auth, tags=["upstream-compatible"],
+        app.get(path, tags=["upstream-compatible"],
                 responses={**ERRORS, 404: {"model": Problem}}, response_model_exclude_none=True,
                 summary="A generation's status (the upstream's shape)")(status_like_upstream)
 

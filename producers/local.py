@@ -42,6 +42,7 @@ class RedisServer:
     port: int = 0
     appendonly: bool = False
     directory: Path | None = None
+    extra_args: list[str] = field(default_factory=list)  # e.g. ["--maxmemory", "2mb"]
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
 
@@ -66,6 +67,7 @@ class RedisServer:
         ]
         if self.appendonly:
             args += ["--appendonly", "yes", "--appendfsync", "everysec"]
+        args += self.extra_args
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         give_up = time.monotonic() + timeout

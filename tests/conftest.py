@@ -89,3 +89,30 @@ def rclient(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     yield client
     client.close()
+
+
+def fill_until_refused(client: redis.Redis, prefix: str = "filler:") -> int:
+    """Write 16 KB values until Redis refuses writes (its maxmemory); returns how many."""
+    chunk = "x" * 16384
+    for n in range(100_000):
+        try:
+            client.set(f"{prefix}{n}", chunk)
+        except redis.exceptions.OutOfMemoryError:
+            return n
+    raise AssertionError("Redis never refused a write: is --maxmemory set?")
+
+
+@pytest.fixture
+def full_redis() -> Iterator[tuple[str, redis.Redis]]:
+    """A private redis-server with 2 MB of memory and no eviction, filled until it
+    refuses writes. A server that cannot start fails the test (never a skip)."""
+    server = RedisServer(
+        extra_args=["--maxmemory", "2mb", "--maxmemory-policy", "noeviction"]
+    ).start()
+    client = redis.Redis.from_url(server.url, decode_responses=True)
+    try:
+        fill_until_refused(client)
+        yield server.url, client
+    finally:
+        client.close()
+        server.cleanup()

@@ -28,7 +28,7 @@ from typing import Protocol
 from . import logs
 from .http import BoundedHttp
 from .job import Job
-from .request import parse_request
+from .request import RequestError, parse_request
 from .settings import Settings
 from .states import ErrorKind, JobState
 from .store import Fence, JobStore, Outcome
@@ -170,6 +170,17 @@ def run_generate(rt: Runtime, job_id: str, deadline_at: float, attempt: int = 1)
                    in_flight=rt.store.in_flight_slots(), limit=limit)
         return wake_waiting(rt)
 
+    try:
+        # Checked again now, before the claim: an image host may have come to resolve
+        # to an internal address since the job was accepted.
+        body = _upstream_body(rt.store, job)
+    except RequestError as exc:
+        _finish(
+            rt, job_id, JobState.QUEUED, JobState.FAILED, None, attempt=attempt,
+            error_kind=ErrorKind.VALIDATION, error_message=str(exc),
+        )
+        return None
+
     token = uuid.uuid4().hex
     claimed = rt.store.transition(
         job_id, [JobState.QUEUED], JobState.SUBMITTING,
@@ -182,7 +193,7 @@ def run_generate(rt: Runtime, job_id: str, deadline_at: float, attempt: int = 1)
     fence = Fence("claim_token", token)
 
     try:
-        created = rt.upstream.create(_upstream_body(job), timeout=rt.call_timeout(deadline_at))
+        created = rt.upstream.create(body, timeout=rt.call_timeout(deadline_at))
     except Transient as exc:
         rt.store.note_upstream_error(exc.kind)
         if exc.outcome_unknown:
@@ -240,8 +251,8 @@ def run_generate(rt: Runtime, job_id: str, deadline_at: float, attempt: int = 1)
     return None
 
 
-def _upstream_body(job: Job) -> dict[str, object]:
-    return parse_request(job.request).to_upstream()
+def _upstream_body(store: JobStore, job: Job) -> dict[str, object]:
+    return parse_request(store.full_request(job)).to_upstream()
 
 
 def _retry_create(

@@ -34,6 +34,7 @@ class Job:
     deadline_at: float | None = None
     next_poll_at: float | None = None
     idempotency_key: str | None = None
+    owner: str | None = None  # the gateway caller's name (VIDEOQ_API_TOKENS name:token)
     webhook_url: str | None = None
     webhook_state: str | None = None  # pending | delivered | failed
     webhook_attempts: list[dict[str, Any]] = field(default_factory=list)
@@ -74,6 +75,7 @@ class Job:
             deadline_at=num("deadline_at"),
             next_poll_at=num("next_poll_at"),
             idempotency_key=text("idempotency_key"),
+            owner=text("owner"),
             webhook_url=text("webhook_url"),
             webhook_state=text("webhook_state"),
             webhook_attempts=json.loads(raw.get("webhook_attempts") or "[]"),

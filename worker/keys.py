@@ -74,6 +74,15 @@ class Keys:
         """String with a short expiry: held by the one worker sweeping this tick."""
         return f"{self.prefix}:sweeper"
 
-    def idempotency(self, key: str) -> str:
-        """String: ``<job id> <request fingerprint>`` for an idempotency key."""
+    def idempotency(self, key: str, owner: str | None = None) -> str:
+        """String: ``<job id> <request fingerprint>`` for an idempotency key, in the
+        caller's own space when the caller is named (an owner has no ``:`` or ``@``,
+        so the two spaces never meet)."""
+        if owner:
+            return f"{self.prefix}:idem@{owner}:{key}"
         return f"{self.prefix}:idem:{key}"
+
+    def payload(self, job_id: str) -> str:
+        """String: the full request (JSON) of a job whose record holds placeholders for
+        inline ``data:`` images; written with the record, with the same lifetime."""
+        return f"{self.prefix}:payload:{job_id}"

@@ -7,13 +7,61 @@ product's contract (see the README's configuration table): ``AIMLAPI_KEY`` and
 
 from __future__ import annotations
 
+import re
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_BASE_URL = "https://api.aimlapi.com/v2"
 MODEL_ID = "kling-video/v2.1/pro/image-to-video"
+CALLER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+REDIS_SCHEMES = ("redis", "rediss", "unix", "sentinel")
+REDIS_DATABASES = 16  # Redis's default `databases`; a larger index is almost surely a typo
+
+
+def check_redis_url(url: str) -> str:
+    """Refuse a Redis URL that redis-py or kombu would misread; return it unchanged."""
+    for part in url.split(";"):  # kombu's Sentinel form lists several URLs
+        _check_one_redis_url(part.strip())
+    return url
+
+
+def _check_one_redis_url(url: str) -> None:
+    parts = urlsplit(url)
+    if not parts.scheme or "://" not in url:
+        raise ValueError(
+            f"{_shown(url)!r} has no scheme: write redis://host:port/db (or rediss://, "
+            "unix://, sentinel://)"
+        )
+    if parts.scheme not in REDIS_SCHEMES:
+        raise ValueError(
+            f"unknown scheme {parts.scheme!r}: use one of {', '.join(REDIS_SCHEMES)}"
+        )
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ValueError("unix:// needs a socket path, e.g. unix:///run/redis.sock")
+        return
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("the port must be a number from 1 to 65535") from None
+    if port == 0:
+        raise ValueError("the port must be a number from 1 to 65535")
+    if not parts.hostname:
+        raise ValueError("has no host: write redis://host:port/db")
+    db = parts.path.strip("/")
+    if db and (not db.isdigit() or not 0 <= int(db) < REDIS_DATABASES):
+        raise ValueError(
+            f"the database index must be a number from 0 to {REDIS_DATABASES - 1}, "
+            f"not {db[:20]!r}"
+        )
+
+
+def _shown(url: str) -> str:
+    """The URL without anything that may be a password (for an error message)."""
+    return url.rpartition("@")[2][:100]
 
 
 class Settings(BaseSettings):
@@ -23,6 +71,7 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         frozen=True,
+        hide_input_in_errors=True,  # a refused value may be a token or a key
     )
 
     # --- upstream -----------------------------------------------------------------------
@@ -53,7 +102,10 @@ class Settings(BaseSettings):
     )
 
     # --- Redis ----------------------------------------------------------------------------
-    redis_url: str = Field(default="redis://localhost:6379/0")
+    redis_url: str = Field(
+        default="redis://localhost:6379/0",
+        description="Redis for the Celery broker and the job records (redis://host:port/db).",
+    )
     key_prefix: str = Field(
         default="videoq", pattern=r"^[A-Za-z0-9_.-]+$", description="Prefix of every job key."
     )
@@ -127,7 +179,23 @@ class Settings(BaseSettings):
     # --- web apps -------------------------------------------------------------------------
     api_tokens: SecretStr = Field(
         default=SecretStr(""),
-        description="Comma-separated Bearer tokens that `videoq serve` accepts.",
+        description=(
+            "Comma-separated Bearer tokens that `videoq serve` accepts; `name:token` names "
+            "a caller, who then sees only its own jobs."
+        ),
+    )
+    api_admins: str = Field(
+        default="admin",
+        description="Comma-separated caller names (from VIDEOQ_API_TOKENS) that see and "
+        "cancel every job.",
+    )
+    max_request_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        description=(
+            "Largest request accepted, in bytes: the gateway answers 413 past it without "
+            "reading further, and `Client.submit` refuses a larger stored request."
+        ),
     )
     max_in_flight: int = Field(
         default=0,
@@ -175,6 +243,25 @@ class Settings(BaseSettings):
         description="File where `videoq flower` keeps its state across restarts.",
     )
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        return check_redis_url(value)
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _api_tokens(cls, value: SecretStr) -> SecretStr:
+        _parse_callers(value.get_secret_value())
+        return value
+
+    @field_validator("api_admins")
+    @classmethod
+    def _api_admins(cls, value: str) -> str:
+        for name in (n.strip() for n in value.split(",")):
+            if name and not CALLER_NAME.match(name):
+                raise ValueError(f"caller names are 1-64 of A-Z a-z 0-9 _ . -, not {name!r}")
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.retry_backoff_max < self.retry_backoff:
@@ -197,7 +284,17 @@ class Settings(BaseSettings):
 
     @property
     def tokens(self) -> list[str]:
-        return [t.strip() for t in self.api_tokens.get_secret_value().split(",") if t.strip()]
+        """Every accepted Bearer token (named or not)."""
+        return [token for _, token in self.callers]
+
+    @property
+    def callers(self) -> list[tuple[str | None, str]]:
+        """``(name, token)`` for each entry of VIDEOQ_API_TOKENS (name None: unnamed)."""
+        return _parse_callers(self.api_tokens.get_secret_value())
+
+    @property
+    def admins(self) -> frozenset[str]:
+        return frozenset(n.strip() for n in self.api_admins.split(",") if n.strip())
 
     @property
     def create_claim_timeout(self) -> float:
@@ -209,6 +306,25 @@ class Settings(BaseSettings):
         """Batch mode's tick messages: a queue of their own, so a backlog of creates
         never holds the polls of jobs already generating."""
         return f"{self.queue}.ticks"
+
+
+def _parse_callers(text: str) -> list[tuple[str | None, str]]:
+    callers: list[tuple[str | None, str]] = []
+    for number, entry in enumerate((e.strip() for e in text.split(",")), start=1):
+        if not entry:
+            continue
+        name, colon, token = entry.partition(":")
+        if not colon:
+            callers.append((None, entry))
+            continue
+        if not CALLER_NAME.match(name):  # never echo the entry: it holds a token
+            raise ValueError(
+                f"entry {number} is name:token, and a name must be 1-64 of A-Z a-z 0-9 _ . -"
+            )
+        if not token.strip():
+            raise ValueError(f"entry {number} ({name}) has no token after the colon")
+        callers.append((name, token.strip()))
+    return callers
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Literal
+from typing import Any, Literal
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -43,17 +43,19 @@ end
 """
 
 # KEYS[1] job, KEYS[2] idempotency key or "", KEYS[3] the active set, KEYS[4] stats,
-# KEYS[5] the line for slots.
+# KEYS[5] the line for slots, KEYS[6] the full request's key or "" (when the record's
+# request is the same as the full one).
 # ARGV: job id, ttl, fingerprint, job-key prefix, due time, "1" to join the line (the
-# cap is on), acceptance time, then field/value pairs.
+# cap is on), acceptance time, the full request (JSON; "" with no KEYS[6]), then
+# field/value pairs.
 # Returns "" when created, else "<existing job id> <fingerprint>". A job id that
 # exists already (a redelivered message) is never overwritten.
 _CREATE = LUA_FINITE + """
 finite(ARGV[2], 'ttl')
 finite(ARGV[5], 'due time')
 finite(ARGV[7], 'acceptance time')
-if (#ARGV - 7) % 2 ~= 0 then error('videoq: fields must come in pairs') end
-for i = 8, #ARGV, 2 do
+if (#ARGV - 8) % 2 ~= 0 then error('videoq: fields must come in pairs') end
+for i = 9, #ARGV, 2 do
   local name = ARGV[i]
   if name == 'created_at' or name == 'updated_at' or name == 'deadline_at' then
     finite(ARGV[i + 1], name)
@@ -67,8 +69,9 @@ if KEYS[2] ~= '' then
     if redis.call('EXISTS', ARGV[4] .. existing_id) == 1 then return existing end
   end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 8))
+redis.call('HSET', KEYS[1], unpack(ARGV, 9))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
+if KEYS[6] ~= '' then redis.call('SET', KEYS[6], ARGV[8], 'EX', ARGV[2]) end
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
 if ARGV[6] == '1' then redis.call('ZADD', KEYS[5], ARGV[7], ARGV[1]) end
 redis.call('HINCRBY', KEYS[4], 'state:queued', 1)
@@ -314,21 +317,28 @@ class JobStore:
         idempotency_key: str | None = None,
         due_at: float | None = None,
         webhook_url: str | None = None,
+        owner: str | None = None,
     ) -> tuple[str, bool]:
         """Store a new ``queued`` job. Returns ``(job id, created)``.
 
-        With an idempotency key already in use, returns the existing job's id and
-        ``created=False``; a different request under the same key raises
-        :class:`IdempotencyConflict`. The sweeper starts the job if its first step has
-        not started by ``due_at`` (default: ``accepted_at`` + the stall timeout).
+        With an idempotency key already in use (by the same ``owner``), returns the
+        existing job's id and ``created=False``; a different request or webhook under
+        the same key raises :class:`IdempotencyConflict`. The sweeper starts the job if
+        its first step has not started by ``due_at`` (default: ``accepted_at`` + the
+        stall timeout). Inline ``data:`` images are kept out of the record's
+        ``request`` (see :meth:`full_request`).
         """
         stored = request.stored()
-        fingerprint = _fingerprint(stored)
+        fingerprint = _fingerprint(
+            stored if webhook_url is None else {**stored, "webhook_url": webhook_url}
+        )
         ttl = int(self.retention + max(0.0, deadline_at - accepted_at)) + 1
+        shown = _without_inline_images(stored)
+        full = json.dumps(stored, sort_keys=True)
         fields: dict[str, object] = {
             "id": job_id,
             "state": JobState.QUEUED,
-            "request": json.dumps(stored, sort_keys=True),
+            "request": json.dumps(shown, sort_keys=True),
             "created_at": accepted_at,
             "updated_at": accepted_at,
             "deadline_at": deadline_at,
@@ -338,16 +348,20 @@ class JobStore:
         }
         if webhook_url:
             fields["webhook_url"] = webhook_url
-        idem_key = self.keys.idempotency(idempotency_key) if idempotency_key else ""
+        if owner:
+            fields["owner"] = owner
+        idem_key = self.keys.idempotency(idempotency_key, owner) if idempotency_key else ""
+        payload_key = self.keys.payload(job_id) if shown != stored else ""
         existing = self._create(
             keys=[
                 self.keys.job(job_id), idem_key, self.keys.active(), self.keys.stats(),
-                self.keys.waiting(),
+                self.keys.waiting(), payload_key,
             ],
             args=[
                 job_id, ttl, fingerprint, self.keys.job(""),
                 repr(accepted_at + self.stall_timeout if due_at is None else due_at),
                 "1" if self.max_in_flight else "0", repr(accepted_at),
+                full if payload_key else "",
                 *_pairs(fields),
             ],
         )
@@ -385,6 +399,15 @@ class JobStore:
         if not raw or "state" not in raw:
             return None
         return Job.from_hash({str(k): str(v) for k, v in raw.items()})
+
+    def full_request(self, job: Job) -> dict[str, Any]:
+        """The job's request as submitted, inline images included: the payload key
+        when the record holds placeholders, else the record's own ``request``."""
+        raw = self.redis.get(self.keys.payload(job.id))
+        if raw:
+            full: dict[str, Any] = json.loads(raw)
+            return full
+        return job.request
 
     def create_claim(self, job_id: str) -> tuple[str, float]:
         """The token and time of the current create claim (``("", 0.0)`` if none)."""
@@ -562,6 +585,35 @@ def _pairs(fields: Mapping[str, object]) -> list[str]:
     for name, value in fields.items():
         out.extend((name, _fmt(value)))
     return out
+
+
+_IMAGE_FIELDS = ("image_url", "static_mask")
+
+
+def _without_inline_images(stored: dict[str, Any]) -> dict[str, Any]:
+    """``stored`` with each inline ``data:`` image replaced by a short placeholder."""
+    shown = dict(stored)
+    for name in _IMAGE_FIELDS:
+        if isinstance(shown.get(name), str):
+            shown[name] = placeholder(shown[name])
+    masks = shown.get("dynamic_masks")
+    if isinstance(masks, list):
+        shown["dynamic_masks"] = [
+            {**m, "mask": placeholder(m["mask"])}
+            if isinstance(m, dict) and isinstance(m.get("mask"), str) else m
+            for m in masks
+        ]
+    return shown
+
+
+def placeholder(value: str) -> str:
+    """A ``data:`` URL as the record shows it (its type, size and hash); anything
+    else unchanged."""
+    if not value.startswith("data:"):
+        return value
+    head = value.split(",", 1)[0][:100]
+    digest = hashlib.sha256(value.encode()).hexdigest()[:8]
+    return f"{head},\u2026 ({len(value.encode())} bytes, sha256 {digest}\u2026)"
 
 
 def _fingerprint(stored: Mapping[str, object]) -> str:

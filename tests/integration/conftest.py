@@ -101,6 +101,8 @@ def cluster_env(settings: Settings) -> dict[str, str]:
         "VIDEOQ_WEBHOOK_WINDOW": str(settings.webhook_window),
         "VIDEOQ_ALLOW_PRIVATE_URLS": "true" if settings.allow_private_urls else "false",
         "VIDEOQ_API_TOKENS": settings.api_tokens.get_secret_value(),
+        "VIDEOQ_API_ADMINS": settings.api_admins,
+        "VIDEOQ_MAX_REQUEST_BYTES": str(settings.max_request_bytes),
         "VIDEOQ_LOG_LEVEL": "DEBUG",
     }
 

@@ -125,3 +125,83 @@ def test_redis_down_exits_3(
     monkeypatch.setenv("VIDEOQ_REDIS_RETRIES", "1")
     assert main(["submit", "--image-url", IMG]) == 3
     assert "unreachable" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["status", "abc"], ["submit", "--image-url", IMG]])
+@pytest.mark.parametrize("url", ["localhost:6379", "redis://127.0.0.1:6379/99999"])
+def test_invalid_settings_are_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    command: list[str], url: str,
+) -> None:
+    monkeypatch.setenv("VIDEOQ_REDIS_URL", url)
+    assert main(command) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("videoq: invalid setting VIDEOQ_REDIS_URL: ")
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_an_aliased_setting_is_named_by_its_variable() -> None:
+    from pydantic import ValidationError
+
+    from producers.cli import settings_error
+
+    with pytest.raises(ValidationError) as info:
+        Settings(aimlapi_base_url=5)  # type: ignore[call-arg]
+    assert settings_error(info.value).startswith("invalid setting AIMLAPI_BASE_URL: ")
+    with pytest.raises(ValidationError) as info:
+        Settings(max_request_bytes=10)  # type: ignore[call-arg]
+    assert settings_error(info.value).startswith("invalid setting VIDEOQ_MAX_REQUEST_BYTES: ")
+
+
+def test_status_during_an_outage_says_the_job_is_not_affected(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from producers.local import free_port
+
+    monkeypatch.setenv("VIDEOQ_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    monkeypatch.setenv("VIDEOQ_REDIS_RETRIES", "0")
+    assert main(["status", "abc123"]) == 3
+    err = capsys.readouterr().err
+    assert "could not read job abc123" in err and "the job is not affected" in err
+    assert "nothing was enqueued" not in err
+
+
+def test_submit_wait_that_loses_redis_after_acceptance_says_the_job_was_accepted(
+    env: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from producers.client import Client, Unavailable
+
+    def lost(self: Client, job_id: str, *args: object, **kwargs: object) -> None:
+        raise Unavailable(f"could not read job {job_id}: Redis is unreachable", job_id=job_id)
+
+    monkeypatch.setattr(Client, "wait", lost)
+    assert main(["submit", "--image-url", IMG, "--wait"]) == 3
+    out, err = capsys.readouterr()
+    job_id = out.strip()
+    assert len(job_id) == 32
+    assert f"job {job_id} was accepted; following it failed: could not read job" in err
+    assert "nothing was enqueued" not in err
+
+
+def test_a_worker_that_fails_to_start_returns_a_non_zero_exit_code(
+    monkeypatch: pytest.MonkeyPatch, make_settings: Callable[..., Settings],
+) -> None:
+    """Celery logs "Unrecoverable error" and its ``worker_main`` returns normally; the
+    command must still exit non-zero."""
+    from celery import Celery, bootsteps
+
+    import worker.app
+
+    class Boom(bootsteps.StartStopStep):
+        def start(self, parent: object) -> None:
+            raise RuntimeError("cannot start")
+
+    app = Celery("videoq-boom", broker="memory://", set_as_current=False)
+    app.conf.worker_hijack_root_logger = False
+    app.steps["worker"].add(Boom)
+    app.videoq_settings = make_settings()  # type: ignore[attr-defined]
+    monkeypatch.setattr(worker.app, "app", app)
+    code = main(["worker", "-P", "solo", "--without-mingle", "--without-gossip",
+                 "--without-heartbeat", "-l", "critical"])
+    assert code not in (0, None)

@@ -74,3 +74,68 @@ def test_celery_config_follows_the_settings() -> None:
     assert conf["worker_eta_task_limit"] == 123
     assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
     assert conf["task_serializer"] == "json"
+
+
+def test_request_size_and_tenant_settings() -> None:
+    s = Settings()
+    assert s.max_request_bytes == 16 * 1024 * 1024
+    assert s.api_admins == "admin" and s.admins == frozenset({"admin"})
+    with pytest.raises(ValidationError):
+        Settings(max_request_bytes=1023)  # type: ignore[call-arg]
+    assert Settings(max_request_bytes=1024).max_request_bytes == 1024  # type: ignore[call-arg]
+
+
+def test_api_tokens_name_callers() -> None:
+    plain = Settings(api_tokens="t1, t2")  # type: ignore[call-arg]
+    assert plain.tokens == ["t1", "t2"]
+    assert plain.callers == [(None, "t1"), (None, "t2")]
+    named = Settings(api_tokens="alice:a-tok,bob.x_1-2:b:tok,plain")  # type: ignore[call-arg]
+    assert named.callers == [("alice", "a-tok"), ("bob.x_1-2", "b:tok"), (None, "plain")]
+    assert named.tokens == ["a-tok", "b:tok", "plain"]
+    for bad in ("bad name:secret-1", "a" * 65 + ":secret-1", "alice:", "al/ice:secret-1"):
+        with pytest.raises(ValidationError) as info:
+            Settings(api_tokens=bad)  # type: ignore[call-arg]
+        assert "secret-1" not in str(info.value)  # a refused entry is never echoed
+    with pytest.raises(ValidationError):
+        Settings(api_admins="ok,not ok")  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "localhost:6379",
+        "127.0.0.1:6379/0",
+        "http://localhost:6379/0",
+        "redis://localhost:6379/99999",
+        "redis://localhost:6379/abc",
+        "redis://localhost:6379/-1",
+        "redis://localhost:99999/0",
+        "redis://localhost:0/0",
+        "redis://localhost:port/0",
+        "redis:///0",
+        "unix://",
+    ],
+)
+def test_malformed_redis_urls_are_refused_naming_the_setting(url: str) -> None:
+    from producers.cli import settings_error
+
+    with pytest.raises(ValidationError) as info:
+        Settings(redis_url=url)  # type: ignore[call-arg]
+    line = settings_error(info.value)
+    assert line.startswith("invalid setting VIDEOQ_REDIS_URL: ") and "\n" not in line
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://localhost:6379/0",
+        "redis://:pw@redis:6379",
+        "redis://user:pw@10.0.0.1:6380/15",
+        "rediss://h.example:6380/1?ssl_cert_reqs=required",
+        "unix:///run/redis.sock?db=2",
+        "sentinel://h1:26379;sentinel://h2:26379",
+        "redis://[::1]:6379/0",
+    ],
+)
+def test_good_redis_urls_are_accepted(url: str) -> None:
+    assert Settings(redis_url=url).redis_url == url  # type: ignore[call-arg]

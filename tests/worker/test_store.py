@@ -272,3 +272,73 @@ def test_webhook_scripts_refuse_a_non_finite_time_before_writing(store: JobStore
     assert store.claim_webhook("j1", 1100.0, 1110.0)
     assert not store.claim_webhook("j1", 1105.0, 1115.0)  # the lease is held
     assert store.claim_webhook("j1", 1110.5, 1120.0)  # and runs out
+
+
+# --- inline images, owners, webhook fingerprints -----------------------------------------
+
+DATA = "data:image/png;base64," + "iVBORw0KGgoA" * 400
+MASK = "data:image/png;base64," + "QUJD" * 300
+
+
+def test_inline_images_stay_out_of_the_record_but_reach_the_upstream(store: JobStore) -> None:
+    from worker.chain import _upstream_body
+
+    request = parse_request({
+        "image_url": DATA, "static_mask": MASK, "prompt": "p",
+        "dynamic_masks": [{"mask": MASK, "trajectories": [{"x": 1, "y": 2}, {"x": 3, "y": 4}]}],
+    })
+    assert store.create("img", request, accepted_at=1000.0, deadline_at=2000.0) == ("img", True)
+    job = store.get("img")
+    assert job is not None
+    shown = job.request
+    assert shown["prompt"] == "p"
+    for value in (shown["image_url"], shown["static_mask"], shown["dynamic_masks"][0]["mask"]):
+        assert value.startswith("data:image/png;base64,") and "bytes, sha256 " in value
+        assert len(value) < 100
+    assert f"({len(DATA)} bytes" in shown["image_url"]
+    assert len(store.redis.hget(store.keys.job("img"), "request") or "") < 400
+    # the full request is kept under its own key, for as long as the record
+    assert store.full_request(job) == request.stored()
+    payload_ttl = store.redis.ttl(store.keys.payload("img"))
+    assert abs(payload_ttl - store.redis.ttl(store.keys.job("img"))) <= 1
+    assert _upstream_body(store, job)["image_url"] == DATA
+    assert _upstream_body(store, job)["dynamic_masks"][0]["mask"] == MASK  # type: ignore[index]
+
+
+def test_records_without_a_payload_key_keep_working(store: JobStore) -> None:
+    from worker.chain import _upstream_body
+
+    new(store, "plain")
+    assert not store.redis.exists(store.keys.payload("plain"))  # URLs only: nothing extra
+    job = store.get("plain")
+    assert job is not None and store.full_request(job) == job.request
+    assert _upstream_body(store, job)["image_url"] == IMG
+
+
+def test_the_fingerprint_covers_inline_images_and_the_webhook(store: JobStore) -> None:
+    other = DATA.replace("iVBOR", "jVBOR", 1)
+    first = parse_request({"image_url": DATA})
+    assert store.create("f1", first, accepted_at=1000.0, deadline_at=2000.0,
+                        idempotency_key="k1") == ("f1", True)
+    with pytest.raises(IdempotencyConflict):  # same placeholder size, different image
+        store.create("f2", parse_request({"image_url": other}), accepted_at=1000.0,
+                     deadline_at=2000.0, idempotency_key="k1")
+    hook = {"accepted_at": 1000.0, "deadline_at": 2000.0, "idempotency_key": "k2"}
+    assert store.create("h1", first, webhook_url="https://a.example/h", **hook) == ("h1", True)
+    assert store.create("h2", first, webhook_url="https://a.example/h", **hook) == ("h1", False)
+    with pytest.raises(IdempotencyConflict):
+        store.create("h3", first, webhook_url="https://b.example/h", **hook)
+    with pytest.raises(IdempotencyConflict):
+        store.create("h4", first, **hook)
+
+
+def test_owner_is_stored_and_scopes_idempotency_keys(store: JobStore) -> None:
+    request = parse_request({"image_url": IMG})
+    times = {"accepted_at": 1000.0, "deadline_at": 2000.0, "idempotency_key": "same"}
+    assert store.create("o1", request, owner="alice", **times) == ("o1", True)
+    assert store.create("o2", request, owner="bob", **times) == ("o2", True)
+    assert store.create("o3", request, **times) == ("o3", True)  # unnamed: its own space
+    assert store.create("o4", request, owner="alice", **times) == ("o1", False)
+    job, unowned = store.get("o1"), store.get("o3")
+    assert job is not None and job.owner == "alice"
+    assert unowned is not None and unowned.owner is None
