@@ -3,6 +3,7 @@ recording scheduler (the job store is real: Redis)."""
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable
@@ -339,3 +340,20 @@ def test_a_video_url_at_an_internal_host_is_kept_when_private_urls_are_allowed(
     w.poll(1)
     job = w.store.get("job-1")
     assert job and job.state is JobState.COMPLETED and job.video_url == url
+
+
+def test_a_request_refused_at_create_time_fails_the_job_without_a_create(
+    world: Callable[..., World],
+) -> None:
+    """The body is built (and its URLs checked) again before the create claim: a record
+    whose image now points at an internal host ends failed/validation, uncreated."""
+    w = world()
+    job_id = w.job()
+    w.store.redis.hset(w.store.keys.job(job_id), "request",
+                       json.dumps({"image_url": "http://169.254.169.254/latest/meta-data"}))
+    w.generate()
+    job = w.store.get(job_id)
+    assert job is not None and job.state is JobState.FAILED
+    assert job.error is not None and job.error.kind == ErrorKind.VALIDATION
+    assert "image_url" in job.error.message
+    assert w.upstream.creates == [] and w.scheduler.calls == []
