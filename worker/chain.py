@@ -45,6 +45,10 @@ from .urls import video_url_problem
 
 # A countdown shorter than this is "now": the chain has reached its deadline.
 DEADLINE_EPSILON = 0.05
+# The last poll before the deadline comes this many seconds early (at most one
+# upstream call's time), so that its call, bounded by the deadline, can still find a
+# finished video; the deadline itself then only times the job out.
+FINAL_LOOK = 2.0
 
 
 class Scheduler(Protocol):
@@ -223,7 +227,7 @@ def run_generate(rt: Runtime, job_id: str, deadline_at: float, attempt: int = 1)
         return None
 
     now = rt.clock()
-    countdown = _clamp(rt.settings.poll_interval, deadline_at, now)
+    countdown = _clamp(rt, rt.settings.poll_interval, deadline_at, now)
     saved = rt.store.transition(
         job_id, [JobState.SUBMITTING], JobState.GENERATING,
         {
@@ -452,7 +456,7 @@ def _next_poll(
             last_error=last_error or None,
         )
         return
-    countdown = _clamp(delay, deadline_at, now)
+    countdown = _clamp(rt, delay, deadline_at, now)
     noted = rt.store.transition(
         job_id, [JobState.GENERATING], JobState.GENERATING,
         {"next_poll_at": now + countdown, "last_error": last_error}, fence=fence, now=now,
@@ -468,6 +472,15 @@ def _next_poll(
     return None
 
 
-def _clamp(delay: float, deadline_at: float, now: float) -> float:
-    """Never schedule past the deadline: the last countdown ends the chain on time."""
-    return max(0.0, min(delay, deadline_at - now))
+def _clamp(rt: Runtime, delay: float, deadline_at: float, now: float) -> float:
+    """Never schedule past the deadline: the last countdown ends the chain on time.
+
+    The last poll is due :data:`FINAL_LOOK` seconds before the deadline (its call
+    cannot outlast the deadline); the step after it comes at the deadline, with no
+    time for a call, and times the job out.
+    """
+    remaining = deadline_at - now
+    look = min(FINAL_LOOK, rt.upstream_timeout)
+    if remaining - look > DEADLINE_EPSILON:
+        return max(0.0, min(delay, remaining - look))
+    return max(0.0, min(delay, remaining))

@@ -253,7 +253,7 @@ class BoundedHttp:
                     allow_redirects=False, proxy=self._proxy(url), trace_request_ctx=state,
                 ) as resp:
                     if resp.content_length is not None and resp.content_length > cap:
-                        raise TooLarge(f"answer of {resp.content_length} bytes, over {cap}")
+                        raise TooLarge(f"answer over {cap} bytes ({resp.content_length} announced)")
                     body = await _read_capped(resp.content, cap)
                     return Answer(resp.status, resp.reason, resp.headers, body)
         except HttpFailure:

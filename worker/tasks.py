@@ -180,6 +180,6 @@ def poll_tick(self: Any, tick: float = 0.0) -> None:
     """Batch mode: poll every job due by ``tick`` (see ``worker.ticks``)."""
     rt = runtime()
     try:
-        run_tick(rt, app.batch(rt), float(tick), rt.upstream.statuses, _BATCH.tick)
+        run_tick(rt, app.batch(rt), float(tick), rt.upstream.each_status, _BATCH.tick)
     except RedisError as exc:
         _requeue_on_redis_outage("-", "tick", 0, exc)

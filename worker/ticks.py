@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from itertools import chain
 
 import redis
 
@@ -191,21 +192,20 @@ class TickScheduler:
         self.polls.append((job_id, self.clock() + countdown, errors))
 
 
-# Status calls for a batch: (generation id, timeout) each; answers in the same order.
-Fetch = Callable[[Sequence[tuple[str, float]]], list[Status | UpstreamError]]
+# Status calls for a batch, (generation id, timeout) each: each answer as it arrives,
+# with its index among the calls.
+Fetch = Callable[[Sequence[tuple[str, float]]], Iterable[tuple[int, Status | UpstreamError]]]
 
 
 def fetch_one_by_one(upstream: UpstreamClient) -> Fetch:
     """A :data:`Fetch` through the synchronous client, one call after another (tests)."""
 
-    def fetch(calls: Sequence[tuple[str, float]]) -> list[Status | UpstreamError]:
-        answers: list[Status | UpstreamError] = []
-        for generation_id, timeout in calls:
+    def fetch(calls: Sequence[tuple[str, float]]) -> Iterator[tuple[int, Status | UpstreamError]]:
+        for index, (generation_id, timeout) in enumerate(calls):
             try:
-                answers.append(upstream.status(generation_id, timeout=timeout))
+                yield index, upstream.status(generation_id, timeout=timeout)
             except UpstreamError as exc:
-                answers.append(exc)
-        return answers
+                yield index, exc
 
     return fetch
 
@@ -217,7 +217,8 @@ def run_tick(
     """Poll every job due by this tick (up to a batch). Returns how many were polled.
 
     ``fetch`` makes the status calls of the whole batch (the worker's
-    :meth:`UpstreamClient.statuses`); ``publish(tick, countdown)`` sends a tick.
+    :meth:`UpstreamClient.each_status`) and gives each answer as it arrives;
+    ``publish(tick, countdown)`` sends a tick.
     """
     settings = rt.settings
     now = rt.clock()
@@ -229,12 +230,15 @@ def run_tick(
     # A poll at its job's deadline has no time left for a call: it times the job out.
     late = [p for p in claimed if rt.call_timeout(p.deadline_at) <= DEADLINE_EPSILON]
     due = [p for p in claimed if p not in late]
-    answers = fetch([(p.generation_id, rt.call_timeout(p.deadline_at)) for p in due])
     collected = TickScheduler(rt.scheduler, rt.clock)
     tick_rt = replace(rt, scheduler=collected)
-    failed = 0
-    steps: list[tuple[ClaimedPoll, Status | UpstreamError | None]] = [(p, None) for p in late]
-    steps += zip(due, answers, strict=True)
+    steps: Iterator[tuple[ClaimedPoll, Status | UpstreamError | None]] = chain(
+        ((p, None) for p in late),
+        ((due[i], answer) for i, answer in
+         fetch([(p.generation_id, rt.call_timeout(p.deadline_at)) for p in due])),
+    )
+    failed = scheduled = 0
+    flushed_at = rt.clock()
     for poll, answer in steps:
         try:
             if answer is None:
@@ -251,11 +255,25 @@ def run_tick(
                 attempt=poll.seq, error=f"{type(exc).__name__}: {exc}",
                 retry_at=round(lease_until, 3),
             )
-    now = rt.clock()
-    for fresh in book.schedule(collected.polls, now):
-        publish(fresh, max(0.0, fresh - now))
+        # Answers come as they arrive: while a slow peer holds one call, the next polls
+        # of the others are written to the book every tick's width, not held back.
+        if rt.clock() - flushed_at >= settings.poll_tick:
+            scheduled += _flush(book, collected, rt.clock(), publish)
+            flushed_at = rt.clock()
+    scheduled += _flush(book, collected, rt.clock(), publish)
     logs.event(
         "tick.done", level=logging.DEBUG, tick=round(tick, 3), polled=len(claimed),
-        failed=failed, more=more, scheduled=len(collected.polls),
+        failed=failed, more=more, scheduled=scheduled,
     )
     return len(claimed)
+
+
+def _flush(
+    book: PollBook, collected: TickScheduler, now: float,
+    publish: Callable[[float, float], None],
+) -> int:
+    """Write the next polls collected so far to the book; publish the ticks they need."""
+    polls, collected.polls = collected.polls, []
+    for fresh in book.schedule(polls, now):
+        publish(fresh, max(0.0, fresh - now))
+    return len(polls)

@@ -23,8 +23,9 @@ import asyncio
 import email.utils
 import json
 import math
+import queue
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -172,13 +173,41 @@ class UpstreamClient:
     def statuses(self, calls: Sequence[tuple[str, float]]) -> list[Status | UpstreamError]:
         """Many status calls at once on the loop, each ``(generation id, timeout)``: each
         generation's status or its classified error, in the order given."""
-        if not calls:
-            return []
-        longest = max(timeout for _, timeout in calls)
-        return self.http.loop.run(self._statuses(calls), max(0.0, longest) + 5.0)
+        answers: list[Status | UpstreamError | None] = [None] * len(calls)
+        for index, answer in self.each_status(calls):
+            answers[index] = answer
+        return [a for a in answers if a is not None]
 
-    async def _statuses(self, calls: Sequence[tuple[str, float]]) -> list[Status | UpstreamError]:
-        return list(await asyncio.gather(*(self._status_async(g, t) for g, t in calls)))
+    def each_status(
+        self, calls: Sequence[tuple[str, float]]
+    ) -> Iterator[tuple[int, Status | UpstreamError]]:
+        """The calls of :meth:`statuses`, made at once on the loop, each answer given as
+        soon as it arrives, with its index in ``calls``: one slow peer holds back no
+        other answer. Every call ends by its own timeout."""
+        if not calls:
+            return
+        arrived: queue.SimpleQueue[tuple[int, Status | UpstreamError]] = queue.SimpleQueue()
+
+        async def one(index: int, generation_id: str, timeout: float) -> None:
+            arrived.put((index, await self._status_async(generation_id, timeout)))
+
+        async def every() -> None:
+            await asyncio.gather(*(one(i, g, t) for i, (g, t) in enumerate(calls)))
+
+        future = self.http.loop.submit(every())
+        give_up = time.monotonic() + max(t for _, t in calls) + 5.0
+        pending = set(range(len(calls)))
+        while pending:
+            try:
+                index, answer = arrived.get(timeout=max(0.0, give_up - time.monotonic()))
+            except queue.Empty:  # the loop is too busy to end the calls itself
+                future.cancel()
+                for index in sorted(pending):
+                    yield index, Transient("no answer in time (the event loop is overloaded)",
+                                           outcome_unknown=True, kind="timeout")
+                return
+            pending.discard(index)
+            yield index, answer
 
     async def _status_async(self, generation_id: str, timeout: float) -> Status | UpstreamError:
         try:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.reliability.conftest import IMG, check_invariants, report
+from worker.chain import FINAL_LOOK
 from worker.keys import GENERATE_TASK, POLL_TASK
 from worker.states import ErrorKind, JobState
 from worker.upstream import MAX_BODY_BYTES
@@ -110,8 +111,10 @@ def test_retry_after_never_pushes_a_job_past_its_deadline(rig: Any, mode: str) -
     for job_id, reqs in _timelines(r, ids).items():
         job = r.cluster.client.get(job_id)
         polls = [q for q in reqs if q.method == "GET"]
-        # the 429's Retry-After (120 s) was clamped: one last poll at the deadline
-        assert polls and polls[-1].t >= (job.deadline_at or 0) - 0.3
+        # the 429's Retry-After (120 s) was clamped: one last poll FINAL_LOOK before the
+        # deadline, none after it
+        deadline_at = job.deadline_at or 0
+        assert polls and deadline_at - FINAL_LOOK - 0.3 <= polls[-1].t <= deadline_at
         assert job.last_error and "429" in job.last_error
     report(f"retry_after_past_deadline ({mode})", figures=figures)
 

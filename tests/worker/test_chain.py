@@ -231,15 +231,39 @@ def test_last_countdown_is_clamped_and_the_chain_ends_at_the_deadline(
     w.clock.advance(10)
     seq += 1
     w.poll(seq)
-    last = w.scheduler.pop()
-    assert last.countdown == pytest.approx(5.0), "clamped to the deadline, not a full interval"
-    w.clock.advance(last.countdown)
+    look = w.scheduler.pop()
+    # clamped, not a full interval: the last poll comes FINAL_LOOK (2 s) before the
+    # deadline, so that its call, bounded by the deadline, can still find the video
+    assert look.countdown == pytest.approx(3.0)
+    w.clock.advance(look.countdown)
     w.poll(seq + 1)
+    polls = len(w.upstream.polls)
+    last = w.scheduler.pop()
+    assert last.countdown == pytest.approx(2.0), "the step after it comes at the deadline"
+    w.clock.advance(last.countdown)
+    w.poll(seq + 2)
+    assert len(w.upstream.polls) == polls, "no time left at the deadline: no call"
     job = w.store.get("job-1")
     assert job and job.state is JobState.TIMED_OUT
     assert job.error and job.error.kind == ErrorKind.DEADLINE
     assert job.finished_at == pytest.approx(w.deadline_at)
     assert not w.scheduler.calls
+
+
+def test_the_last_poll_before_the_deadline_still_finds_a_finished_video(
+    world: Callable[..., World],
+) -> None:
+    w = world(poll_interval=10.0, deadline=25.0)
+    _generating(w)
+    w.upstream.status_answers.extend(
+        [Status("g", "generating")] * 2 + [Status("g", "completed", video_url="https://v/1.mp4")]
+    )
+    for seq in (1, 2, 3):
+        w.clock.advance(w.scheduler.pop().countdown if seq > 1 else 10)
+        w.poll(seq)
+    job = w.store.get("job-1")
+    assert job and job.state is JobState.COMPLETED and job.video_url == "https://v/1.mp4"
+    assert job.finished_at is not None and w.deadline_at - job.finished_at == pytest.approx(2.0)
 
 
 def test_generate_after_the_deadline_times_out_without_a_create(
