@@ -101,6 +101,11 @@ def cluster_env(settings: Settings) -> dict[str, str]:
         "VIDEOQ_WEBHOOK_WINDOW": str(settings.webhook_window),
         "VIDEOQ_API_TOKENS": settings.api_tokens.get_secret_value(),
         "VIDEOQ_LOG_LEVEL": "DEBUG",
+        # Settings that are being added: read with a default so this works before and
+        # after they exist (then plain attribute access will do).
+        "VIDEOQ_HTTP_TOTAL_TIMEOUT": str(getattr(settings, "http_total_timeout", 40.0)),
+        "VIDEOQ_WEBHOOK_TIMEOUT": str(getattr(settings, "webhook_timeout", 10.0)),
+        "VIDEOQ_ALLOW_PRIVATE_URLS": str(getattr(settings, "allow_private_urls", False)).lower(),
     }
 
 
