@@ -439,13 +439,19 @@ def test_hostile_webhook_receiver(hostile_rig: Callable[[str], HostileRig], mode
 # --- Redis refuses writes ---------------------------------------------------------------------
 
 
-def _fill_until_oom(r: redis.Redis, value_bytes: int = 256 * 1024, most: int = 2000) -> int:
-    """Write filler keys until Redis refuses a write for lack of memory."""
+def _fill_until_oom(r: redis.Redis, value_bytes: int = 64 * 1024, most: int = 5000) -> int:
+    """Write filler keys until Redis refuses a write for lack of memory, then pin
+    ``maxmemory`` 1 MB under what is used, so that the memory freed when a connection's
+    buffers shrink never lets a write through. Returns the number of filler keys."""
     blob = b"f" * value_bytes
     for n in range(most):
         try:
             r.set(f"filler:{n}", blob)
         except redis.exceptions.OutOfMemoryError:
+            used = int(r.info("memory")["used_memory"])
+            r.config_set("maxmemory", str(used - (1 << 20)))
+            with pytest.raises(redis.exceptions.OutOfMemoryError):
+                r.set("filler:probe", "1")
             return n
     raise AssertionError(f"Redis still took writes after {most} filler keys")
 
