@@ -340,7 +340,10 @@ def test_completed_answer_with_untrustworthy_values(
         return (int(r.hget(stats_key, "state:completed") or 0),
                 int(r.hget(stats_key, "latency_count") or 0))
 
-    counted_before = counters()
+    give_up = time.monotonic() + 30  # let jobs of earlier cases end (bounded) ...
+    while r.zcard(keys.active()) and time.monotonic() < give_up:
+        time.sleep(0.2)
+    counted_before = counters()  # ... so that these snapshots do not race them
     records_before = completed_records()
     run = uuid.uuid4().hex[:8]
     prompts = {mode: f"completed {mode} {run} {hostile_tag(mode, 'status')}"
