@@ -506,6 +506,5 @@ def test_redis_refusing_writes_kills_no_worker_and_loses_no_job(rig: Any) -> Non
     report("redis_refuses_writes", filler_keys=filled, held_full_s=held_s,
            submit_raised=type(submit_error).__name__ if submit_error else None,
            workers_alive=sum(w.poll() is None for w in r.cluster.workers),
-           unrecoverable_errors_logged=unrecoverable, figures=figures,
-           )
+           unrecoverable_errors_logged=unrecoverable, figures=figures)
     verdict(problems)
