@@ -367,9 +367,9 @@ def test_completed_answer_with_untrustworthy_values(
         else:
             if job.state is not JobState.COMPLETED:
                 case.problems.append(f"{mode}: ended {_outcome(job)} (expected completed)")
-            if raw.get("credits_used"):
-                case.problems.append(f"{mode}: credits_used {raw['credits_used']!r} stored")
-            notes = raw.get("notes") or ""
+            if job.credits_used is not None:
+                case.problems.append(f"{mode}: credits_used {job.credits_used!r} stored")
+            notes = str(job.to_dict().get("notes") or raw.get("notes") or "")
             if "credit" not in notes.lower():
                 case.problems.append(f"{mode}: no note about the credits ({notes!r})")
         _one_create(case, hr, prompts[mode])
