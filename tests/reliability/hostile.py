@@ -1,0 +1,517 @@
+"""Misbehaving peers for the hostile-peer tests: an upstream front and webhook receivers.
+
+Everything here listens on loopback only. Every misbehaviour is bounded in bytes and in
+time, notices at once when the worker hangs up (the socket turns readable and a peek
+finds the end of the stream), and stops when the peer is reset or stopped.
+
+- :class:`HostileUpstream` sits in front of the simulator (``AIMLAPI_BASE_URL``). It
+  forwards every request to the simulator first, so the simulator's request log stays
+  the oracle for "one create per job"; then, for a job whose prompt carries
+  ``[hostile:MODE@create]`` or ``[hostile:MODE@status]``, it answers that job's create
+  or status calls in its own way instead of relaying the simulator's answer.
+- :class:`HostileReceiver` is a webhook receiver whose path chooses its behaviour
+  (``/ok``, ``/trickle``, ``/huge``, ``/chunked``, ``/redirect``). It records every
+  delivery, the most deliveries in progress at once per ``webhook-id``, and whether
+  anyone followed the redirect.
+- :class:`TreeRSS` samples the resident memory of a process and its children.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import re
+import select
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import psutil  # type: ignore[import-untyped]
+
+TRICKLE_INTERVAL = 0.5  # seconds between two bytes of a trickled answer
+TRICKLE_MAX = 40.0  # a trickle gives up (sends the rest at once) after this long
+STREAM_MAX = 60.0  # a huge or endless answer stops after this long ...
+HUGE_BYTES = 1_500_000_000  # ... or after this many bytes
+CHUNK = 1 << 20
+ELSEWHERE = "/_hostile/elsewhere"  # where the redirects point
+
+_TAG = re.compile(r"\[hostile:([a-z0-9_]+)@(create|status)\]")
+
+# Status modes the front answers by rewriting the simulator's `completed` answer.
+REWRITES: dict[str, Callable[[dict[str, Any]], None]] = {
+    "url_javascript": lambda d: d.__setitem__("video", {"url": "javascript:alert(1)"}),
+    "url_file": lambda d: d.__setitem__("video", {"url": "file:///etc/passwd"}),
+    "url_data": lambda d: d.__setitem__("video", {"url": "data:video/mp4;base64,AAAA"}),
+    "credits_nan": lambda d: d.__setitem__("meta", {"usage": {"credits_used": float("nan")}}),
+    "credits_inf": lambda d: d.__setitem__("meta", {"usage": {"credits_used": float("inf")}}),
+    "credits_negative": lambda d: d.__setitem__("meta", {"usage": {"credits_used": -5}}),
+}
+
+
+def hostile_tag(mode: str, where: str) -> str:
+    """The prompt tag that makes the front misbehave: ``where`` is create or status."""
+    return f"[hostile:{mode}@{where}]"
+
+
+# --- the wire ---------------------------------------------------------------------------
+
+
+class Wire:
+    """Bounded, interruptible writes to one accepted socket."""
+
+    def __init__(self, sock: socket.socket, stop: threading.Event, budget: float) -> None:
+        self.sock = sock
+        self.stop = stop
+        self.started = time.monotonic()
+        self.until = self.started + budget
+        self.sent = 0
+        self.ended = ""  # why the writes stopped: done | peer_closed | stopped | budget
+        sock.settimeout(0.2)
+
+    def _over(self) -> bool:
+        if self.stop.is_set():
+            self.ended = "stopped"
+        elif time.monotonic() > self.until:
+            self.ended = "budget"
+        return bool(self.ended)
+
+    def peer_gone(self, wait: float = 0.0) -> bool:
+        """True once the peer has closed (readable, and a peek finds end of stream)."""
+        try:
+            readable, _, _ = select.select([self.sock], [], [], wait)
+            if readable and self.sock.recv(1, socket.MSG_PEEK) == b"":
+                self.ended = "peer_closed"
+        except (OSError, ValueError):
+            self.ended = "peer_closed"
+        return self.ended == "peer_closed"
+
+    def send(self, data: bytes) -> bool:
+        """Send all of ``data``; False (stop writing) if the peer left or time is up."""
+        view = memoryview(data)
+        while view:
+            if self._over():
+                return False
+            try:
+                n = self.sock.send(view)
+            except TimeoutError:
+                if self.peer_gone():
+                    return False
+                continue
+            except OSError:
+                self.ended = "peer_closed"
+                return False
+            view = view[n:]
+            self.sent += n
+        return True
+
+    def pause(self, seconds: float) -> bool:
+        """Wait ``seconds``, waking early if the peer hangs up; False if it did."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            if self._over() or self.peer_gone(min(left, 0.1)):
+                return False
+        return not self._over()
+
+    def trickle(self, data: bytes, interval: float = TRICKLE_INTERVAL,
+                limit: float = TRICKLE_MAX) -> bool:
+        """One byte every ``interval`` for up to ``limit`` seconds, then the rest."""
+        give_up = time.monotonic() + limit
+        for i in range(len(data)):
+            if time.monotonic() > give_up:
+                return self.send(data[i:])
+            if not self.send(data[i:i + 1]) or not self.pause(interval):
+                return False
+        return True
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+def _head(code: int, headers: dict[str, str]) -> bytes:
+    reason = http.client.responses.get(code, "")
+    lines = [f"HTTP/1.1 {code} {reason}", *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def misbehave(wire: Wire, mode: str, answer: bytes, location: str) -> None:
+    """Answer an HTTP request in one of the hostile ways. ``answer`` is a valid body
+    (used where the mode keeps one: trickles and redirects)."""
+    json_type = {"Content-Type": "application/json"}
+    if mode == "trickle_headers":
+        head = _head(200, {**json_type, "Content-Length": str(len(answer))})
+        if wire.trickle(head):
+            wire.send(answer)
+    elif mode in ("trickle", "trickle_body"):
+        # whitespace before the JSON keeps it valid and makes the trickle last
+        padded = b" " * max(0, int(TRICKLE_MAX / TRICKLE_INTERVAL) - len(answer)) + answer
+        if wire.send(_head(200, {**json_type, "Content-Length": str(len(padded))})):
+            wire.trickle(padded)
+    elif mode.startswith("redirect"):
+        code = int(mode.split("_")[1]) if "_" in mode else 302
+        wire.send(_head(code, {**json_type, "Location": location,
+                               "Content-Length": str(len(answer))}) + answer)
+    elif mode == "huge":
+        if wire.send(_head(200, {**json_type, "Content-Length": str(HUGE_BYTES)})):
+            block = b"x" * CHUNK
+            left = HUGE_BYTES
+            while left > 0 and wire.send(block[:left]):
+                left -= min(left, CHUNK)
+    elif mode == "chunked":
+        if wire.send(_head(200, {**json_type, "Transfer-Encoding": "chunked"})):
+            size = 64 * 1024
+            frame = f"{size:x}\r\n".encode() + b"x" * size + b"\r\n"
+            while wire.sent < HUGE_BYTES and wire.send(frame):
+                pass
+    else:
+        raise ValueError(f"unknown hostile mode {mode!r}")
+    if not wire.ended:
+        wire.ended = "done"
+
+
+# --- the upstream front -----------------------------------------------------------------
+
+
+@dataclass
+class Misbehaviour:
+    mode: str
+    where: str  # create | status
+    key: str  # the prompt (create) or the generation id (status)
+    seconds: float
+    sent: int
+    ended: str
+
+
+@dataclass
+class FrontRecord:
+    """What the front did between two resets."""
+
+    stop: threading.Event = field(default_factory=threading.Event)
+    status_modes: dict[str, str] = field(default_factory=dict)  # generation id -> mode
+    done: list[Misbehaviour] = field(default_factory=list)
+    redirect_hits: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def misbehaviours(self, where: str, key: str | None) -> list[Misbehaviour]:
+        with self.lock:
+            return [m for m in self.done if m.where == where and m.key == key]
+
+
+class _FrontHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server: _FrontServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def _relay(self, code: int, content_type: str, body: bytes) -> None:
+        head = _head(code, {"Content-Type": content_type, "Content-Length": str(len(body))})
+        self.wfile.write(head + body)
+
+    def _handle(self, method: str) -> None:
+        front = self.server.front
+        state = front.state  # a reset meanwhile must not move this request's record
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        url = urlsplit(self.path)
+        if url.path == ELSEWHERE:
+            with state.lock:
+                state.redirect_hits.append(f"{method} {self.path}")
+            return self._relay(200, "application/json", b"{}")
+        code, content_type, answer = front.forward(method, self.path, dict(self.headers), body)
+        mode = where = key = None
+        if method == "POST":
+            prompt = _prompt(body)
+            tag = _TAG.search(prompt)
+            if tag and code == 200:
+                mode, where, key = tag.group(1), tag.group(2), prompt
+                if where == "status":
+                    gen_id = str(json.loads(answer).get("id"))
+                    with state.lock:
+                        state.status_modes[gen_id] = mode
+                    mode = None
+        else:
+            gen_id = (parse_qs(url.query).get("generation_id") or [""])[0]
+            with state.lock:
+                mode = state.status_modes.get(gen_id)
+            where, key = "status", gen_id
+        if mode is None or where is None or key is None:
+            return self._relay(code, content_type, answer)
+        if mode in REWRITES:
+            data = json.loads(answer)
+            if isinstance(data, dict) and data.get("status") == "completed":
+                REWRITES[mode](data)
+                answer = json.dumps(data).encode()  # NaN and Infinity as raw tokens
+            return self._relay(code, content_type, answer)
+        self.close_connection = True
+        wire = Wire(self.connection, state.stop, budget=STREAM_MAX + 5)
+        try:
+            misbehave(wire, mode, answer, front.url(ELSEWHERE))
+        finally:
+            with state.lock:
+                state.done.append(Misbehaviour(mode, where, key, round(wire.elapsed(), 2),
+                                                     wire.sent, wire.ended))
+
+
+def _prompt(body: bytes) -> str:
+    try:
+        data = json.loads(body or b"null")
+    except ValueError:
+        return ""
+    return str(data.get("prompt") or "") if isinstance(data, dict) else ""
+
+
+class _FrontServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+
+    def __init__(self, front: HostileUpstream) -> None:
+        self.front = front
+        super().__init__(("127.0.0.1", 0), _FrontHandler)
+
+
+class HostileUpstream:
+    """A front for the simulator that misbehaves for tagged jobs (see the module doc)."""
+
+    def __init__(self, sim_port: int) -> None:
+        self.sim_port = sim_port
+        self.state = FrontRecord()
+        self._server = _FrontServer(self)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v2"
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def start(self) -> HostileUpstream:
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        name="hostile-upstream", daemon=True)
+        self._thread.start()
+        return self
+
+    def forward(self, method: str, path: str, headers: dict[str, str],
+                body: bytes) -> tuple[int, str, bytes]:
+        """The simulator's answer to the same request."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.sim_port, timeout=10)
+        try:
+            keep = {k: v for k, v in headers.items()
+                    if k.lower() in ("authorization", "content-type")}
+            conn.request(method, path, body=body or None, headers=keep)
+            resp = conn.getresponse()
+            return resp.status, resp.getheader("Content-Type") or "", resp.read()
+        finally:
+            conn.close()
+
+    def reset(self) -> FrontRecord:
+        """Stop every misbehaviour in progress and forget the hostile jobs (their later
+        calls are relayed unchanged). Returns the record since the last reset."""
+        old, self.state = self.state, FrontRecord()
+        old.stop.set()
+        return old
+
+    def stop(self) -> None:
+        self.state.stop.set()
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(10)
+            self._thread = None
+        self._server.server_close()
+
+
+# --- webhook receivers ------------------------------------------------------------------
+
+
+@dataclass
+class Delivery:
+    webhook_id: str
+    path: str
+    started: float
+    seconds: float = 0.0
+    sent: int = 0
+    ended: str = ""
+
+
+@dataclass
+class ReceiverRecord:
+    """What the receivers saw between two resets."""
+
+    stop: threading.Event = field(default_factory=threading.Event)
+    deliveries: list[Delivery] = field(default_factory=list)
+    in_progress: Counter[str] = field(default_factory=Counter)
+    most_at_once: Counter[str] = field(default_factory=Counter)
+    redirect_hits: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class _ReceiverHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server: _ReceiverServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    def do_POST(self) -> None:
+        self._handle()
+
+    def _handle(self) -> None:
+        state = self.server.receiver.state
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        path = urlsplit(self.path).path
+        if path == "/elsewhere":
+            with state.lock:
+                state.redirect_hits.append(self.path)
+            self.wfile.write(_head(200, {"Content-Length": "0"}))
+            return
+        webhook_id = self.headers.get("webhook-id", "")
+        delivery = Delivery(webhook_id, path, time.time())
+        with state.lock:
+            state.deliveries.append(delivery)
+            state.in_progress[webhook_id] += 1
+            state.most_at_once[webhook_id] = max(state.most_at_once[webhook_id],
+                                                 state.in_progress[webhook_id])
+        # /ok answers even after the brake (state.stop) stopped the hostile answers
+        stop = threading.Event() if path == "/ok" else state.stop
+        wire = Wire(self.connection, stop, budget=STREAM_MAX + 5)
+        try:
+            if path == "/ok":
+                wire.send(_head(200, {"Content-Type": "application/json",
+                                      "Content-Length": "2"}) + b"{}")
+                wire.ended = "done"
+            else:
+                self.close_connection = True
+                mode = {"/trickle": "trickle_body", "/huge": "huge", "/chunked": "chunked",
+                        "/redirect": "redirect_302"}.get(path, "")
+                misbehave(wire, mode, b'{"ok": true}',
+                          self.server.receiver.url("/elsewhere"))
+        finally:
+            with state.lock:
+                state.in_progress[webhook_id] -= 1
+                delivery.seconds = round(wire.elapsed(), 2)
+                delivery.sent = wire.sent
+                delivery.ended = wire.ended
+
+
+class _ReceiverServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+
+    def __init__(self, receiver: HostileReceiver) -> None:
+        self.receiver = receiver
+        super().__init__(("127.0.0.1", 0), _ReceiverHandler)
+
+
+class HostileReceiver:
+    """Webhook receivers, one per path: /ok, /trickle, /huge, /chunked, /redirect."""
+
+    def __init__(self) -> None:
+        self.state = ReceiverRecord()
+        self._server = _ReceiverServer(self)
+        self._thread: threading.Thread | None = None
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}{path}"
+
+    def start(self) -> HostileReceiver:
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        name="hostile-receiver", daemon=True)
+        self._thread.start()
+        return self
+
+    def reset(self) -> ReceiverRecord:
+        """Stop every answer in progress; returns the record since the last reset."""
+        old, self.state = self.state, ReceiverRecord()
+        old.stop.set()
+        return old
+
+    def stop(self) -> None:
+        self.state.stop.set()
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(10)
+            self._thread = None
+        self._server.server_close()
+
+
+# --- memory -----------------------------------------------------------------------------
+
+
+class TreeRSS:
+    """Samples the summed RSS of a process and all its descendants every ``every``
+    seconds. ``on_exceed`` is called once if growth passes ``safety_bytes`` (to stop a
+    peer before it pushes the machine too far)."""
+
+    def __init__(self, pid: int, every: float = 0.2, safety_bytes: int = 800 << 20,
+                 on_exceed: Callable[[], None] | None = None) -> None:
+        self.pid = pid
+        self.every = every
+        self.safety_bytes = safety_bytes
+        self.on_exceed = on_exceed
+        self.baseline = self._sample()
+        self.peak = self.baseline
+        self.samples = 1
+        self.tripped = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tree-rss", daemon=True)
+
+    def _sample(self) -> int:
+        try:
+            root = psutil.Process(self.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return 0
+        total = 0
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                total += proc.memory_info().rss
+        return total
+
+    def _run(self) -> None:
+        give_up = time.monotonic() + 600  # bounded even if nobody stops it
+        while not self._stop.wait(self.every) and time.monotonic() < give_up:
+            rss = self._sample()
+            self.samples += 1
+            self.peak = max(self.peak, rss)
+            if not self.tripped and rss - self.baseline > self.safety_bytes:
+                self.tripped = True
+                if self.on_exceed is not None:
+                    self.on_exceed()
+
+    def __enter__(self) -> TreeRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    @property
+    def growth_mb(self) -> float:
+        return round((self.peak - self.baseline) / 2**20, 1)
