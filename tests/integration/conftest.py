@@ -104,11 +104,8 @@ def cluster_env(settings: Settings) -> dict[str, str]:
         "VIDEOQ_API_ADMINS": settings.api_admins,
         "VIDEOQ_MAX_REQUEST_BYTES": str(settings.max_request_bytes),
         "VIDEOQ_LOG_LEVEL": "DEBUG",
-        # Settings that are being added: read with a default so this works before and
-        # after they exist (then plain attribute access will do).
-        "VIDEOQ_HTTP_TOTAL_TIMEOUT": str(getattr(settings, "http_total_timeout", 40.0)),
-        "VIDEOQ_WEBHOOK_TIMEOUT": str(getattr(settings, "webhook_timeout", 10.0)),
-        "VIDEOQ_ALLOW_PRIVATE_URLS": str(getattr(settings, "allow_private_urls", False)).lower(),
+        "VIDEOQ_HTTP_TOTAL_TIMEOUT": str(settings.upstream_call_timeout),
+        "VIDEOQ_WEBHOOK_TIMEOUT": str(settings.webhook_timeout),
     }
 
 
