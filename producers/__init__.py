@@ -28,6 +28,7 @@ def __getattr__(name: str) -> Any:
         return getattr(client, name)
     raise AttributeError(f"module 'producers' has no attribute {name!r}")
 
+
 ValidationError = RequestError  # the name SPEC uses; same class
 
 __all__ = [

@@ -4,13 +4,15 @@ the real job store (Redis)."""
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from tests.fakes import FakeClock, FakeUpstream, RecordingScheduler
+from tests.rawhttp import Handler, RawServer
 from worker.chain import Runtime, run_generate, run_poll
+from worker.http import EventLoop
 from worker.request import parse_request
 from worker.settings import Settings
 from worker.states import JobState
@@ -71,3 +73,27 @@ def world(make_settings: Callable[..., Settings]) -> Callable[..., World]:
     return make
 
 
+
+
+@pytest.fixture(scope="module")
+def io_loop() -> Iterator[EventLoop]:
+    """An event loop in a thread, as a worker process has, for a test module."""
+    loop = EventLoop()
+    yield loop
+    running = loop.get()
+    running.call_soon_threadsafe(running.stop)
+
+
+@pytest.fixture
+def raw_server() -> Iterator[Callable[[Handler], RawServer]]:
+    """Start raw HTTP peers on 127.0.0.1 (``raw_server(handler)``); all closed after."""
+    servers: list[RawServer] = []
+
+    def start(handler: Handler) -> RawServer:
+        server = RawServer(handler)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()

@@ -417,14 +417,6 @@ def silent_server() -> Iterator[Callable[[], int]]:
     sock.close()
 
 
-@pytest.fixture(scope="module")
-def io_loop() -> Iterator[EventLoop]:
-    loop = EventLoop()
-    yield loop
-    running = loop.get()
-    running.call_soon_threadsafe(running.stop)
-
-
 @pytest.fixture
 def real_client(io_loop: EventLoop) -> Iterator[Callable[..., UpstreamClient]]:
     made: list[BoundedHttp] = []

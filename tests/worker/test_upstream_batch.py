@@ -35,14 +35,6 @@ def sim() -> Iterator[Simulator]:
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def io_loop() -> Iterator[EventLoop]:
-    loop = EventLoop()
-    yield loop
-    running = loop.get()
-    running.call_soon_threadsafe(running.stop)
-
-
 @pytest.fixture
 def client_for(io_loop: EventLoop) -> Iterator[Callable[..., UpstreamClient]]:
     made: list[BoundedHttp] = []

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from multidict import CIMultiDict
 
+from tests.rawhttp import Handler, RawServer, answer, trickle_body
 from tests.worker.conftest import World
-from tests.worker.test_http import Handler, RawServer, answer, trickle_body
 from worker.http import Answer, BoundedHttp, ConnectFailed, EventLoop, HttpFailure
 from worker.request import parse_request
 from worker.sweeper import sweep
@@ -56,14 +56,6 @@ def test_verify_accepts_a_good_webhook_and_refuses_tampering() -> None:
         verify(other, headers, body, now=1700000010)
     with pytest.raises(WebhookVerificationError, match="headers"):
         verify(SECRET, {}, body)
-
-
-@pytest.fixture(scope="module")
-def io_loop() -> Iterator[EventLoop]:
-    loop = EventLoop()
-    yield loop
-    running = loop.get()
-    running.call_soon_threadsafe(running.stop)
 
 
 class FakeHttp:
@@ -157,20 +149,6 @@ def test_webhook_gives_up_at_the_end_of_the_window(
 
 
 @pytest.fixture
-def receiver() -> Iterator[Callable[[Handler], RawServer]]:
-    servers: list[RawServer] = []
-
-    def start(handler: Handler) -> RawServer:
-        server = RawServer(handler)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.close()
-
-
-@pytest.fixture
 def real_http(io_loop: EventLoop) -> Iterator[Callable[[World], BoundedHttp]]:
     made: list[BoundedHttp] = []
 
@@ -204,7 +182,7 @@ def wait_for(check: Callable[[], bool], seconds: float = 5.0) -> bool:
 
 
 def test_a_delivery_in_progress_holds_the_lease_so_nothing_is_sent_twice(
-    world: Callable[..., World], receiver: Callable[[Handler], RawServer],
+    world: Callable[..., World], raw_server: Callable[[Handler], RawServer],
     real_http: Callable[[World], BoundedHttp],
 ) -> None:
     release = threading.Event()
@@ -216,7 +194,7 @@ def test_a_delivery_in_progress_holds_the_lease_so_nothing_is_sent_twice(
                           b"Connection: close\r\n\r\n")
         conn.close()
 
-    server = receiver(hold_then_accept)
+    server = raw_server(hold_then_accept)
     w = world(webhook_secret=SECRET, webhook_timeout=5.0)
     job_id = finished_job_with_hook(w, server.url + "hook")
     w.scheduler.pop()
@@ -241,10 +219,10 @@ def test_a_delivery_in_progress_holds_the_lease_so_nothing_is_sent_twice(
 
 
 def test_after_a_dead_workers_lease_runs_out_the_sweeper_delivers_again(
-    world: Callable[..., World], receiver: Callable[[Handler], RawServer],
+    world: Callable[..., World], raw_server: Callable[[Handler], RawServer],
     real_http: Callable[[World], BoundedHttp],
 ) -> None:
-    server = receiver(answer("200 OK", b"ok"))
+    server = raw_server(answer("200 OK", b"ok"))
     w = world(webhook_secret=SECRET, webhook_timeout=3.0)
     job_id = finished_job_with_hook(w, server.url + "hook")
     w.scheduler.pop()
@@ -267,10 +245,10 @@ def test_after_a_dead_workers_lease_runs_out_the_sweeper_delivers_again(
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
 def test_a_private_receiver_is_refused_unless_allowed(
-    world: Callable[..., World], receiver: Callable[[Handler], RawServer],
+    world: Callable[..., World], raw_server: Callable[[Handler], RawServer],
     real_http: Callable[[World], BoundedHttp], host: str,
 ) -> None:
-    server = receiver(answer("204 No Content"))
+    server = raw_server(answer("204 No Content"))
     w = world(webhook_secret=SECRET, allow_private_urls=False)
     job_id = finished_job_with_hook(w, f"http://{host}:{server.port}/hook")
     w.scheduler.pop()
@@ -286,11 +264,11 @@ def test_a_private_receiver_is_refused_unless_allowed(
 
 
 def test_a_redirecting_receiver_is_not_followed(
-    world: Callable[..., World], receiver: Callable[[Handler], RawServer],
+    world: Callable[..., World], raw_server: Callable[[Handler], RawServer],
     real_http: Callable[[World], BoundedHttp],
 ) -> None:
-    target = receiver(answer("204 No Content"))
-    server = receiver(answer("302 Found", b"", {"Location": target.url + "hook"}))
+    target = raw_server(answer("204 No Content"))
+    server = raw_server(answer("302 Found", b"", {"Location": target.url + "hook"}))
     w = world(webhook_secret=SECRET, webhook_window=60.0)
     job_id = finished_job_with_hook(w, server.url + "hook")
     w.scheduler.pop()
@@ -307,10 +285,10 @@ def test_a_redirecting_receiver_is_not_followed(
 
 
 def test_a_receiver_trickling_past_the_webhook_timeout_is_a_timeout(
-    world: Callable[..., World], receiver: Callable[[Handler], RawServer],
+    world: Callable[..., World], raw_server: Callable[[Handler], RawServer],
     real_http: Callable[[World], BoundedHttp],
 ) -> None:
-    server = receiver(trickle_body)
+    server = raw_server(trickle_body)
     w = world(webhook_secret=SECRET, webhook_timeout=1.0, webhook_window=60.0)
     job_id = finished_job_with_hook(w, server.url + "hook")
     w.scheduler.pop()
