@@ -14,7 +14,6 @@ from collections.abc import Callable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError as RedisReadOnlyError
 from redis.exceptions import ResponseError as RedisResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -24,7 +23,7 @@ from worker.keys import GENERATE_TASK, WEBHOOK_TASK, task_label
 from worker.request import MAX_URL_LENGTH, RequestError, build_request
 from worker.settings import Settings, load_settings
 from worker.states import ACTIVE_STATES, ErrorKind, JobState
-from worker.store import JobStore, Outcome, connect
+from worker.store import JobStore, Outcome, connect, write_refusal
 from worker.urls import UrlRefused, check_url
 
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
@@ -87,21 +86,6 @@ def _never_sent(exc: BaseException) -> bool:
     return "connecting to" in str(exc).lower()
 
 
-def _refusal(exc: RedisResponseError) -> str | None:
-    """Why Redis refused a write (out of memory, read-only, cannot persist), or None
-    for any other error."""
-    text = str(exc)
-    if exc.__class__.__name__ == "OutOfMemoryError" or text.startswith("OOM") or (
-        "OOM command not allowed" in text
-    ):
-        return "out of memory (maxmemory reached)"
-    if isinstance(exc, RedisReadOnlyError) or text.startswith("READONLY"):
-        return "it is a read-only replica"
-    if text.startswith("MISCONF") or "MISCONF" in text[:200]:
-        return "it cannot persist to disk (MISCONF)"
-    return None
-
-
 class Client:
     """Submit image-to-video jobs and read their records.
 
@@ -140,7 +124,7 @@ class Client:
 
     def _not_accepted(self, job_id: str, exc: Exception, maybe_written: bool) -> Unavailable:
         """A submit whose store write failed: say whether the job may exist."""
-        if isinstance(exc, RedisResponseError) and (why := _refusal(exc)) and not maybe_written:
+        if (why := write_refusal(exc)) and not maybe_written:
             return Unavailable(f"Redis refuses writes: {why}; the job was not accepted")
         if maybe_written:
             return Unavailable(
@@ -209,7 +193,7 @@ class Client:
                     raise self._not_accepted(new_id, exc, maybe_written) from None
                 time.sleep(min(2.0, 0.05 * 2**attempt))
             except RedisResponseError as exc:
-                if _refusal(exc) is None:
+                if write_refusal(exc) is None:
                     raise
                 raise self._not_accepted(new_id, exc, maybe_written) from None
         if job_id == new_id and maybe_written:
@@ -268,7 +252,7 @@ class Client:
                 job_id=job_id,
             ) from None
         except RedisResponseError as exc:
-            if (why := _refusal(exc)) is None:
+            if (why := write_refusal(exc)) is None:
                 raise
             raise Unavailable(
                 f"could not cancel job {job_id}: Redis refuses writes: {why}; the job is "

@@ -266,12 +266,27 @@ def _fmt(value: object) -> str:
 REDIS_UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
 
 
+def write_refusal(exc: BaseException) -> str | None:
+    """Why Redis refused a write that it will take again once it has memory, is a
+    primary again, or can persist again (OOM, READONLY, MISCONF); None for any other
+    error."""
+    if not isinstance(exc, redis.exceptions.ResponseError):
+        return None
+    text = str(exc)
+    if isinstance(exc, redis.exceptions.OutOfMemoryError) or text.startswith("OOM") or (
+        "OOM command not allowed" in text
+    ):
+        return "out of memory (maxmemory reached)"
+    if isinstance(exc, redis.exceptions.ReadOnlyError) or text.startswith("READONLY"):
+        return "it is a read-only replica"
+    if "MISCONF" in text[:200]:
+        return "it cannot persist to disk (MISCONF)"
+    return None
+
+
 def refuses_writes(exc: BaseException) -> bool:
-    """True when Redis refused a write that it will take again once it has memory, is a
-    primary again, or can persist again (OOM, READONLY, MISCONF)."""
-    if isinstance(exc, redis.exceptions.OutOfMemoryError | redis.exceptions.ReadOnlyError):
-        return True
-    return isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith("MISCONF")
+    """True when Redis refused a write it will take again later (:func:`write_refusal`)."""
+    return write_refusal(exc) is not None
 
 
 def redis_unavailable(exc: BaseException) -> bool:

@@ -378,9 +378,10 @@ def test_redis_refusing_writes_is_unavailable_with_the_reason(
 
 
 def test_write_refusals_are_told_apart_from_other_errors() -> None:
-    from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
+    from redis.exceptions import ConnectionError, OutOfMemoryError, ReadOnlyError, ResponseError
 
-    from producers.client import _refusal
+    from worker.store import refuses_writes
+    from worker.store import write_refusal as _refusal
 
     assert _refusal(OutOfMemoryError("command not allowed when used memory > 'maxmemory'"))
     assert _refusal(ResponseError("OOM command not allowed when used memory > 'maxmemory'"))
@@ -389,6 +390,7 @@ def test_write_refusals_are_told_apart_from_other_errors() -> None:
                             "currently unable to persist to disk")
     assert "MISCONF" in (_refusal(misconf) or "")
     assert _refusal(ResponseError("WRONGTYPE Operation against a key")) is None
+    assert refuses_writes(misconf) and not refuses_writes(ConnectionError("refused"))
 
 
 def test_a_read_only_replica_is_unavailable_with_the_reason(
