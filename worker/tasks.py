@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from functools import partial
 from typing import Any
 
 from celery.exceptions import Reject
@@ -180,6 +181,7 @@ def poll_tick(self: Any, tick: float = 0.0) -> None:
     """Batch mode: poll every job due by ``tick`` (see ``worker.ticks``)."""
     rt = runtime()
     try:
-        run_tick(rt, app.batch(rt), float(tick), rt.upstream.each_status, _BATCH.tick)
+        fetch = partial(rt.upstream.each_status, idle=rt.settings.poll_tick)
+        run_tick(rt, app.batch(rt), float(tick), fetch, _BATCH.tick)
     except RedisError as exc:
         _requeue_on_redis_outage("-", "tick", 0, exc)

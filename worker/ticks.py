@@ -193,14 +193,18 @@ class TickScheduler:
 
 
 # Status calls for a batch, (generation id, timeout) each: each answer as it arrives,
-# with its index among the calls.
-Fetch = Callable[[Sequence[tuple[str, float]]], Iterable[tuple[int, Status | UpstreamError]]]
+# with its index among the calls, or None now and then while none arrives.
+Fetch = Callable[
+    [Sequence[tuple[str, float]]], Iterable[tuple[int, Status | UpstreamError] | None]
+]
 
 
 def fetch_one_by_one(upstream: UpstreamClient) -> Fetch:
     """A :data:`Fetch` through the synchronous client, one call after another (tests)."""
 
-    def fetch(calls: Sequence[tuple[str, float]]) -> Iterator[tuple[int, Status | UpstreamError]]:
+    def fetch(
+        calls: Sequence[tuple[str, float]],
+    ) -> Iterator[tuple[int, Status | UpstreamError] | None]:
         for index, (generation_id, timeout) in enumerate(calls):
             try:
                 yield index, upstream.status(generation_id, timeout=timeout)
@@ -228,18 +232,29 @@ def run_tick(
     if more:
         publish(tick, 0.0)  # the rest of this tick, for another pool slot or worker
     # A poll at its job's deadline has no time left for a call: it times the job out.
-    late = [p for p in claimed if rt.call_timeout(p.deadline_at) <= DEADLINE_EPSILON]
-    due = [p for p in claimed if p not in late]
+    late: list[ClaimedPoll] = []
+    due: list[tuple[ClaimedPoll, float]] = []
+    for poll in claimed:
+        timeout = rt.call_timeout(poll.deadline_at)
+        if timeout <= DEADLINE_EPSILON:
+            late.append(poll)
+        else:
+            due.append((poll, timeout))
     collected = TickScheduler(rt.scheduler, rt.clock)
     tick_rt = replace(rt, scheduler=collected)
-    steps: Iterator[tuple[ClaimedPoll, Status | UpstreamError | None]] = chain(
+    answers = fetch([(p.generation_id, timeout) for p, timeout in due])
+    steps: Iterator[tuple[ClaimedPoll, Status | UpstreamError | None] | None] = chain(
         ((p, None) for p in late),
-        ((due[i], answer) for i, answer in
-         fetch([(p.generation_id, rt.call_timeout(p.deadline_at)) for p in due])),
+        (None if item is None else (due[item[0]][0], item[1]) for item in answers),
     )
     failed = scheduled = 0
-    flushed_at = rt.clock()
-    for poll, answer in steps:
+    for step in steps:
+        if step is None:
+            # No answer yet: while a slow peer holds a call, the next polls of the jobs
+            # that have answered are written to the book, not held back.
+            scheduled += _flush(book, collected, rt.clock(), publish)
+            continue
+        poll, answer = step
         try:
             if answer is None:
                 poll_out_of_time(tick_rt, poll.job_id, poll.seq, poll.errors)
@@ -255,11 +270,6 @@ def run_tick(
                 attempt=poll.seq, error=f"{type(exc).__name__}: {exc}",
                 retry_at=round(lease_until, 3),
             )
-        # Answers come as they arrive: while a slow peer holds one call, the next polls
-        # of the others are written to the book every tick's width, not held back.
-        if rt.clock() - flushed_at >= settings.poll_tick:
-            scheduled += _flush(book, collected, rt.clock(), publish)
-            flushed_at = rt.clock()
     scheduled += _flush(book, collected, rt.clock(), publish)
     logs.event(
         "tick.done", level=logging.DEBUG, tick=round(tick, 3), polled=len(claimed),
@@ -274,6 +284,8 @@ def _flush(
 ) -> int:
     """Write the next polls collected so far to the book; publish the ticks they need."""
     polls, collected.polls = collected.polls, []
+    if not polls:
+        return 0
     for fresh in book.schedule(polls, now):
         publish(fresh, max(0.0, fresh - now))
     return len(polls)

@@ -174,16 +174,18 @@ class UpstreamClient:
         """Many status calls at once on the loop, each ``(generation id, timeout)``: each
         generation's status or its classified error, in the order given."""
         answers: list[Status | UpstreamError | None] = [None] * len(calls)
-        for index, answer in self.each_status(calls):
-            answers[index] = answer
+        for item in self.each_status(calls):
+            if item is not None:
+                answers[item[0]] = item[1]
         return [a for a in answers if a is not None]
 
     def each_status(
-        self, calls: Sequence[tuple[str, float]]
-    ) -> Iterator[tuple[int, Status | UpstreamError]]:
+        self, calls: Sequence[tuple[str, float]], idle: float = 0.25
+    ) -> Iterator[tuple[int, Status | UpstreamError] | None]:
         """The calls of :meth:`statuses`, made at once on the loop, each answer given as
         soon as it arrives, with its index in ``calls``: one slow peer holds back no
-        other answer. Every call ends by its own timeout."""
+        other answer. While no answer arrives for ``idle`` seconds, None is given, so
+        the caller can do its own work meanwhile. Every call ends by its own timeout."""
         if not calls:
             return
         arrived: queue.SimpleQueue[tuple[int, Status | UpstreamError]] = queue.SimpleQueue()
@@ -198,14 +200,18 @@ class UpstreamClient:
         give_up = time.monotonic() + max(t for _, t in calls) + 5.0
         pending = set(range(len(calls)))
         while pending:
-            try:
-                index, answer = arrived.get(timeout=max(0.0, give_up - time.monotonic()))
-            except queue.Empty:  # the loop is too busy to end the calls itself
+            left = give_up - time.monotonic()
+            if left <= 0:  # the loop is too busy to end the calls itself
                 future.cancel()
                 for index in sorted(pending):
                     yield index, Transient("no answer in time (the event loop is overloaded)",
                                            outcome_unknown=True, kind="timeout")
                 return
+            try:
+                index, answer = arrived.get(timeout=min(idle, left))
+            except queue.Empty:
+                yield None
+                continue
             pending.discard(index)
             yield index, answer
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
@@ -182,3 +182,50 @@ def test_a_tick_that_dies_mid_call_leaves_its_jobs_leased_for_the_timeouts(
     assert tick(w, book, s) == 1
     job = w.store.get("a")
     assert job is not None and job.polls == 2
+
+
+def test_answers_are_taken_as_they_arrive_and_next_polls_written_meanwhile(
+    world: Callable[..., World],
+) -> None:
+    """A slow status call holds back no other job: while it is out (the fetch says
+    so with None), the next polls of the jobs that answered are in the book, with
+    their ticks published."""
+    w, book, s = batch_world(world, poll_interval=10.0)
+    start(w, "a", "b", "c")
+    w.clock.advance(10.0)
+    book_while_c_is_out: list[float | None] = []
+    published_while_c_is_out: list[int] = []
+
+    def fetch(
+        calls: Sequence[tuple[str, float]],
+    ) -> Iterator[tuple[int, Status] | None]:
+        slow = next(i for i, (g, _) in enumerate(calls) if g == "gen-c")
+        for index, (generation_id, _) in enumerate(calls):
+            if index != slow:
+                yield index, Status(generation_id, "generating")
+        yield None  # c's call is still out
+        book_while_c_is_out.append(w.store.redis.zscore(w.store.keys.polls(), "a"))
+        published_while_c_is_out.append(len(s.ticks))
+        w.clock.advance(2.0)
+        yield slow, Status("gen-c", "generating")
+
+    before = len(s.ticks)
+    assert run_tick(w.rt, book, tick_of(w.clock(), TICK), fetch, s.publish) == 3
+    a_due = book_while_c_is_out[0]
+    assert a_due is not None and a_due == pytest.approx(w.clock() - 2.0 + 10.0)
+    assert published_while_c_is_out[0] > before
+    assert w.store.redis.zscore(w.store.keys.polls(), "c") == pytest.approx(w.clock() + 10.0)
+
+
+def test_a_poll_at_the_deadline_times_the_job_out_without_a_call(
+    world: Callable[..., World],
+) -> None:
+    w, book, s = batch_world(world, poll_interval=10.0, deadline=30.0)
+    start(w, "a")
+    w.clock.now = w.deadline_at  # the clamped last step, due at the deadline
+    book.schedule([("a", w.clock(), 2)], w.clock())
+    assert tick(w, book, s) == 1
+    assert w.upstream.polls == []
+    job = w.store.get("a")
+    assert job is not None and job.state is JobState.TIMED_OUT
+    assert job.error is not None and "unreachable" in job.error.message
