@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 import time
 from typing import Any
 
@@ -83,12 +84,19 @@ class VideoqCelery(Celery):  # type: ignore[misc]
         self.steps["worker"].add(SweeperStep)
         self._runtime: tuple[int, Runtime] | None = None
         self._batch: tuple[int, PollBook] | None = None
+        self._locks: dict[int, threading.Lock] = {}
 
     def runtime(self, scheduler: Scheduler) -> Runtime:
         """This process's Redis pool, event loop and HTTP clients (made after fork, once
         per process)."""
         pid = os.getpid()
-        if self._runtime is None or self._runtime[0] != pid:
+        if self._runtime is not None and self._runtime[0] == pid:
+            return self._runtime[1]
+        # Pool threads may ask at once; a lock per process (a forked child gets its own,
+        # never one a parent's thread held at the fork).
+        with self._locks.setdefault(pid, threading.Lock()):
+            if self._runtime is not None and self._runtime[0] == pid:
+                return self._runtime[1]
             settings = self.videoq_settings
             loop = EventLoop()
             self._runtime = (
@@ -103,13 +111,16 @@ class VideoqCelery(Celery):  # type: ignore[misc]
                     http=webhook_http(settings, loop),
                 ),
             )
-        return self._runtime[1]
+            return self._runtime[1]
 
     def batch(self, rt: Runtime) -> PollBook:
         """Batch mode: this process's poll book, on ``rt``'s Redis pool."""
-        if self._batch is None or self._batch[0] != os.getpid():
-            book = PollBook(rt.store.redis, rt.store.keys, self.videoq_settings.poll_tick)
-            self._batch = (os.getpid(), book)
+        pid = os.getpid()
+        if self._batch is None or self._batch[0] != pid:
+            with self._locks.setdefault(pid, threading.Lock()):
+                if self._batch is None or self._batch[0] != pid:
+                    book = PollBook(rt.store.redis, rt.store.keys, self.videoq_settings.poll_tick)
+                    self._batch = (pid, book)
         return self._batch[1]
 
 

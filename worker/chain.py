@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import redis
+
 from . import logs
 from .http import BoundedHttp
 from .job import Job
@@ -228,16 +230,24 @@ def run_generate(rt: Runtime, job_id: str, deadline_at: float, attempt: int = 1)
 
     now = rt.clock()
     countdown = _clamp(rt, rt.settings.poll_interval, deadline_at, now)
-    saved = rt.store.transition(
-        job_id, [JobState.SUBMITTING], JobState.GENERATING,
-        {
-            "generation_id": created.generation_id,
-            "submitted_at": now,
-            "next_poll_at": now + countdown,
-            "last_error": "",
-        },
-        fence=fence, now=now, due_at=now + countdown + rt.settings.stall_timeout,
-    )
+    try:
+        saved = rt.store.transition(
+            job_id, [JobState.SUBMITTING], JobState.GENERATING,
+            {
+                "generation_id": created.generation_id,
+                "submitted_at": now,
+                "next_poll_at": now + countdown,
+                "last_error": "",
+            },
+            fence=fence, now=now, due_at=now + countdown + rt.settings.stall_timeout,
+        )
+    except redis.RedisError:
+        # A paid generation whose id could not be saved: its id must not be lost.
+        logs.event(
+            "job.orphaned_generation", level=logging.ERROR, job_id=job_id, attempt=attempt,
+            generation_id=created.generation_id, reason="Redis failed while saving the id",
+        )
+        raise
     if saved is not Outcome.APPLIED:
         if rt.store.keep_generation_id(job_id, created.generation_id):
             return _drop(job_id, "generate", attempt, "cancelled during the create", None)
@@ -480,7 +490,9 @@ def _clamp(rt: Runtime, delay: float, deadline_at: float, now: float) -> float:
     time for a call, and times the job out.
     """
     remaining = deadline_at - now
-    look = min(FINAL_LOOK, rt.upstream_timeout)
+    # In batch mode a poll runs up to a tick after it is due: that much earlier still.
+    tick = rt.settings.poll_tick if rt.settings.poll_mode == "batch" else 0.0
+    look = min(FINAL_LOOK, rt.upstream_timeout) + tick
     if remaining - look > DEADLINE_EPSILON:
         return max(0.0, min(delay, remaining - look))
     return max(0.0, min(delay, remaining))

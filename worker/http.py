@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import os
 import socket
 import ssl
@@ -130,25 +131,38 @@ class _Blocked(OSError):
     pass
 
 
-class _GuardedResolver(AbstractResolver):
-    """The system resolver, refusing any name that resolves to a blocked address."""
+class _Resolver(AbstractResolver):
+    """The system resolver on a thread pool of this client's own (so that slow lookups
+    for one client's peers never hold up another's), refusing, when there is a guard,
+    any name that resolves to a blocked address."""
 
-    def __init__(self, guard: Guard) -> None:
-        self._inner = aiohttp.ThreadedResolver()
+    def __init__(self, guard: Guard | None, threads: int) -> None:
         self._guard = guard
+        self._pool = concurrent.futures.ThreadPoolExecutor(threads, "videoq-dns")
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
-        found = await self._inner.resolve(host, port, family)
-        for item in found:
-            reason = self._guard(item["host"])
-            if reason:
-                raise _Blocked(f"{host} resolves to {item['host']}: {reason}")
+        lookup = functools.partial(
+            socket.getaddrinfo, host, port, family, socket.SOCK_STREAM, 0, socket.AI_ADDRCONFIG
+        )
+        infos = await asyncio.get_running_loop().run_in_executor(self._pool, lookup)
+        found: list[ResolveResult] = []
+        for fam, _, proto, _, address in infos:
+            if fam not in (socket.AF_INET, socket.AF_INET6):
+                continue
+            if self._guard is not None and (reason := self._guard(str(address[0]))):
+                raise _Blocked(f"{host} resolves to {address[0]}: {reason}")
+            found.append(ResolveResult(
+                hostname=host, host=str(address[0]), port=int(address[1]), family=fam,
+                proto=proto, flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
+            ))
+        if not found:
+            raise OSError(f"{host} has no address")
         return found
 
     async def close(self) -> None:
-        await self._inner.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 async def _connected(_: aiohttp.ClientSession, ctx: SimpleNamespace, __: object) -> None:
@@ -178,6 +192,8 @@ class BoundedHttp:
         total_timeout: float,
         max_bytes: int,
         concurrency: int = 100,
+        per_host: int = 0,
+        reuse: bool = True,
         guard: Guard | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
@@ -187,7 +203,10 @@ class BoundedHttp:
         self.total_timeout = total_timeout
         self.max_bytes = max_bytes
         self.concurrency = concurrency
+        self.per_host = per_host  # most connections to one host (0: no limit of its own)
+        self.reuse = reuse  # False: a new connection for every call
         self.guard = guard
+        self.in_flight = 0  # calls under way now (read by callers that shed load)
         self.headers = dict(headers or {})
         self._proxies = urllib.request.getproxies_environment()
         self._ssl = _ssl_context()
@@ -200,10 +219,11 @@ class BoundedHttp:
             trace = aiohttp.TraceConfig()
             trace.on_connection_create_end.append(_connected)
             trace.on_connection_reuseconn.append(_connected)
-            resolver = _GuardedResolver(self.guard) if self.guard else None
             session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
-                    limit=self.concurrency, resolver=resolver, ssl=self._ssl
+                    limit=self.concurrency, limit_per_host=self.per_host,
+                    force_close=not self.reuse, resolver=_Resolver(self.guard, 4),
+                    ssl=self._ssl,
                 ),
                 timeout=aiohttp.ClientTimeout(
                     total=None, sock_connect=self.connect_timeout, sock_read=self.read_timeout
@@ -216,6 +236,10 @@ class BoundedHttp:
         return self._session[1]
 
     def _proxy(self, url: str) -> str | None:
+        if self.guard is not None:
+            # Through a proxy only the proxy's address would be checked: a guarded
+            # client connects directly, so that every address it reaches is checked.
+            return None
         scheme = url.split(":", 1)[0].lower()
         proxy = self._proxies.get(scheme)
         if not proxy:
@@ -246,6 +270,7 @@ class BoundedHttp:
             if reason:
                 raise AddressRefused(reason)
         state: dict[str, bool] = {"connected": False}
+        self.in_flight += 1
         try:
             async with asyncio.timeout(total):
                 async with self._client().request(
@@ -266,7 +291,8 @@ class BoundedHttp:
         except TimeoutError:
             raise TimedOut(
                 f"no complete answer within {total:.1f}s" if state["connected"]
-                else f"could not connect within {total:.1f}s",
+                else f"no connection within {total:.1f}s (connecting, or waiting for a "
+                "free connection)",
                 sent=state["connected"],
             ) from None
         except aiohttp.ClientConnectorError as exc:
@@ -277,6 +303,8 @@ class BoundedHttp:
             if not state["connected"]:
                 raise ConnectFailed(f"connection failed: {type(exc).__name__}") from None
             raise Dropped(f"connection dropped: {type(exc).__name__}", sent=True) from None
+        finally:
+            self.in_flight -= 1
 
     def call(self, method: str, url: str, **kwargs: Any) -> Answer:
         """:meth:`request` for synchronous callers: waits on the loop's thread."""

@@ -7,6 +7,7 @@ product's contract (see the README's configuration table): ``AIMLAPI_KEY`` and
 
 from __future__ import annotations
 
+import base64
 import re
 from typing import Literal
 from urllib.parse import urlsplit
@@ -247,6 +248,19 @@ class Settings(BaseSettings):
     @classmethod
     def _redis_url(cls, value: str) -> str:
         return check_redis_url(value)
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value()
+        if raw:
+            try:
+                key = base64.b64decode(raw.removeprefix("whsec_"), validate=True)
+            except ValueError:
+                key = b""
+            if not key:
+                raise ValueError("must be whsec_ followed by base64 (the signing key)")
+        return value
 
     @field_validator("api_tokens")
     @classmethod

@@ -9,6 +9,7 @@ a result.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -181,7 +182,10 @@ return 0
 """
 
 # KEYS[1] job, KEYS[2] webhooks. ARGV: attempt (JSON object), webhook state, next try
-# time (or "" when done), job id. Appends the attempt to the record's list.
+# time (or "" when done), job id, the lease the attempt was made under (or "").
+# Appends the attempt to the record's list and ends the lease. Returns the number of
+# attempts, 0 when the job is gone, -1 when the lease is no longer the record's
+# (it ran out, and another delivery took the webhook): then nothing is written.
 _WEBHOOK_ATTEMPT = LUA_FINITE + """
 local ok, attempt = pcall(cjson.decode, ARGV[1])
 if not ok or type(attempt) ~= 'table' then error('videoq: the attempt is not a JSON object') end
@@ -189,6 +193,9 @@ if ARGV[3] ~= '' then finite(ARGV[3], 'next try') end
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('ZREM', KEYS[2], ARGV[4])
   return 0
+end
+if ARGV[5] ~= '' and (redis.call('HGET', KEYS[1], 'webhook_lease') or '') ~= ARGV[5] then
+  return -1
 end
 local raw = redis.call('HGET', KEYS[1], 'webhook_attempts')
 local attempts = {}
@@ -509,25 +516,30 @@ class JobStore:
     # --- webhooks --------------------------------------------------------------------------
 
     def webhook_attempt(
-        self, job_id: str, attempt: Mapping[str, object], state: str, next_at: float | None
+        self, job_id: str, attempt: Mapping[str, object], state: str, next_at: float | None,
+        *, lease: str = "",
     ) -> int:
-        """Record one delivery attempt; ``next_at`` None means no more tries."""
+        """Record one delivery attempt made under ``lease`` (from :meth:`claim_webhook`);
+        ``next_at`` None means no more tries. Returns -1, writing nothing, when the
+        lease ran out and another delivery holds the webhook."""
         return int(
             self._webhook_attempt(
                 keys=[self.keys.job(job_id), self.keys.webhooks()],
                 args=[json.dumps(attempt), state, "" if next_at is None else repr(next_at),
-                      job_id],
+                      job_id, lease],
             )
         )
 
-    def claim_webhook(self, job_id: str, now: float, lease_until: float) -> bool:
-        """Take the lease on a pending webhook's delivery (False: not pending, or a
-        delivery in progress holds it)."""
+    def claim_webhook(self, job_id: str, now: float, lease_until: float) -> str | None:
+        """Take the lease on a pending webhook's delivery: the lease (to record the
+        attempt under), or None when it is not pending or a delivery in progress holds
+        it."""
+        lease = repr(lease_until)
         result = self._claim_webhook(
             keys=[self.keys.job(job_id), self.keys.webhooks()],
-            args=[repr(now), repr(lease_until), job_id],
+            args=[repr(now), lease, job_id],
         )
-        return int(result) == 1
+        return lease if int(result) == 1 else None
 
     def webhooks_due(self, now: float, limit: int) -> list[str]:
         return self._due_by(self.keys.webhooks(), now, limit)
@@ -541,8 +553,10 @@ class JobStore:
     # --- metrics -----------------------------------------------------------------------
 
     def note_upstream_error(self, kind: str) -> None:
-        """Count one failed upstream call (``rate_limited``, ``timeout`` ...)."""
-        self.redis.hincrby(self.keys.stats(), f"upstream_error:{kind}", 1)
+        """Count one failed upstream call (``rate_limited``, ``timeout`` ...). Best
+        effort: a counter Redis refuses must not decide what happens to the job."""
+        with contextlib.suppress(redis.RedisError):
+            self.redis.hincrby(self.keys.stats(), f"upstream_error:{kind}", 1)
 
     def stats(self) -> dict[str, float]:
         """The raw counters behind the metrics (see ``worker.metrics``)."""

@@ -282,10 +282,17 @@ def _flush(
     book: PollBook, collected: TickScheduler, now: float,
     publish: Callable[[float, float], None],
 ) -> int:
-    """Write the next polls collected so far to the book; publish the ticks they need."""
+    """Write the next polls collected so far to the book; publish the ticks they need.
+    If Redis fails here, those jobs stay leased: the first tick after the lease (or the
+    sweeper) polls them again."""
     polls, collected.polls = collected.polls, []
     if not polls:
         return 0
-    for fresh in book.schedule(polls, now):
-        publish(fresh, max(0.0, fresh - now))
+    try:
+        for fresh in book.schedule(polls, now):
+            publish(fresh, max(0.0, fresh - now))
+    except redis.RedisError as exc:
+        logs.event("tick.schedule_failed", level=logging.WARNING, polls=len(polls),
+                   error=f"{type(exc).__name__}: {str(exc)[:200]}")
+        return 0
     return len(polls)

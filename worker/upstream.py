@@ -134,24 +134,35 @@ class UpstreamClient:
         http: BoundedHttp,
         *,
         path: Literal["legacy", "universal"] = "legacy",
+        create_http: BoundedHttp | None = None,
     ) -> None:
         self.url = base_url.rstrip("/") + PATHS[path]
         self._key = api_key
         self.http = http
-        http.headers.update(self.headers())
+        # Creates may go on a client of their own that opens a fresh connection each
+        # time: a pooled one the upstream has meanwhile closed would break the create
+        # after it was sent, and a paid create whose answer is lost is never repeated.
+        self.create_http = create_http or http
+        for client in {id(http): http, id(self.create_http): self.create_http}.values():
+            client.headers.update(self.headers())
 
     @classmethod
     def from_settings(cls, settings: Settings, loop: EventLoop) -> UpstreamClient:
-        http = BoundedHttp(
-            loop,
-            connect_timeout=settings.http_connect_timeout,
-            read_timeout=settings.http_read_timeout,
-            total_timeout=settings.upstream_call_timeout,
-            max_bytes=MAX_BODY_BYTES,
-            concurrency=settings.poll_concurrency,
+        def client(**options: Any) -> BoundedHttp:
+            return BoundedHttp(
+                loop,
+                connect_timeout=settings.http_connect_timeout,
+                read_timeout=settings.http_read_timeout,
+                total_timeout=settings.upstream_call_timeout,
+                max_bytes=MAX_BODY_BYTES,
+                **options,
+            )
+
+        return cls(
+            settings.aimlapi_base_url, settings.aimlapi_key,
+            client(concurrency=settings.poll_concurrency), path=settings.upstream_path,
+            create_http=client(concurrency=settings.poll_concurrency, reuse=False),
         )
-        return cls(settings.aimlapi_base_url, settings.aimlapi_key, http,
-                   path=settings.upstream_path)
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._key.get_secret_value()}"}
@@ -160,8 +171,8 @@ class UpstreamClient:
 
     def create(self, body: dict[str, Any], *, timeout: float | None = None) -> Status:
         """One create call, of at most ``timeout`` seconds (default: the total timeout)."""
-        data = self._classified(lambda: self.http.call("POST", self.url, json=body,
-                                                        timeout=timeout))
+        data = self._classified(lambda: self.create_http.call("POST", self.url, json=body,
+                                                               timeout=timeout))
         return self._status_from(data, what="create")
 
     def status(self, generation_id: str, *, timeout: float | None = None) -> Status:

@@ -313,15 +313,29 @@ def _refuse_address(address: IPAddress, shown: str, *, allow_private: bool, verb
 
 def _never_allowed(address: IPAddress) -> bool:
     """Addresses refused even with ``allow_private``: nothing to fetch from or post to
-    (unspecified, multicast, broadcast), and link-local (the cloud metadata service)."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return (
-        address.is_unspecified
-        or address.is_multicast
-        or address.is_link_local
-        or address == ipaddress.IPv4Address("255.255.255.255")
+    (unspecified, multicast, broadcast), and link-local (the cloud metadata service),
+    in any IPv6 form that carries one of them."""
+    candidates: list[IPAddress] = [address]
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(address)
+        if embedded is not None:
+            candidates += embedded[0]
+    return any(
+        a.is_unspecified
+        or a.is_multicast
+        or a.is_link_local
+        or a == ipaddress.IPv4Address("255.255.255.255")
+        for a in candidates
     )
+
+
+def private_allowed_reason(address: IPAddress) -> str | None:
+    """:func:`blocked_reason` for ``VIDEOQ_ALLOW_PRIVATE_URLS``: loopback and private
+    addresses pass; the ones refused even then (link-local, unspecified, multicast,
+    broadcast, in any form) do not."""
+    if _never_allowed(address):
+        return blocked_reason(address) or "not an address to connect to"
+    return None
 
 
 def check_url(

@@ -36,9 +36,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import logs
-from .http import BoundedHttp, EventLoop, HttpFailure
+from .http import BoundedHttp, EventLoop, Guard, HttpFailure
 from .settings import Settings
-from .urls import UrlRefused, blocked_reason, check_url, parse_host
+from .urls import UrlRefused, blocked_reason, check_url, parse_host, private_allowed_reason
 
 if TYPE_CHECKING:
     from .chain import Runtime
@@ -47,6 +47,7 @@ PREFIX = "whsec_"
 TOLERANCE = 300  # seconds a timestamp may differ from the receiver's clock
 MAX_ANSWER_BYTES = 64 * 1024  # a receiver's answer is read up to this, then cut off
 CONCURRENCY = 100  # deliveries one worker process makes at once
+PER_HOST = 10  # ... and to one receiver host, so one slow receiver cannot take them all
 LEASE_MARGIN = 5.0  # seconds a delivery's lease outlasts its longest attempt
 
 
@@ -108,16 +109,23 @@ def verify(
     return record
 
 
-def address_guard(host: str) -> str | None:
-    """Why a webhook must not go to ``host`` (an address, or a name as in a URL), or
-    None. Names are judged by what they resolve to (``BoundedHttp``'s resolver)."""
-    try:
-        parsed = parse_host(host)
-    except UrlRefused as exc:
-        return str(exc)
-    if isinstance(parsed, ipaddress.IPv4Address | ipaddress.IPv6Address):
-        return blocked_reason(parsed)
-    return None
+def address_guard(allow_private: bool) -> Guard:
+    """Why a webhook must not go to a host (an address, or a name as in a URL), or
+    None. Names are judged by what they resolve to (``BoundedHttp``'s resolver). With
+    ``allow_private``, loopback and private addresses pass, link-local (the cloud
+    metadata service) and the like still do not."""
+    judge = private_allowed_reason if allow_private else blocked_reason
+
+    def guard(host: str) -> str | None:
+        try:
+            parsed = parse_host(host)
+        except UrlRefused as exc:
+            return str(exc)
+        if isinstance(parsed, ipaddress.IPv4Address | ipaddress.IPv6Address):
+            return judge(parsed)
+        return None
+
+    return guard
 
 
 def webhook_http(settings: Settings, loop: EventLoop) -> BoundedHttp:
@@ -129,24 +137,28 @@ def webhook_http(settings: Settings, loop: EventLoop) -> BoundedHttp:
         total_timeout=settings.webhook_timeout,
         max_bytes=MAX_ANSWER_BYTES,
         concurrency=CONCURRENCY,
-        guard=None if settings.allow_private_urls else address_guard,
+        per_host=PER_HOST,
+        guard=address_guard(settings.allow_private_urls),
     )
 
 
 async def deliver(
-    http: BoundedHttp, url: str, secret: str, msg_id: str, body: bytes, now: float
+    http: BoundedHttp, url: str, secret: str, msg_id: str, body: bytes, now: float,
+    *, allow_private: bool,
 ) -> tuple[int | None, str | None]:
-    """POST once, bounded. Returns (HTTP status or None, error text or None)."""
+    """POST once, bounded. Returns (HTTP status or None, error text or None); never
+    raises, so that no failure goes unrecorded."""
     try:
-        check_url(url, allow_private=http.guard is None, resolve=None)
-    except UrlRefused as exc:
-        return None, f"refused: {exc}"
-    try:
+        check_url(url, allow_private=allow_private, resolve=None)
         answer = await http.request(
             "POST", url, data=body, headers=headers_for(secret, msg_id, int(now), body)
         )
+    except UrlRefused as exc:
+        return None, f"refused: {exc}"
     except HttpFailure as exc:
         return None, f"{exc.kind}: {exc}"
+    except Exception as exc:  # a bad secret, say: an attempt that failed, with the reason
+        return None, f"error: {type(exc).__name__}: {str(exc)[:200]}"
     if 200 <= answer.status < 300:
         return answer.status, None
     if 300 <= answer.status < 400:
@@ -167,7 +179,13 @@ def run_webhook(
     lease_until = now + rt.settings.webhook_timeout + LEASE_MARGIN
     if rt.http is None:
         raise RuntimeError("this runtime has no HTTP client for webhooks")
-    if not rt.store.claim_webhook(job_id, now, lease_until):
+    if rt.http.in_flight >= CONCURRENCY:  # this process is busy: try again shortly
+        logs.event("webhook.deferred", job_id=job_id, state=job.state.value, attempt=attempt,
+                   in_flight=rt.http.in_flight)
+        rt.scheduler.webhook(job_id, attempt, countdown=1.0)
+        return None
+    lease = rt.store.claim_webhook(job_id, now, lease_until)
+    if lease is None:
         logs.event("webhook.skipped", job_id=job_id, state=job.state.value, attempt=attempt,
                    reason="another delivery of this webhook is in progress")
         return None
@@ -177,45 +195,62 @@ def run_webhook(
     body = json.dumps(record, sort_keys=True).encode()
     msg_id = f"{job_id}.{job.state.value}"
     finished_at = job.finished_at or now
-    return rt.http.loop.submit(
-        _attempt(rt, rt.http, job_id, job.webhook_url, msg_id, body, attempt, finished_at)
+    future = rt.http.loop.submit(
+        _attempt(rt, rt.http, job_id, job.webhook_url, msg_id, body, attempt, finished_at,
+                 lease)
     )
+    future.add_done_callback(lambda done: _report_crash(job_id, attempt, done))
+    return future
+
+
+def _report_crash(job_id: str, attempt: int, done: concurrent.futures.Future[None]) -> None:
+    """An attempt that failed outside the delivery itself (Redis refusing the record,
+    say) is logged; its lease runs out and the sweeper tries again."""
+    exc = None if done.cancelled() else done.exception()
+    if exc is not None:
+        logs.event("webhook.crashed", level=logging.ERROR, job_id=job_id, attempt=attempt,
+                   error=f"{type(exc).__name__}: {str(exc)[:200]}")
 
 
 async def _attempt(
     rt: Runtime, http: BoundedHttp, job_id: str, url: str, msg_id: str, body: bytes,
-    attempt: int, finished_at: float,
+    attempt: int, finished_at: float, lease: str,
 ) -> None:
     secret = rt.settings.webhook_secret.get_secret_value()
     now = rt.clock()
     if secret:
-        status, error = await deliver(http, url, secret, msg_id, body, now)
+        status, error = await deliver(http, url, secret, msg_id, body, now,
+                                      allow_private=rt.settings.allow_private_urls)
     else:
         status, error = None, "VIDEOQ_WEBHOOK_SECRET is not set on the worker"
     # Recording the outcome and scheduling a retry are blocking calls: off the loop.
     await asyncio.to_thread(_record, rt, job_id, attempt, finished_at, now, status, error,
-                            bool(secret))
+                            bool(secret), lease)
 
 
 def _record(
     rt: Runtime, job_id: str, attempt: int, finished_at: float, now: float,
-    status: int | None, error: str | None, secret: bool,
+    status: int | None, error: str | None, secret: bool, lease: str,
 ) -> None:
+    """Record the attempt under its lease, and schedule the next one if it failed. A
+    lease that ran out (another delivery holds the webhook now) records nothing."""
     info: dict[str, object] = {"attempt": attempt, "at": round(now, 3), "status": status}
     if error:
         info["error"] = error
-    if error is None:
-        rt.store.webhook_attempt(job_id, info, "delivered", None)
-        return _log(job_id, attempt, "delivered", status, None)
     delay = rt.backoff(attempt - 1, None, floor=1.0)
-    window_end = finished_at + rt.settings.webhook_window
-    if not secret or now + delay > window_end:
-        rt.store.webhook_attempt(job_id, info, "failed", None)
-        return _log(job_id, attempt, "failed", status, error)
-    rt.store.webhook_attempt(job_id, info, "pending", now + delay + rt.settings.stall_timeout)
-    _log(job_id, attempt, "pending", status, error)
-    rt.scheduler.webhook(job_id, attempt + 1, countdown=delay)
-    return None
+    if error is None:
+        state, next_at = "delivered", None
+    elif not secret or now + delay > finished_at + rt.settings.webhook_window:
+        state, next_at = "failed", None
+    else:
+        state, next_at = "pending", now + delay + rt.settings.stall_timeout
+    if rt.store.webhook_attempt(job_id, info, state, next_at, lease=lease) < 0:
+        logs.event("webhook.stale", level=logging.WARNING, job_id=job_id, attempt=attempt,
+                   status=status, error=error, reason="the lease ran out during the attempt")
+        return
+    _log(job_id, attempt, state, status, error)
+    if state == "pending":
+        rt.scheduler.webhook(job_id, attempt + 1, countdown=delay)
 
 
 def _log(job_id: str, attempt: int, state: str, status: int | None, error: str | None) -> None:

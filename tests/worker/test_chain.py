@@ -381,3 +381,19 @@ def test_a_request_refused_at_create_time_fails_the_job_without_a_create(
     assert job.error is not None and job.error.kind == ErrorKind.VALIDATION
     assert "image_url" in job.error.message
     assert w.upstream.creates == [] and w.scheduler.calls == []
+
+
+
+def test_in_batch_mode_the_last_poll_comes_a_tick_earlier_still(
+    world: Callable[..., World],
+) -> None:
+    """A batch poll runs up to a tick after it is due: the final look allows for it."""
+    w = world(poll_interval=10.0, deadline=25.0, poll_mode="batch", poll_tick=0.5)
+    _generating(w)
+    w.upstream.status_answers.extend([Status("g", "generating")] * 2)
+    w.clock.advance(10)
+    w.poll(1)
+    assert w.scheduler.pop().countdown == 10.0
+    w.clock.advance(10)
+    w.poll(2)
+    assert w.scheduler.pop().countdown == pytest.approx(2.5)  # 25 - 20 - (2 + 0.5)

@@ -59,6 +59,8 @@ def test_dotenv_file(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
         {"retry_backoff": 10, "retry_backoff_max": 5},
         {"visibility_timeout": 30, "poll_interval": 10, "http_read_timeout": 30},
         {"key_prefix": "has space"},
+        {"webhook_secret": "whsec_not base64!"},
+        {"webhook_secret": "whsec_"},
     ],
 )
 def test_bad_settings_are_refused(overrides: dict[str, object]) -> None:

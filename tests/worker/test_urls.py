@@ -370,7 +370,8 @@ def test_allow_private_lets_loopback_and_private_hosts_through(url: str) -> None
 @pytest.mark.parametrize(
     "url",
     ["http://169.254.169.254/latest/", "http://[fe80::1]/", "http://0.0.0.0/", "http://224.0.0.1/",
-     "http://255.255.255.255/"],
+     "http://255.255.255.255/", "http://[64:ff9b::a9fe:a9fe]/", "http://[2002:a9fe:a9fe::]/",
+     "http://[::ffff:169.254.169.254]/"],
 )
 def test_allow_private_still_refuses_what_is_never_a_local_service(url: str) -> None:
     with pytest.raises(UrlRefused):

@@ -17,6 +17,7 @@ from multidict import CIMultiDict
 
 from tests.rawhttp import Handler, RawServer, answer, trickle_body
 from tests.worker.conftest import World
+from worker import webhooks
 from worker.http import Answer, BoundedHttp, ConnectFailed, EventLoop, HttpFailure
 from worker.request import parse_request
 from worker.sweeper import sweep
@@ -63,6 +64,7 @@ class FakeHttp:
     status, or raises the scripted :class:`HttpFailure`."""
 
     guard = None
+    in_flight = 0
 
     def __init__(self, loop: EventLoop, statuses: list[int | HttpFailure]) -> None:
         self.loop = loop
@@ -302,3 +304,68 @@ def test_a_receiver_trickling_past_the_webhook_timeout_is_a_timeout(
     assert attempt["status"] is None
     assert attempt["error"].startswith("timeout"), attempt
     assert w.scheduler.pop().attempt == 2
+
+
+def test_a_busy_process_defers_a_delivery_without_taking_its_lease(
+    world: Callable[..., World], io_loop: EventLoop,
+) -> None:
+    w = world(webhook_secret=SECRET)
+    job_id = finished_job_with_hook(w)
+    w.scheduler.pop()
+    http = FakeHttp(io_loop, [204])
+    http.in_flight = 100  # as many deliveries under way as the process allows
+    w.rt.http = http  # type: ignore[assignment]
+    assert run_webhook(w.rt, job_id, 1) is None
+    again = w.scheduler.pop()
+    assert (again.step, again.attempt, again.countdown) == ("webhook", 1, 1.0)
+    assert http.sent == []
+    assert w.store.claim_webhook(job_id, w.clock.now, w.clock.now + 5), "lease still free"
+
+
+def test_an_attempt_whose_lease_ran_out_records_nothing_and_schedules_nothing(
+    world: Callable[..., World], io_loop: EventLoop,
+) -> None:
+    """A late attempt (its lease ran out, another delivery took the webhook) must not
+    end the newer delivery's lease, nor start a third one."""
+    w = world(webhook_secret=SECRET, webhook_window=60.0)
+    job_id = finished_job_with_hook(w)
+    w.scheduler.pop()
+    http = FakeHttp(io_loop, [500])
+    w.rt.http = http  # type: ignore[assignment]
+    first = w.store.claim_webhook(job_id, w.clock.now, w.clock.now + 15)
+    assert first is not None
+    w.clock.advance(20)  # the first lease runs out; another delivery takes the webhook
+    second = w.store.claim_webhook(job_id, w.clock.now, w.clock.now + 15)
+    assert second is not None and second != first
+    webhooks._record(w.rt, job_id, 1, w.clock.now - 30, w.clock.now - 20, 500, "HTTP 500",
+                     True, first)
+    job = w.store.get(job_id)
+    assert job is not None and job.webhook_attempts == [] and job.webhook_state == "pending"
+    assert w.store.redis.hget(w.store.keys.job(job_id), "webhook_lease") == second
+    assert w.scheduler.calls == []
+
+
+@pytest.mark.parametrize("allow_private", [False, True])
+def test_the_connection_guard_refuses_the_metadata_service_in_any_mode(
+    allow_private: bool,
+) -> None:
+    guard = webhooks.address_guard(allow_private)
+    for host in ("169.254.169.254", "64:ff9b::a9fe:a9fe", "::ffff:169.254.169.254", "0.0.0.0"):
+        assert guard(host), host
+    assert (guard("127.0.0.1") is None) is allow_private
+    assert (guard("10.1.2.3") is None) is allow_private
+    assert guard("93.184.216.34") is None
+    assert guard("cdn.example.com") is None  # names are judged by what they resolve to
+
+
+def test_a_guarded_client_never_goes_through_a_proxy(
+    monkeypatch: pytest.MonkeyPatch, io_loop: EventLoop,
+) -> None:
+    """Through a proxy only the proxy's address would be checked."""
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    guarded = BoundedHttp(io_loop, connect_timeout=1, read_timeout=1, total_timeout=1,
+                          max_bytes=10, guard=webhooks.address_guard(False))
+    plain = BoundedHttp(io_loop, connect_timeout=1, read_timeout=1, total_timeout=1,
+                        max_bytes=10)
+    assert guarded._proxy("http://hooks.example.com/h") is None
+    assert plain._proxy("http://hooks.example.com/h") == "http://proxy.example:3128"
