@@ -8,6 +8,14 @@ Once as many messages as the prefetch window are stuck that way, the worker stop
 taking messages for good, even after Redis takes writes again (seen here with a
 ``--maxmemory`` Redis: the queue filled up and stayed full while the worker idled).
 
+It also survives a race in celery/kombu 5.7: after a lost connection, a task taken
+on the old connection can finish after the worker reconnected, and its
+acknowledgement then goes to the old, closed channel, which fails with
+``AttributeError: 'NoneType' object has no attribute 'client'`` and stops the worker
+("Unrecoverable error"; seen here once in a Redis restart test, with both workers).
+On a closed channel the acknowledgement is dropped: the message is still in Redis's
+``unacked`` set, and the sweeper (or Redis's redelivery) covers it.
+
 This transport keeps the worker's own bookkeeping right when Redis refuses such a
 write: the message is released in memory all the same, and a warning says what Redis
 kept. What that costs:
@@ -44,6 +52,15 @@ def _refused(action: str, delivery_tag: str, exc: RedisError) -> None:
 
 
 class QoS(kombu_redis.QoS):
+    def _closed(self, action: str, delivery_tag: str) -> bool:
+        """True (and logged) when this QoS's channel was closed with its connection."""
+        if getattr(self.channel, "connection", None) is not None:
+            return False
+        logs.event("broker.closed_channel", level=logging.WARNING, action=action,
+                   delivery_tag=delivery_tag,
+                   note="taken on a lost connection; Redis's unacked set keeps the message")
+        return True
+
     def append(self, message: Any, delivery_tag: str) -> None:
         try:
             super().append(message, delivery_tag)  # type: ignore[no-untyped-call]
@@ -54,6 +71,8 @@ class QoS(kombu_redis.QoS):
             virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
 
     def ack(self, delivery_tag: str) -> None:
+        if self._closed("ack", delivery_tag):
+            return
         try:
             super().ack(delivery_tag)  # type: ignore[no-untyped-call]
         except RedisError as exc:
@@ -63,6 +82,8 @@ class QoS(kombu_redis.QoS):
             virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        if self._closed("reject", delivery_tag):
+            return
         try:
             super().reject(delivery_tag, requeue=requeue)  # type: ignore[no-untyped-call]
         except RedisError as exc:
