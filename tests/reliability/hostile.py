@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Generic, Protocol, Self, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import psutil  # type: ignore[import-untyped]
@@ -206,7 +206,13 @@ class FrontRecord:
 class _FrontHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
-    server: _FrontServer
+    server: _PeerServer
+
+    @property
+    def front(self) -> HostileUpstream:
+        peer = self.server.peer
+        assert isinstance(peer, HostileUpstream)
+        return peer
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -222,7 +228,7 @@ class _FrontHandler(BaseHTTPRequestHandler):
         self.wfile.write(head + body)
 
     def _handle(self, method: str) -> None:
-        front = self.server.front
+        front = self.front
         state = front.state  # a reset meanwhile must not move this request's record
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
@@ -274,41 +280,66 @@ def _prompt(body: bytes) -> str:
     return str(data.get("prompt") or "") if isinstance(data, dict) else ""
 
 
-class _FrontServer(ThreadingHTTPServer):
+class _PeerServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 256
 
-    def __init__(self, front: HostileUpstream) -> None:
-        self.front = front
-        super().__init__(("127.0.0.1", 0), _FrontHandler)
+    def __init__(self, peer: object, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.peer = peer
+        super().__init__(("127.0.0.1", 0), handler)
 
 
-class HostileUpstream:
-    """A front for the simulator that misbehaves for tagged jobs (see the module doc)."""
+class _Record(Protocol):
+    stop: threading.Event
 
-    def __init__(self, sim_port: int) -> None:
-        self.sim_port = sim_port
-        self.state = FrontRecord()
-        self._server = _FrontServer(self)
+
+R = TypeVar("R", bound=_Record)
+
+
+class _Peer(Generic[R]):
+    """A threaded HTTP server on 127.0.0.1 (the front and the receivers): its port,
+    URLs, start and stop. ``state.stop`` ends whatever it is sending."""
+
+    state: R
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self._server = _PeerServer(self, handler)
         self._thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
         return int(self._server.server_address[1])
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v2"
-
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def start(self) -> HostileUpstream:
+    def start(self) -> Self:
         self._thread = threading.Thread(target=self._server.serve_forever,
-                                        name="hostile-upstream", daemon=True)
+                                        name=type(self).__name__, daemon=True)
         self._thread.start()
         return self
+
+    def stop(self) -> None:
+        self.state.stop.set()
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(10)
+            self._thread = None
+        self._server.server_close()
+
+
+class HostileUpstream(_Peer[FrontRecord]):
+    """A front for the simulator that misbehaves for tagged jobs (see the module doc)."""
+
+    def __init__(self, sim_port: int) -> None:
+        self.sim_port = sim_port
+        self.state = FrontRecord()
+        super().__init__(_FrontHandler)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v2"
 
     def forward(self, method: str, path: str, headers: dict[str, str],
                 body: bytes) -> tuple[int, str, bytes]:
@@ -329,14 +360,6 @@ class HostileUpstream:
         old, self.state = self.state, FrontRecord()
         old.stop.set()
         return old
-
-    def stop(self) -> None:
-        self.state.stop.set()
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join(10)
-            self._thread = None
-        self._server.server_close()
 
 
 # --- webhook receivers ------------------------------------------------------------------
@@ -367,7 +390,13 @@ class ReceiverRecord:
 class _ReceiverHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
-    server: _ReceiverServer
+    server: _PeerServer
+
+    @property
+    def receiver(self) -> HostileReceiver:
+        peer = self.server.peer
+        assert isinstance(peer, HostileReceiver)
+        return peer
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -379,7 +408,7 @@ class _ReceiverHandler(BaseHTTPRequestHandler):
         self._handle()
 
     def _handle(self) -> None:
-        state = self.server.receiver.state
+        state = self.receiver.state
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)
@@ -409,7 +438,7 @@ class _ReceiverHandler(BaseHTTPRequestHandler):
                 mode = {"/trickle": "trickle_body", "/huge": "huge", "/chunked": "chunked",
                         "/redirect": "redirect_302"}.get(path, "")
                 misbehave(wire, mode, b'{"ok": true}',
-                          self.server.receiver.url("/elsewhere"))
+                          self.receiver.url("/elsewhere"))
         finally:
             with state.lock:
                 state.in_progress[webhook_id] -= 1
@@ -418,46 +447,18 @@ class _ReceiverHandler(BaseHTTPRequestHandler):
                 delivery.ended = wire.ended
 
 
-class _ReceiverServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 256
-
-    def __init__(self, receiver: HostileReceiver) -> None:
-        self.receiver = receiver
-        super().__init__(("127.0.0.1", 0), _ReceiverHandler)
-
-
-class HostileReceiver:
+class HostileReceiver(_Peer[ReceiverRecord]):
     """Webhook receivers, one per path: /ok, /trickle, /huge, /chunked, /redirect."""
 
     def __init__(self) -> None:
         self.state = ReceiverRecord()
-        self._server = _ReceiverServer(self)
-        self._thread: threading.Thread | None = None
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}{path}"
-
-    def start(self) -> HostileReceiver:
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        name="hostile-receiver", daemon=True)
-        self._thread.start()
-        return self
+        super().__init__(_ReceiverHandler)
 
     def reset(self) -> ReceiverRecord:
         """Stop every answer in progress; returns the record since the last reset."""
         old, self.state = self.state, ReceiverRecord()
         old.stop.set()
         return old
-
-    def stop(self) -> None:
-        self.state.stop.set()
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join(10)
-            self._thread = None
-        self._server.server_close()
 
 
 # --- memory -----------------------------------------------------------------------------
