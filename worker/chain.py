@@ -345,11 +345,11 @@ def poll_claimed(
     status call, then end the job or schedule the next poll. (Batch mode claims a
     tick's polls in one script, makes their calls together, and goes on from
     :func:`poll_answered`.)"""
-    if rt.call_timeout(deadline_at) <= DEADLINE_EPSILON:
+    timeout = rt.call_timeout(deadline_at)
+    if timeout <= DEADLINE_EPSILON:
         return poll_out_of_time(rt, job_id, seq, errors)
     try:
-        answer: Status | UpstreamError = rt.upstream.status(
-            generation_id, timeout=rt.call_timeout(deadline_at))
+        answer: Status | UpstreamError = rt.upstream.status(generation_id, timeout=timeout)
     except UpstreamError as exc:
         answer = exc
     poll_answered(rt, job_id, deadline_at, seq, errors, answer)
@@ -389,11 +389,12 @@ def poll_answered(
 def _after_status(
     rt: Runtime, job_id: str, deadline_at: float, seq: int, fence: Fence, st: Status
 ) -> None:
-    credits: dict[str, object] = {}
+    # What the answer adds to the record whatever the outcome: credits, and any note.
+    extra: dict[str, object] = {}
     if st.credits_used is not None:
-        credits["credits_used"] = st.credits_used
+        extra["credits_used"] = st.credits_used
     if st.note:
-        credits["notes"] = json.dumps([st.note])
+        extra["notes"] = json.dumps([st.note])
         logs.event("poll.note", level=logging.WARNING, job_id=job_id, state="generating",
                    attempt=seq, note=st.note)
     if st.status == "completed":
@@ -401,7 +402,7 @@ def _after_status(
             _finish(
                 rt, job_id, JobState.GENERATING, JobState.FAILED, fence, attempt=seq,
                 error_kind=ErrorKind.UPSTREAM_PROTOCOL,
-                error_message="the upstream said completed but gave no video URL", **credits,
+                error_message="the upstream said completed but gave no video URL", **extra,
             )
             return
         problem = video_url_problem(st.video_url, allow_private=rt.settings.allow_private_urls)
@@ -409,12 +410,12 @@ def _after_status(
             _finish(
                 rt, job_id, JobState.GENERATING, JobState.FAILED, fence, attempt=seq,
                 error_kind=ErrorKind.UPSTREAM_PROTOCOL,
-                error_message=f"the upstream's video URL is unusable: {problem}", **credits,
+                error_message=f"the upstream's video URL is unusable: {problem}", **extra,
             )
             return
         _finish(
             rt, job_id, JobState.GENERATING, JobState.COMPLETED, fence, attempt=seq,
-            video_url=st.video_url, last_error="", **credits,
+            video_url=st.video_url, last_error="", **extra,
         )
         return
     if st.status == "error":
@@ -423,14 +424,14 @@ def _after_status(
             rt, job_id, JobState.GENERATING, JobState.FAILED, fence, attempt=seq,
             error_kind=ErrorKind.UPSTREAM_ERROR,
             error_message=f"{name}: {st.error_message or 'the upstream reported an error'}",
-            **credits,
+            **extra,
         )
         return
     if st.status not in IN_PROGRESS:
         _finish(
             rt, job_id, JobState.GENERATING, JobState.FAILED, fence, attempt=seq,
             error_kind=ErrorKind.UPSTREAM_PROTOCOL,
-            error_message=f"unknown upstream status {st.status[:100]!r}", **credits,
+            error_message=f"unknown upstream status {st.status[:100]!r}", **extra,
         )
         return
     _next_poll(

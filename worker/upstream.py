@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from pydantic import SecretStr
 
-from .http import BoundedHttp, EventLoop, HttpFailure, TooLarge
+from .http import Answer, BoundedHttp, EventLoop, HttpFailure, TooLarge
 from .logs import clean, mask
 from .settings import Settings
 
@@ -233,9 +233,7 @@ class UpstreamClient:
                     "GET", self.url, params={"generation_id": generation_id}, timeout=timeout)
             except HttpFailure as exc:
                 raise _transient(exc) from None
-            data = self.decode(answer.status, answer.reason,
-                               answer.headers.get("Retry-After"), answer.body)
-            return self._status_from(data, what="status")
+            return self._status_from(self._decoded(answer), what="status")
         except UpstreamError as exc:
             return exc
         except Exception as exc:  # one unreadable answer must not sink the whole batch
@@ -246,6 +244,9 @@ class UpstreamClient:
             answer = call()
         except HttpFailure as exc:
             raise _transient(exc) from None
+        return self._decoded(answer)
+
+    def _decoded(self, answer: Answer) -> dict[str, Any]:
         return self.decode(answer.status, answer.reason, answer.headers.get("Retry-After"),
                            answer.body)
 
