@@ -24,9 +24,24 @@ from dataclasses import asdict
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from .server import _TIME_TAG, API_PATHS, MODEL_ID, Generation, LoggedRequest, SimConfig
+from .server import (
+    _TIME_TAG,
+    API_PATHS,
+    MODEL_ID,
+    Generation,
+    LoggedRequest,
+    RateWindow,
+    SimConfig,
+    rate_limited,
+)
 
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    429: "Too Many Requests",
+}
 
 
 class AioSimulator:
@@ -34,6 +49,8 @@ class AioSimulator:
         self.config = config
         self.generations: dict[str, Generation] = {}
         self.log: list[LoggedRequest] = []
+        self.window = RateWindow()
+        self.extra_headers: dict[str, str] = {}  # of the answer being written
 
     # --- HTTP plumbing ---------------------------------------------------------------------
 
@@ -50,11 +67,14 @@ class AioSimulator:
                         headers[key.strip().lower()] = value.strip()
                 length = int(headers.get("content-length") or 0)
                 body = await reader.readexactly(length) if length else b""
+                self.extra_headers = {}
                 code, payload = self.route(method, target, headers, body)
                 data = json.dumps(payload).encode()
+                extra = "".join(f"{k}: {v}\r\n" for k, v in self.extra_headers.items())
                 writer.write(
                     f"HTTP/1.1 {code} {_REASONS.get(code, '')}\r\nContent-Type: "
-                    f"application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data
+                    f"application/json\r\nContent-Length: {len(data)}\r\n{extra}\r\n".encode()
+                    + data
                 )
                 if headers.get("connection", "").lower() == "close":
                     break
@@ -77,9 +97,14 @@ class AioSimulator:
         if url.path == "/_sim/reset" and method == "POST":
             self.generations.clear()
             self.log.clear()
+            self.window = RateWindow()
             return 200, {"reset": True}
         entry = LoggedRequest(t=time.time(), method=method, path=url.path)
         self.log.append(entry)
+        if not self.window.admit(entry.t, self.config.rate_limit):
+            entry.status_code, payload, self.extra_headers = rate_limited(self.config)
+            entry.fault = "rate_limit"
+            return entry.status_code, payload
         if url.path not in API_PATHS:
             entry.status_code = 404
             return 404, {"message": f"no route {method} {url.path}"}
@@ -109,8 +134,12 @@ class AioSimulator:
         tag = _TIME_TAG.search(entry.prompt)
         gen_time = float(tag.group(1)) if tag else self.config.generation_time * duration / 5
         gen = Generation(
-            id=uuid.uuid4().hex, created_at=time.time(), generation_time=gen_time,
-            behaviour="normal", duration=duration, prompt=entry.prompt,
+            id=uuid.uuid4().hex,
+            created_at=time.time(),
+            generation_time=gen_time,
+            behaviour="normal",
+            duration=duration,
+            prompt=entry.prompt,
         )
         self.generations[gen.id] = gen
         entry.generation_id = gen.id
@@ -141,8 +170,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8399)
     parser.add_argument("--generation-time", type=float, default=5.0)
     parser.add_argument("--api-key", default="sim-key")
+    parser.add_argument(
+        "--rate-limit",
+        type=float,
+        default=0.0,
+        help="API requests per second over which to answer 429 (0: none)",
+    )
     args = parser.parse_args(argv)
-    config = SimConfig(api_key=args.api_key, generation_time=args.generation_time)
+    config = SimConfig(
+        api_key=args.api_key, generation_time=args.generation_time, rate_limit=args.rate_limit
+    )
     asyncio.run(serve(args.host, args.port, config))
 
 

@@ -28,6 +28,7 @@ import re
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -47,6 +48,9 @@ class SimConfig:
     never_finish: bool = False  # every job stays generating
     fail_generations: bool = False  # every job ends in error
     reject_create: int = 0  # answer every create with this 4xx status (0: off)
+    # Over this many API requests in any 1 s window, answer 429 (0: no limit) ...
+    rate_limit: float = 0.0
+    rate_retry_after: float | None = 1.0  # ... with this Retry-After (None: no header)
 
 
 @dataclass
@@ -94,6 +98,32 @@ class LoggedRequest:
     fault: str | None = None
 
 
+class RateWindow:
+    """The upstream's request-rate limit: at most ``limit`` API requests (answered or
+    not) in any sliding one-second window; requests over it are refused with 429."""
+
+    def __init__(self) -> None:
+        self.times: deque[float] = deque()
+
+    def admit(self, now: float, limit: float) -> bool:
+        if limit <= 0:
+            return True
+        while self.times and self.times[0] <= now - 1.0:
+            self.times.popleft()
+        if len(self.times) >= limit:
+            return False
+        self.times.append(now)
+        return True
+
+
+def rate_limited(config: SimConfig) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """The 429 answer of a request over the rate limit."""
+    headers = {}
+    if config.rate_retry_after is not None:
+        headers["Retry-After"] = f"{config.rate_retry_after:g}"
+    return 429, {"message": "Too many requests: rate limit exceeded"}, headers
+
+
 @dataclass
 class SimState:
     config: SimConfig = field(default_factory=SimConfig)
@@ -101,6 +131,7 @@ class SimState:
     generations: dict[str, Generation] = field(default_factory=dict)
     log: list[LoggedRequest] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    window: RateWindow = field(default_factory=RateWindow)
 
     def take_fault(self, method: str) -> Fault | None:
         with self.lock:
@@ -215,6 +246,11 @@ class _Handler(BaseHTTPRequestHandler):
         with state.lock:
             state.log.append(entry)
             config = SimConfig(**asdict(state.config))
+            admitted = state.window.admit(entry.t, config.rate_limit)
+        if not admitted:
+            entry.status_code, payload, headers = rate_limited(config)
+            entry.fault = "rate_limit"
+            return self._send(entry.status_code, payload, headers)
         if config.latency:
             time.sleep(config.latency)  # a slow upstream: this is the server, not a task
         fault = state.take_fault(method)
@@ -263,8 +299,12 @@ class _Handler(BaseHTTPRequestHandler):
         tag = _TIME_TAG.search(prompt)
         gen_time = float(tag.group(1)) if tag else config.generation_time * duration / 5
         gen = Generation(
-            id=uuid.uuid4().hex, created_at=time.time(), generation_time=gen_time,
-            behaviour=_behaviour(prompt, config), duration=duration, prompt=prompt,
+            id=uuid.uuid4().hex,
+            created_at=time.time(),
+            generation_time=gen_time,
+            behaviour=_behaviour(prompt, config),
+            duration=duration,
+            prompt=prompt,
         )
         with self.server.state.lock:
             self.server.state.generations[gen.id] = gen
@@ -346,15 +386,16 @@ class Simulator:
 
     def creates(self, prompt: str | None = None) -> list[LoggedRequest]:
         return [
-            r for r in self.requests()
-            if r.method == "POST" and r.status_code == 200
+            r
+            for r in self.requests()
+            if r.method == "POST"
+            and r.status_code == 200
             and (prompt is None or r.prompt == prompt)
         ]
 
     def polls(self, generation_id: str) -> list[LoggedRequest]:
         return [
-            r for r in self.requests()
-            if r.method == "GET" and r.generation_id == generation_id
+            r for r in self.requests() if r.method == "GET" and r.generation_id == generation_id
         ]
 
     def add_fault(self, **fault: Any) -> None:

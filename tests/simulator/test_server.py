@@ -113,3 +113,29 @@ def test_raw_body_fault_sends_hostile_answers(sim: Simulator) -> None:
     assert first.headers["Content-Type"] == "text/html"
     second = call(sim, "GET", LEGACY, params={"generation_id": "g"})
     assert second.text == "x" * 5000
+
+
+def test_rate_limit_answers_429_over_the_window(sim: Simulator) -> None:
+    root = sim.base_url.removesuffix("/v2")
+    config = {"rate_limit": 5, "rate_retry_after": 2}
+    assert requests.post(root + "/_sim/config", json=config, timeout=5).status_code == 200
+    codes = [call(sim, "GET", LEGACY, params={"generation_id": "x"}) for _ in range(8)]
+    assert [r.status_code for r in codes[:5]] == [404] * 5  # admitted (unknown id)
+    assert [r.status_code for r in codes[5:]] == [429] * 3
+    assert codes[5].headers["Retry-After"] == "2"
+    time.sleep(1.05)  # the window slides: requests are admitted again
+    assert call(sim, "GET", LEGACY, params={"generation_id": "x"}).status_code == 404
+    log = requests.get(root + "/_sim/requests", timeout=5).json()
+    assert [e["status_code"] for e in log].count(429) == 3
+
+
+def test_aio_simulator_rate_limit() -> None:
+    from simulator.aio import AioSimulator
+    from simulator.server import SimConfig
+
+    aio = AioSimulator(SimConfig(api_key=KEY, rate_limit=2, rate_retry_after=None))
+    auth = {"authorization": f"Bearer {KEY}"}
+    codes = [aio.route("GET", f"/v2{LEGACY}?generation_id=x", auth, b"")[0] for _ in range(3)]
+    assert codes == [404, 404, 429]
+    assert aio.extra_headers == {}
+    assert [e.status_code for e in aio.log] == [404, 404, 429]
