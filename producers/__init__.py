@@ -1,8 +1,8 @@
 """Producers: what applications use to submit videoq jobs (Python client and CLI).
 
-    from producers import Client
-    job_id = Client().submit("https://example.com/cat.jpg", prompt="a cat surfing")
-    job = Client().wait(job_id)
+from producers import Client
+job_id = Client().submit("https://example.com/cat.jpg", prompt="a cat surfing")
+job = Client().wait(job_id)
 """
 
 from typing import TYPE_CHECKING, Any

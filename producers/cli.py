@@ -92,13 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dynamic-masks", type=_json_arg("dynamic_masks"), help="JSON list")
     s.add_argument("--camera-control", type=_json_arg("camera_control"), help="JSON object")
     s.add_argument("--idempotency-key", help="same key, same job (within the retention)")
-    s.add_argument("--wait", action="store_true", help="wait until the job ends; exit 0 only "
-                   "when it completed")
+    s.add_argument(
+        "--wait", action="store_true", help="wait until the job ends; exit 0 only when it completed"
+    )
     s.add_argument("--timeout", type=float, default=None, help="with --wait: give up after S s")
 
-    st = sub.add_parser(
-        "status", help="show a job's record", description="Show a job's record."
-    )
+    st = sub.add_parser("status", help="show a job's record", description="Show a job's record.")
     st.add_argument("job_id")
     st.add_argument("--json", action="store_true", help="print the record as one JSON object")
 
@@ -109,25 +108,30 @@ def build_parser() -> argparse.ArgumentParser:
         "worker was killed), then print what was done as JSON. Workers run the same sweep "
         "by themselves; this is for operators.",
     )
-    sw.add_argument("--force", action="store_true",
-                    help="sweep even while the queue has a backlog")
+    sw.add_argument("--force", action="store_true", help="sweep even while the queue has a backlog")
 
     _server(
-        sub, "serve", 8080,
+        sub,
+        "serve",
+        8080,
         "run the HTTP gateway (native /v1/jobs and the upstream's own API)",
         "Run the HTTP gateway: /v1/jobs (submit, get, list, cancel) and the "
         "upstream-compatible paths, behind Bearer tokens from VIDEOQ_API_TOKENS. OpenAPI "
         "at /openapi.json.",
     )
     _server(
-        sub, "flower", 5555,
+        sub,
+        "flower",
+        5555,
         "run Flower on videoq's app (auth, persistent state, job columns)",
         "Run Flower on videoq's Celery app with basic auth from "
         "VIDEOQ_FLOWER_BASIC_AUTH and its state kept in VIDEOQ_FLOWER_DB. Refuses a "
         "non-loopback address without auth. Other options pass through to Flower.",
     )
     _server(
-        sub, "metrics", 9808,
+        sub,
+        "metrics",
+        9808,
         "serve job metrics for Prometheus",
         "Serve videoq's job-level metrics (jobs by state, completion latency, "
         "upstream errors, in-flight jobs, credits) on /metrics in Prometheus's format.",
@@ -152,13 +156,22 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8900)
     sim.add_argument("--api-key", default="sim-key", help="accepted Bearer key ('' = any)")
-    sim.add_argument("--generation-time", type=float, default=5.0,
-                     help="seconds a 5 s video takes (10 s videos take twice as long)")
+    sim.add_argument(
+        "--generation-time",
+        type=float,
+        default=5.0,
+        help="seconds a 5 s video takes (10 s videos take twice as long)",
+    )
     sim.add_argument("--latency", type=float, default=0.0, help="delay before every answer")
     sim.add_argument("--never-finish", action="store_true", help="no job ever completes")
     sim.add_argument("--fail", action="store_true", help="every job ends in error")
-    sim.add_argument("--reject-create", type=int, default=0, metavar="STATUS",
-                     help="answer every create with this 4xx status")
+    sim.add_argument(
+        "--reject-create",
+        type=int,
+        default=0,
+        metavar="STATUS",
+        help="answer every create with this 4xx status",
+    )
 
     d = sub.add_parser(
         "demo",
@@ -168,13 +181,20 @@ def build_parser() -> argparse.ArgumentParser:
         "records; clean up.",
     )
     d.add_argument("--jobs", type=int, default=4, help="how many jobs (default 4)")
-    d.add_argument("--generation-time", type=float, default=8.0,
-                   help="simulated seconds per 5 s video (default 8)")
+    d.add_argument(
+        "--generation-time",
+        type=float,
+        default=8.0,
+        help="simulated seconds per 5 s video (default 8)",
+    )
     d.add_argument("--poll-interval", type=float, default=1.0, help="default 1")
     d.add_argument("--deadline", type=float, default=60.0, help="default 60")
     d.add_argument("--no-flower", action="store_true", help="do not start Flower")
-    d.add_argument("--keep-running", action="store_true",
-                   help="keep everything running after the jobs end, until Ctrl-C")
+    d.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="keep everything running after the jobs end, until Ctrl-C",
+    )
     return parser
 
 
@@ -225,8 +245,11 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     try:
         client = Client()
         job_id = client.submit(
-            args.image_url, prompt=args.prompt, duration=args.duration,
-            idempotency_key=args.idempotency_key, **options,
+            args.image_url,
+            prompt=args.prompt,
+            duration=args.duration,
+            idempotency_key=args.idempotency_key,
+            **options,
         )
     except RequestError as exc:
         _err(f"invalid request: {exc}")
@@ -245,8 +268,10 @@ def _cmd_submit(args: argparse.Namespace) -> int:
         _err(str(exc))
         return EXIT_TIMEOUT
     except Unavailable as exc:
-        _err(f"job {job_id} was accepted; following it failed: {exc} "
-             f"(check later with: videoq status {job_id})")
+        _err(
+            f"job {job_id} was accepted; following it failed: {exc} "
+            f"(check later with: videoq status {job_id})"
+        )
         return EXIT_UNAVAILABLE
     if job.state is JobState.COMPLETED:
         _err(f"completed: {job.video_url}")
@@ -304,14 +329,21 @@ def _cmd_simulator(args: argparse.Namespace) -> int:
     from simulator import Simulator
 
     sim = Simulator(
-        args.host, args.port, api_key=args.api_key, generation_time=args.generation_time,
-        latency=args.latency, never_finish=args.never_finish, fail_generations=args.fail,
+        args.host,
+        args.port,
+        api_key=args.api_key,
+        generation_time=args.generation_time,
+        latency=args.latency,
+        never_finish=args.never_finish,
+        fail_generations=args.fail,
         reject_create=args.reject_create,
     )
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
-    _err(f"simulator listening on {args.host}:{sim.port}: "
-         f"AIMLAPI_BASE_URL=http://{shown}:{sim.port}/v2 "
-         f"(Bearer key {'any' if not args.api_key else repr(args.api_key)})")
+    _err(
+        f"simulator listening on {args.host}:{sim.port}: "
+        f"AIMLAPI_BASE_URL=http://{shown}:{sim.port}/v2 "
+        f"(Bearer key {'any' if not args.api_key else repr(args.api_key)})"
+    )
     with contextlib.suppress(KeyboardInterrupt):
         sim.serve_forever()
     return EXIT_OK

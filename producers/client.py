@@ -105,6 +105,9 @@ class Client:
             connect(settings.model_copy(update={"redis_retries": 0})), settings
         )
         self._app: VideoqCelery = create_app(settings)
+        # Batch mode (the default): a new job's create is booked in Redis with its
+        # record, and the workers' pumps start it; chain mode sends it a message.
+        self._batch = settings.poll_mode == "batch"
 
     def _where(self) -> str:
         return f"Redis at {safe_url(self.settings.redis_url)}"
@@ -115,11 +118,13 @@ class Client:
         if isinstance(exc, RedisResponseError):
             return Unavailable(
                 f"could not {what}: {self._where()} answered an error ({exc}); the state "
-                f"is unknown, {affected} by this error", job_id=job_id,
+                f"is unknown, {affected} by this error",
+                job_id=job_id,
             )
         return Unavailable(
             f"could not {what}: {self._where()} is unreachable ({type(exc).__name__}); "
-            f"{affected} by this error", job_id=job_id,
+            f"{affected} by this error",
+            job_id=job_id,
         )
 
     def _not_accepted(self, job_id: str, exc: Exception, maybe_written: bool) -> Unavailable:
@@ -183,8 +188,14 @@ class Client:
         for attempt in range(self.settings.redis_retries + 1):
             try:
                 job_id, created = self._create_store.create(
-                    new_id, request, accepted_at=now, deadline_at=deadline_at,
-                    idempotency_key=idempotency_key, webhook_url=webhook_url, owner=owner,
+                    new_id,
+                    request,
+                    accepted_at=now,
+                    deadline_at=deadline_at,
+                    idempotency_key=idempotency_key,
+                    webhook_url=webhook_url,
+                    owner=owner,
+                    book=self._batch,
                 )
                 break
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
@@ -198,13 +209,14 @@ class Client:
                 raise self._not_accepted(new_id, exc, maybe_written) from None
         if job_id == new_id and maybe_written:
             created = True  # an earlier try that seemed lost had stored it
-        if not created:
-            return job_id
+        if not created or self._batch:
+            return job_id  # batch mode: the create was booked with the record
         try:
             self._app.send_task(
                 GENERATE_TASK,
                 kwargs={"job_id": job_id, "deadline_at": deadline_at, "attempt": 1},
-                queue=self.settings.queue, kwargsrepr=task_label(job_id, "create", 1, "queued"),
+                queue=self.settings.queue,
+                kwargsrepr=task_label(job_id, "create", 1, "queued"),
             )
         except Exception as exc:  # kombu raises its own errors after its publish retries
             raise Unavailable(
@@ -223,9 +235,7 @@ class Client:
         except UrlRefused as exc:
             raise RequestError("webhook_url", str(exc)) from None
         if not self.settings.webhook_secret.get_secret_value():
-            raise RequestError(
-                "webhook_url", "webhooks are off: VIDEOQ_WEBHOOK_SECRET is not set"
-            )
+            raise RequestError("webhook_url", "webhooks are off: VIDEOQ_WEBHOOK_SECRET is not set")
 
     def cancel(self, job_id: str, *, owner: str | None = None) -> Job:
         """Cancel a job that has not ended; return its record (unchanged if it had ended).
@@ -239,7 +249,9 @@ class Client:
             self.get(job_id, owner=owner)
         try:
             outcome = self.store.transition(
-                job_id, ACTIVE_STATES, JobState.CANCELLED,
+                job_id,
+                ACTIVE_STATES,
+                JobState.CANCELLED,
                 {"error_kind": ErrorKind.CANCELLED, "error_message": "cancelled by the caller"},
             )
             job = self.store.get(job_id)
@@ -256,7 +268,8 @@ class Client:
                 raise
             raise Unavailable(
                 f"could not cancel job {job_id}: Redis refuses writes: {why}; the job is "
-                "not affected by this error", job_id=job_id,
+                "not affected by this error",
+                job_id=job_id,
             ) from None
         if outcome is Outcome.MISSING or job is None:
             raise JobNotFound(job_id)
@@ -267,14 +280,26 @@ class Client:
     def _after_cancel(self, job: Job) -> None:
         queue = self.settings.queue
         if job.webhook_state == "pending":
-            self._app.send_task(WEBHOOK_TASK, kwargs={"job_id": job.id, "attempt": 1},
-                                queue=queue, kwargsrepr=task_label(job.id, "webhook", 1))
+            self._app.send_task(
+                WEBHOOK_TASK,
+                kwargs={"job_id": job.id, "attempt": 1},
+                queue=queue,
+                kwargsrepr=task_label(job.id, "webhook", 1),
+            )
         if self.settings.max_in_flight:
-            for waiting in self.store.next_in_line(self.settings.max_in_flight):
+            waiting_jobs = self.store.next_in_line(self.settings.max_in_flight)
+            if self._batch:
+                self.store.book_creates(dict.fromkeys((w.id for w in waiting_jobs), time.time()))
+                return
+            for waiting in waiting_jobs:
                 self._app.send_task(
-                    GENERATE_TASK, queue=queue,
-                    kwargs={"job_id": waiting.id, "deadline_at": waiting.deadline_at,
-                            "attempt": waiting.attempts + 1},
+                    GENERATE_TASK,
+                    queue=queue,
+                    kwargs={
+                        "job_id": waiting.id,
+                        "deadline_at": waiting.deadline_at,
+                        "attempt": waiting.attempts + 1,
+                    },
                     kwargsrepr=task_label(waiting.id, "create", waiting.attempts + 1, "queued"),
                 )
 

@@ -23,7 +23,9 @@ from .client import Client
 from .local import RedisServer, free_port, start_flower, start_worker, stop_process
 from .progress import Progress
 
-IMAGE = "https://raw.githubusercontent.com/aimlapi/api-docs/main/reference-files/mona_lisa_extended.jpg"
+IMAGE = (
+    "https://raw.githubusercontent.com/aimlapi/api-docs/main/reference-files/mona_lisa_extended.jpg"
+)
 PROMPTS = [
     ("Mona Lisa puts on glasses with her hands.", 5),
     ("The camera slowly pulls back from the portrait.", 10),
@@ -101,7 +103,9 @@ def _run(args: argparse.Namespace) -> int:
             _say(f"Flower: http://127.0.0.1:{port}/tasks  (task events on)")
 
         settings = load_settings(
-            redis_url=redis_url, queue=queue, deadline=args.deadline,
+            redis_url=redis_url,
+            queue=queue,
+            deadline=args.deadline,
             poll_interval=args.poll_interval,
         )
         client = Client(settings=settings)
@@ -131,8 +135,10 @@ def _run(args: argparse.Namespace) -> int:
         log = sim.requests()
         creates = len(sim.creates())
         limited = sum(1 for r in log if r.status_code == 429)
-        _say(f"Done: {len(jobs)} jobs, {creates} upstream creates, {len(log)} upstream "
-             f"requests in all, {limited} answered 429 and retried.")
+        _say(
+            f"Done: {len(jobs)} jobs, {creates} upstream creates, {len(log)} upstream "
+            f"requests in all, {limited} answered 429 and retried."
+        )
         if args.keep_running:
             _say("Everything keeps running (Flower above); Ctrl-C to stop.")
             try:

@@ -184,8 +184,9 @@ def _authorized(
         if hmac.compare_digest(given, token) and given and found is None:
             found = caller
     if found is None:
-        raise HTTPException(401, "missing or unknown Bearer token",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401, "missing or unknown Bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )
     return found
 
 
@@ -203,8 +204,8 @@ def create_gateway(settings: Settings, client: Client | None = None) -> FastAPI:
 
     app.add_middleware(LimitBody, limit=settings.max_request_bytes)
     app.state.videoq_callers = [
-        Caller(name, admin=name is not None and name in settings.admins) for name, _ in
-        settings.callers
+        Caller(name, admin=name is not None and name in settings.admins)
+        for name, _ in settings.callers
     ]
     app.state.videoq_tokens = [token.encode() for _, token in settings.callers]
 
@@ -235,8 +236,7 @@ def create_gateway(settings: Settings, client: Client | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
-                  for e in exc.errors()]
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
         return JSONResponse(status_code=422, content={"detail": errors})
 
     # --- health -----------------------------------------------------------------------------
@@ -257,12 +257,19 @@ def create_gateway(settings: Settings, client: Client | None = None) -> FastAPI:
         except Unavailable as exc:
             raise Unavailable(
                 f"job {job_id} was accepted; reading its record failed: {exc}. Look it up "
-                f"with GET /v1/jobs/{job_id}", job_id=job_id,
+                f"with GET /v1/jobs/{job_id}",
+                job_id=job_id,
             ) from None
 
-    @app.post("/v1/jobs", status_code=202, tags=["jobs"],
-              responses={**ERRORS, 409: {"model": Problem, "description":
-                                         "Idempotency-Key reused with a different body"}})
+    @app.post(
+        "/v1/jobs",
+        status_code=202,
+        tags=["jobs"],
+        responses={
+            **ERRORS,
+            409: {"model": Problem, "description": "Idempotency-Key reused with a different body"},
+        },
+    )
     def submit(
         caller: Authorized,
         body: JobRequest,
@@ -273,18 +280,28 @@ def create_gateway(settings: Settings, client: Client | None = None) -> FastAPI:
         options = body.model_dump(exclude_none=True)
         image_url = options.pop("image_url")
         webhook_url = options.pop("webhook_url", None)
-        job_id = client.submit(image_url, idempotency_key=idempotency_key,
-                               webhook_url=webhook_url, owner=caller.name, **options)
+        job_id = client.submit(
+            image_url,
+            idempotency_key=idempotency_key,
+            webhook_url=webhook_url,
+            owner=caller.name,
+            **options,
+        )
         return accepted(job_id, caller)
 
-    @app.get("/v1/jobs/{job_id}", tags=["jobs"],
-             responses={**ERRORS, 404: {"model": Problem}})
+    @app.get("/v1/jobs/{job_id}", tags=["jobs"], responses={**ERRORS, 404: {"model": Problem}})
     def get_job(caller: Authorized, job_id: str) -> Job:
         return client.get(job_id, owner=caller.scope)
 
-    @app.delete("/v1/jobs/{job_id}", tags=["jobs"],
-                responses={**ERRORS, 404: {"model": Problem},
-                           409: {"model": Problem, "description": "the job had ended"}})
+    @app.delete(
+        "/v1/jobs/{job_id}",
+        tags=["jobs"],
+        responses={
+            **ERRORS,
+            404: {"model": Problem},
+            409: {"model": Problem, "description": "the job had ended"},
+        },
+    )
     def cancel_job(caller: Authorized, job_id: str) -> Job:
         """Cancel a job. Before the upstream create, none is made; during generation,
         polling stops and the record keeps the upstream id (the upstream has no cancel
@@ -298,8 +315,9 @@ def create_gateway(settings: Settings, client: Client | None = None) -> FastAPI:
     def list_jobs(
         caller: Authorized,
         state: JobState | None = None,
-        cursor: Annotated[str, Query(max_length=30, description="next_cursor of the "
-                                     "previous page (opaque)")] = "0",
+        cursor: Annotated[
+            str, Query(max_length=30, description="next_cursor of the previous page (opaque)")
+        ] = "0",
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> JobPage:
         jobs, following = client.list_jobs(state, cursor, limit, owner=caller.scope)
@@ -336,11 +354,18 @@ def create_gateway(settings: Settings, client: Client | None = None) -> FastAPI:
         return answer
 
     for path in UPSTREAM_PATHS:
-        app.post(path, tags=["upstream-compatible"],
-                 responses={**ERRORS, 422: {"model": Problem}},
-                 summary="Create a generation (the upstream's shape)")(create_like_upstream)
-        app.get(path, tags=["upstream-compatible"],
-                responses={**ERRORS, 404: {"model": Problem}}, response_model_exclude_none=True,
-                summary="A generation's status (the upstream's shape)")(status_like_upstream)
+        app.post(
+            path,
+            tags=["upstream-compatible"],
+            responses={**ERRORS, 422: {"model": Problem}},
+            summary="Create a generation (the upstream's shape)",
+        )(create_like_upstream)
+        app.get(
+            path,
+            tags=["upstream-compatible"],
+            responses={**ERRORS, 404: {"model": Problem}},
+            response_model_exclude_none=True,
+            summary="A generation's status (the upstream's shape)",
+        )(status_like_upstream)
 
     return app

@@ -62,8 +62,19 @@ class RedisServer:
             self.directory = Path(self._tmp.name)
         self.port = self.port or free_port()
         args = [
-            binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-            "--dir", str(self.directory), "--daemonize", "no", "--logfile", "redis.log",
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            str(self.directory),
+            "--daemonize",
+            "no",
+            "--logfile",
+            "redis.log",
         ]
         if self.appendonly:
             args += ["--appendonly", "yes", "--appendfsync", "everysec"]
@@ -108,21 +119,42 @@ def start_worker(
 ) -> subprocess.Popen[bytes]:
     """A ``videoq worker`` subprocess with ``env`` (settings) on top of ours."""
     args = [
-        sys.executable, "-m", "producers", "worker", "-c", str(concurrency),
-        "-n", f"{name}@%h", "--without-mingle", "--without-gossip", *(extra or []),
+        sys.executable,
+        "-m",
+        "producers",
+        "worker",
+        "-c",
+        str(concurrency),
+        "-n",
+        f"{name}@%h",
+        "--without-mingle",
+        "--without-gossip",
+        *(extra or []),
     ]
     return subprocess.Popen(
-        args, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
+        args,
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
 
 
 def start_flower(env: dict[str, str], log: IO[bytes], port: int) -> subprocess.Popen[bytes]:
     args = [
-        sys.executable, "-m", "celery", "-A", "worker.app", "flower",
-        "--address=127.0.0.1", f"--port={port}",
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.app",
+        "flower",
+        "--address=127.0.0.1",
+        f"--port={port}",
     ]
     return subprocess.Popen(
-        args, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
+        args,
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )

@@ -36,9 +36,17 @@ def is_local(host: str) -> bool:
 def flower_command(settings: Settings, host: str, port: int, extra: list[str]) -> list[str]:
     """The ``celery flower`` command line (the credentials go through the environment)."""
     return [
-        sys.executable, "-m", "celery", "-A", "worker.app", "flower",
-        f"--address={host}", f"--port={port}",
-        "--persistent=True", f"--db={settings.flower_db}", "--state_save_interval=10000",
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.app",
+        "flower",
+        f"--address={host}",
+        f"--port={port}",
+        "--persistent=True",
+        f"--db={settings.flower_db}",
+        "--state_save_interval=10000",
         f"--tasks_columns={FLOWER_COLUMNS}",
         *extra,
     ]
@@ -107,8 +115,7 @@ def run_serve(host: str, port: int) -> int:
         _err("refusing to serve without tokens: set VIDEOQ_API_TOKENS=token1,token2")
         return EXIT_INPUT
     _err(f"videoq gateway on http://{host}:{port} (OpenAPI: /openapi.json, docs: /docs)")
-    uvicorn.run(create_gateway(settings), host=host, port=port, log_level="info",
-                access_log=False)
+    uvicorn.run(create_gateway(settings), host=host, port=port, log_level="info", access_log=False)
     return EXIT_OK
 
 

@@ -78,7 +78,8 @@ class Progress:
             self._drawn = len(lines) + 1
         else:
             changed = [
-                line for job, line in zip(jobs, lines, strict=True)
+                line
+                for job, line in zip(jobs, lines, strict=True)
                 if self._seen.get(job.id) is not job.state
             ]
             if changed or now - self._last_beat >= self.heartbeat:

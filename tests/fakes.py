@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,28 @@ class FakeUpstream:
         if isinstance(answer, Exception):
             raise answer
         return answer
+
+    # A batch's calls, one after another, each answer given as it comes (a tick's
+    # ``fetch``; the real client makes them at once on its event loop).
+
+    def each_status(
+        self, calls: Sequence[tuple[str, float]], idle: float = 0.25
+    ) -> Iterator[tuple[int, Status | UpstreamError]]:
+        for index, (generation_id, timeout) in enumerate(calls):
+            yield index, _caught(lambda g=generation_id, t=timeout: self.status(g, timeout=t))
+
+    def each_create(
+        self, calls: Sequence[tuple[dict[str, Any], float]], idle: float = 0.25
+    ) -> Iterator[tuple[int, Status | UpstreamError]]:
+        for index, (body, timeout) in enumerate(calls):
+            yield index, _caught(lambda b=body, t=timeout: self.create(b, timeout=t))
+
+
+def _caught(call: Callable[[], Status]) -> Status | UpstreamError:
+    try:
+        return call()
+    except UpstreamError as exc:
+        return exc
 
 
 @dataclass

@@ -80,7 +80,7 @@ M = [
     (
         "M6 echoed key not masked",
         "worker/upstream.py",
-        '        return mask(text, [self._key.get_secret_value()])',
+        "        return mask(text, [self._key.get_secret_value()])",
         "        return text",
         [
             "tests/integration/test_secrets.py",
@@ -218,7 +218,13 @@ EXTRA += [
     ),
     (
         "M19 no due time kept by the chain's transitions",
-        [("worker/store.py", "elseif ARGV[11] ~= '' then\n  redis.call('ZADD', KEYS[2], ARGV[11], ARGV[10])\n", "")],
+        [
+            (
+                "worker/store.py",
+                "elseif ARGV[11] ~= '' then\n  redis.call('ZADD', KEYS[2], ARGV[11], ARGV[10])\n",
+                "",
+            )
+        ],
         ["tests/worker/test_sweeper.py::test_a_job_alive_and_on_schedule_is_never_resumed"],
     ),
     (
@@ -229,7 +235,9 @@ EXTRA += [
     (
         "M21 Celery's own consumer (crashes when Redis goes away)",
         [("worker/app.py", '        "worker_consumer": "worker.consumer:VideoqConsumer",\n', "")],
-        ["tests/reliability/test_redis_faults.py::test_redis_sigkilled_and_restarted_on_its_aof_files"],
+        [
+            "tests/reliability/test_redis_faults.py::test_redis_sigkilled_and_restarted_on_its_aof_files"
+        ],
     ),
     (
         "M22 internal image hosts allowed",
@@ -238,21 +246,38 @@ EXTRA += [
     ),
     (
         "M23 warm shutdown does not hand held tasks back",
-        [("worker/consumer.py", "        super().on_connection_error_after_connected(exc)\n",
-          "        super().on_connection_error_after_connected(exc)\n\n    def on_close(self) -> None:\n"
-          "        for ch in list(getattr(getattr(self.connection, '_transport', None), 'channels', None) or []):\n"
-          "            ch.do_restore = False\n        super().on_close()\n")],
-        ["tests/reliability/test_worker_faults.py::test_sigterm_warm_shutdown_hands_back_held_tasks"],
+        [
+            (
+                "worker/consumer.py",
+                "        super().on_connection_error_after_connected(exc)\n",
+                "        super().on_connection_error_after_connected(exc)\n\n    def on_close(self) -> None:\n"
+                "        for ch in list(getattr(getattr(self.connection, '_transport', None), 'channels', None) or []):\n"
+                "            ch.do_restore = False\n        super().on_close()\n",
+            )
+        ],
+        [
+            "tests/reliability/test_worker_faults.py::test_sigterm_warm_shutdown_hands_back_held_tasks"
+        ],
     ),
     (
         "M33 a tick claims without a lease",
         [("worker/ticks.py", "    redis.call('ZADD', KEYS[1], ARGV[4], id)\n", "")],
-        ["tests/worker/test_ticks.py::test_a_poll_lost_with_its_worker_is_claimed_again_after_the_lease_and_fenced"],
+        [
+            "tests/worker/test_ticks.py::test_a_poll_lost_with_its_worker_is_claimed_again_after_the_lease_and_fenced"
+        ],
     ),
     (
         "M34 a tick polls jobs that are no longer generating",
-        [("worker/ticks.py", "  if f[1] == 'generating' and f[5] and f[5] ~= '' then", "  if f[5] and f[5] ~= '' then")],
-        ["tests/worker/test_ticks.py::test_a_cancelled_job_is_dropped_from_the_book_without_a_poll"],
+        [
+            (
+                "worker/ticks.py",
+                "  if f[1] == 'generating' and f[5] and f[5] ~= '' then",
+                "  if f[5] and f[5] ~= '' then",
+            )
+        ],
+        [
+            "tests/worker/test_ticks.py::test_a_cancelled_job_is_dropped_from_the_book_without_a_poll"
+        ],
     ),
     (
         "M35 a message per poll, not per tick",
@@ -262,36 +287,67 @@ EXTRA += [
     (
         "M36 the rest of a burst is not handed on",
         [("worker/ticks.py", "    if more:\n", "    if False:\n")],
-        ["tests/worker/test_ticks.py::test_a_tick_polls_only_due_jobs_and_hands_the_rest_of_a_burst_on"],
+        [
+            "tests/worker/test_ticks.py::test_a_tick_polls_only_due_jobs_and_hands_the_rest_of_a_burst_on"
+        ],
     ),
     (
         "M37 a finished job stays in the poll book",
         [("worker/store.py", "  redis.call('ZREM', KEYS[7], ARGV[10])\n", "")],
-        ["tests/worker/test_ticks.py::test_a_finished_job_leaves_the_book",
-         "tests/integration/test_batch.py::test_a_burst_completes_with_one_create_each_and_polls_a_tick_apart"],
+        [
+            "tests/worker/test_ticks.py::test_a_finished_job_leaves_the_book",
+            "tests/integration/test_batch.py::test_a_burst_completes_with_one_create_each_and_polls_a_tick_apart",
+        ],
     ),
     (
         "M38 a tick polls jobs not yet due",
-        [("worker/ticks.py", "'ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT'", "'ZRANGEBYSCORE', KEYS[1], '-inf', '+inf', 'LIMIT'")],
-        ["tests/worker/test_ticks.py::test_a_tick_polls_only_due_jobs_and_hands_the_rest_of_a_burst_on",
-         "tests/integration/test_batch.py::test_a_burst_completes_with_one_create_each_and_polls_a_tick_apart"],
+        [
+            (
+                "worker/ticks.py",
+                "'ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT'",
+                "'ZRANGEBYSCORE', KEYS[1], '-inf', '+inf', 'LIMIT'",
+            )
+        ],
+        [
+            "tests/worker/test_ticks.py::test_a_tick_polls_only_due_jobs_and_hands_the_rest_of_a_burst_on",
+            "tests/integration/test_batch.py::test_a_burst_completes_with_one_create_each_and_polls_a_tick_apart",
+        ],
     ),
     (
         "M39 transient errors forgotten between ticks",
-        [("worker/ticks.py", "  redis.call('HSET', ARGV[1] .. ARGV[i], 'poll_errors', ARGV[i + 2])\n", "")],
+        [
+            (
+                "worker/ticks.py",
+                "  redis.call('HSET', ARGV[1] .. ARGV[i], 'poll_errors', ARGV[i + 2])\n",
+                "",
+            )
+        ],
         ["tests/worker/test_ticks.py::test_transient_errors_are_counted_across_ticks_and_back_off"],
     ),
     (
         "M40 batch mode: the killed worker's leased polls never come back",
-        [("worker/ticks.py", "    lease_until = now + rt.upstream_timeout + settings.stall_timeout\n", "    lease_until = now + 3600\n")],
-        ["tests/worker/test_ticks.py::test_a_tick_that_dies_mid_call_leaves_its_jobs_leased_for_the_timeouts"],
+        [
+            (
+                "worker/ticks.py",
+                "    lease_until = now + rt.upstream_timeout + settings.stall_timeout\n",
+                "    lease_until = now + 3600\n",
+            )
+        ],
+        [
+            "tests/worker/test_ticks.py::test_a_tick_that_dies_mid_call_leaves_its_jobs_leased_for_the_timeouts"
+        ],
     ),
 ]
 EXTRA += [
     (
         "M24 videoq flower serves a public address without auth",
-        [("producers/ops.py", "    if not is_local(host) and not settings.flower_basic_auth.get_secret_value():",
-          "    if False:")],
+        [
+            (
+                "producers/ops.py",
+                "    if not is_local(host) and not settings.flower_basic_auth.get_secret_value():",
+                "    if False:",
+            )
+        ],
         ["tests/test_deploy.py::test_flower_refuses_a_public_address_without_auth"],
     ),
     (
@@ -301,15 +357,26 @@ EXTRA += [
     ),
     (
         "M26 JSON formatter leaks the key",
-        [("worker/logs.py", "        return mask(json.dumps(out), self.secrets)", "        return json.dumps(out)")],
+        [
+            (
+                "worker/logs.py",
+                "        return mask(json.dumps(out), self.secrets)",
+                "        return json.dumps(out)",
+            )
+        ],
         ["tests/worker/test_logs.py::test_json_format_has_the_fields_and_masks_the_key"],
     ),
 ]
 EXTRA += [
     (
         "M27 budget ignores the line (first come, first served)",
-        [("worker/store.py", "if free > 0 and redis.call('ZRANK', KEYS[2], ARGV[1]) < free then",
-          "if free > 0 then")],
+        [
+            (
+                "worker/store.py",
+                "if free > 0 and redis.call('ZRANK', KEYS[2], ARGV[1]) < free then",
+                "if free > 0 then",
+            )
+        ],
         ["tests/worker/test_budget.py::test_only_the_cap_runs_and_the_rest_wait_in_order"],
     ),
     (
@@ -319,26 +386,49 @@ EXTRA += [
     ),
     (
         "M29 webhook signed over the body only",
-        [("worker/webhooks.py", '    signed = f"{msg_id}.{timestamp}.".encode() + body', "    signed = body")],
+        [
+            (
+                "worker/webhooks.py",
+                '    signed = f"{msg_id}.{timestamp}.".encode() + body',
+                "    signed = body",
+            )
+        ],
         ["tests/worker/test_webhooks.py::test_signature_matches_the_standard_webhooks_recipe"],
     ),
     (
         "M30 webhook retried forever (no window)",
-        [("worker/webhooks.py", "    if not secret or now + delay > window_end:", "    if not secret:")],
+        [
+            (
+                "worker/webhooks.py",
+                "    if not secret or now + delay > window_end:",
+                "    if not secret:",
+            )
+        ],
         ["tests/worker/test_webhooks.py::test_webhook_gives_up_at_the_end_of_the_window"],
     ),
     (
         "M31 gateway accepts any token",
-        [("producers/gateway.py",
-          "        if hmac.compare_digest(given, token) and given and found is None:",
-          "        if found is None:")],
+        [
+            (
+                "producers/gateway.py",
+                "        if hmac.compare_digest(given, token) and given and found is None:",
+                "        if found is None:",
+            )
+        ],
         ["tests/integration/test_gateway.py::test_tokens_are_checked_and_never_forwarded"],
     ),
     (
         "M32 cancel is not a terminal write (record stays generating)",
-        [("producers/client.py", "                job_id, ACTIVE_STATES, JobState.CANCELLED,",
-          "                job_id, ACTIVE_STATES, JobState.GENERATING,")],
-        ["tests/integration/test_gateway.py::test_cancel_during_generation_stops_polling_and_keeps_the_upstream_id"],
+        [
+            (
+                "producers/client.py",
+                "                job_id, ACTIVE_STATES, JobState.CANCELLED,",
+                "                job_id, ACTIVE_STATES, JobState.GENERATING,",
+            )
+        ],
+        [
+            "tests/integration/test_gateway.py::test_cancel_during_generation_stops_polling_and_keeps_the_upstream_id"
+        ],
     ),
 ]
 for item in list(EXTRA):

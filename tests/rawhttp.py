@@ -110,9 +110,11 @@ class RawServer:
 # --- modes -----------------------------------------------------------------------------------
 
 
-def answer(status: str, body: bytes = b"", headers: dict[str, str] | None = None,
-           delay: float = 0.0) -> Handler:
+def answer(
+    status: str, body: bytes = b"", headers: dict[str, str] | None = None, delay: float = 0.0
+) -> Handler:
     """A complete answer (after ``delay`` seconds), then close."""
+
     def handle(conn: socket.socket, server: RawServer) -> None:
         server.read_request(conn)
         if delay:
@@ -121,6 +123,7 @@ def answer(status: str, body: bytes = b"", headers: dict[str, str] | None = None
         head += [f"{k}: {v}" for k, v in (headers or {}).items()]
         server.send(conn, ("\r\n".join(head) + "\r\n\r\n").encode() + body)
         conn.close()
+
     return handle
 
 

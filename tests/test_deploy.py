@@ -69,8 +69,11 @@ def test_compose_flower_has_auth_and_persistent_state_and_no_beat_is_needed() ->
 
 def _compose_env(redis_url: str) -> dict[str, str]:
     return {
-        **os.environ, "VIDEOQ_REDIS_URL": redis_url, "VIDEOQ_FLOWER_BASIC_AUTH": "ops:x",
-        "VIDEOQ_KEY_PREFIX": "deploytest", "VIDEOQ_QUEUE": "deploytest",
+        **os.environ,
+        "VIDEOQ_REDIS_URL": redis_url,
+        "VIDEOQ_FLOWER_BASIC_AUTH": "ops:x",
+        "VIDEOQ_KEY_PREFIX": "deploytest",
+        "VIDEOQ_QUEUE": "deploytest",
     }
 
 
@@ -80,8 +83,11 @@ def test_every_compose_command_runs(service: str, redis_url: str) -> None:
     command = [str(c) for c in compose()["services"][service]["command"]]
     script = Path(sys.executable).with_name(command[0])
     done = subprocess.run(
-        [str(script), *command[1:], "--help"], env=_compose_env(redis_url),
-        capture_output=True, text=True, timeout=60,
+        [str(script), *command[1:], "--help"],
+        env=_compose_env(redis_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "usage" in done.stdout.lower()
@@ -89,17 +95,28 @@ def test_every_compose_command_runs(service: str, redis_url: str) -> None:
 
 def test_the_health_checks_run(redis_url: str) -> None:
     script = Path(sys.executable).with_name("videoq")
-    ok = subprocess.run([str(script), "health"], env=_compose_env(redis_url),
-                        capture_output=True, text=True, timeout=60)
+    ok = subprocess.run(
+        [str(script), "health"],
+        env=_compose_env(redis_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert (ok.returncode, ok.stdout.strip()) == (0, "ok"), ok.stderr
     missing = subprocess.run(
         [str(script), "health", "--worker", "nobody@nowhere", "--timeout", "1"],
-        env=_compose_env(redis_url), capture_output=True, text=True, timeout=60,
+        env=_compose_env(redis_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert missing.returncode == 1 and "did not answer" in missing.stderr
     down = subprocess.run(
-        [str(script), "health"], env=_compose_env("redis://127.0.0.1:9/0"),
-        capture_output=True, text=True, timeout=60,
+        [str(script), "health"],
+        env=_compose_env("redis://127.0.0.1:9/0"),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert down.returncode == 3 and "unreachable" in down.stderr
 
@@ -107,18 +124,29 @@ def test_the_health_checks_run(redis_url: str) -> None:
 def test_flower_refuses_a_public_address_without_auth(redis_url: str) -> None:
     env = {k: v for k, v in _compose_env(redis_url).items() if k != "VIDEOQ_FLOWER_BASIC_AUTH"}
     script = Path(sys.executable).with_name("videoq")
-    done = subprocess.run([str(script), "flower", "--host", "0.0.0.0"], env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [str(script), "flower", "--host", "0.0.0.0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2 and "without authentication" in done.stderr
 
 
 # --- Kubernetes ----------------------------------------------------------------------------
 
 REQUIRED = {
-    "Deployment": ["spec.selector.matchLabels", "spec.template.metadata.labels",
-                   "spec.template.spec.containers"],
-    "StatefulSet": ["spec.selector.matchLabels", "spec.serviceName",
-                    "spec.template.spec.containers"],
+    "Deployment": [
+        "spec.selector.matchLabels",
+        "spec.template.metadata.labels",
+        "spec.template.spec.containers",
+    ],
+    "StatefulSet": [
+        "spec.selector.matchLabels",
+        "spec.serviceName",
+        "spec.template.spec.containers",
+    ],
     "Service": ["spec.selector", "spec.ports"],
     "ConfigMap": ["data"],
     "Secret": ["stringData"],

@@ -18,10 +18,10 @@ from celery import Celery, signals
 from .chain import Runtime, Scheduler
 from .http import EventLoop
 from .logs import install_json_format, install_redaction
+from .pump import PumpStep
 from .settings import Settings, load_settings
 from .store import JobStore, connect
 from .sweeper import SweeperStep
-from .ticks import PollBook
 from .upstream import UpstreamClient
 from .webhooks import webhook_http
 
@@ -82,8 +82,8 @@ class VideoqCelery(Celery):  # type: ignore[misc]
         self.videoq_settings = settings
         self.config_from_object(celery_config(settings))
         self.steps["worker"].add(SweeperStep)
+        self.steps["worker"].add(PumpStep)
         self._runtime: tuple[int, Runtime] | None = None
-        self._batch: tuple[int, PollBook] | None = None
         self._locks: dict[int, threading.Lock] = {}
 
     def runtime(self, scheduler: Scheduler) -> Runtime:
@@ -112,16 +112,6 @@ class VideoqCelery(Celery):  # type: ignore[misc]
                 ),
             )
             return self._runtime[1]
-
-    def batch(self, rt: Runtime) -> PollBook:
-        """Batch mode: this process's poll book, on ``rt``'s Redis pool."""
-        pid = os.getpid()
-        if self._batch is None or self._batch[0] != pid:
-            with self._locks.setdefault(pid, threading.Lock()):
-                if self._batch is None or self._batch[0] != pid:
-                    book = PollBook(rt.store.redis, rt.store.keys, self.videoq_settings.poll_tick)
-                    self._batch = (pid, book)
-        return self._batch[1]
 
 
 def create_app(settings: Settings | None = None) -> VideoqCelery:

@@ -36,7 +36,6 @@ from .states import ErrorKind, JobState
 from .store import Fence, JobStore, Outcome
 from .upstream import (
     IN_PROGRESS,
-    ProtocolError,
     Rejected,
     Status,
     Transient,
@@ -54,16 +53,13 @@ FINAL_LOOK = 2.0
 
 
 class Scheduler(Protocol):
-    def generate(self, job_id: str, deadline_at: float, attempt: int, countdown: float) -> None:
-        ...
+    def generate(self, job_id: str, deadline_at: float, attempt: int, countdown: float) -> None: ...
 
     def poll(
         self, job_id: str, deadline_at: float, seq: int, errors: int, countdown: float
-    ) -> None:
-        ...
+    ) -> None: ...
 
-    def webhook(self, job_id: str, attempt: int, countdown: float) -> None:
-        ...
+    def webhook(self, job_id: str, attempt: int, countdown: float) -> None: ...
 
 
 @dataclass
@@ -150,6 +146,10 @@ def wake_waiting(rt: Runtime) -> None:
 
 
 def run_generate(rt: Runtime, job_id: str, deadline_at: float, attempt: int = 1) -> None:
+    """One job's create, end to end: chain mode's ``generate_video`` (and any foreign
+    or resumed message). Batch mode's create tick (``worker.intake``) runs the same
+    three parts for a batch: :func:`prepare_create`, the store's create claim, and
+    :func:`create_answered`."""
     job = rt.store.get(job_id)
     if job is None:
         return _drop(job_id, "generate", attempt, "no such job (expired?)", None)
@@ -157,12 +157,38 @@ def run_generate(rt: Runtime, job_id: str, deadline_at: float, attempt: int = 1)
         if job.state is JobState.SUBMITTING:
             return _check_stuck_create(rt, job, deadline_at, attempt)
         return _drop(job_id, "generate", attempt, "already past queued", job)
+    body = prepare_create(rt, job, deadline_at, attempt)
+    if body is None:
+        return None
+    token, claimed = claim_batch(rt, {job_id: attempt})
+    if job_id not in claimed:
+        return _drop(job_id, "generate", attempt, "lost the create claim", rt.store.get(job_id))
+    try:
+        answer: Status | UpstreamError = rt.upstream.create(
+            body, timeout=rt.call_timeout(deadline_at)
+        )
+    except UpstreamError as exc:
+        answer = exc
+    return create_answered(rt, job_id, deadline_at, attempt, token, answer)
 
+
+def prepare_create(
+    rt: Runtime, job: Job, deadline_at: float, attempt: int
+) -> dict[str, object] | None:
+    """What a queued job's create sends, or None when the job cannot be created now:
+    its deadline passed or its request is refused (the job ends), or the
+    ``VIDEOQ_MAX_IN_FLIGHT`` cap makes it wait in line."""
+    job_id = job.id
     now = rt.clock()
     if deadline_at - now <= DEADLINE_EPSILON:
         _finish(
-            rt, job_id, JobState.QUEUED, JobState.TIMED_OUT, None,
-            attempt=attempt, error_kind=ErrorKind.DEADLINE,
+            rt,
+            job_id,
+            JobState.QUEUED,
+            JobState.TIMED_OUT,
+            None,
+            attempt=attempt,
+            error_kind=ErrorKind.DEADLINE,
             error_message="the deadline passed before the upstream generation was created",
         )
         return None
@@ -172,94 +198,154 @@ def run_generate(rt: Runtime, job_id: str, deadline_at: float, attempt: int = 1)
         # Over the cap: wait in line. A finishing job (or the sweeper) wakes us; until
         # then the sweeper leaves this job alone (its due time is its deadline).
         rt.store.postpone(job_id, deadline_at)
-        logs.event("job.waiting", job_id=job_id, state="queued", attempt=attempt,
-                   in_flight=rt.store.in_flight_slots(), limit=limit)
-        return wake_waiting(rt)
+        rt.store.unbook_create(job_id)
+        logs.event(
+            "job.waiting",
+            job_id=job_id,
+            state="queued",
+            attempt=attempt,
+            in_flight=rt.store.in_flight_slots(),
+            limit=limit,
+        )
+        wake_waiting(rt)
+        return None
 
     try:
         # Checked again now, before the claim: an image host may have come to resolve
         # to an internal address since the job was accepted.
-        body = _upstream_body(rt.store, job)
+        return _upstream_body(rt.store, job)
     except RequestError as exc:
         _finish(
-            rt, job_id, JobState.QUEUED, JobState.FAILED, None, attempt=attempt,
-            error_kind=ErrorKind.VALIDATION, error_message=str(exc),
+            rt,
+            job_id,
+            JobState.QUEUED,
+            JobState.FAILED,
+            None,
+            attempt=attempt,
+            error_kind=ErrorKind.VALIDATION,
+            error_message=str(exc),
         )
         return None
 
-    token = uuid.uuid4().hex
-    claimed = rt.store.transition(
-        job_id, [JobState.QUEUED], JobState.SUBMITTING,
-        {"claim_token": token, "claim_at": now}, increment="attempts", now=now,
-        due_at=now + rt.settings.create_claim_timeout + rt.settings.stall_timeout,
-    )
-    if claimed is not Outcome.APPLIED:
-        return _drop(job_id, "generate", attempt, "lost the create claim", rt.store.get(job_id))
-    logs.event("job.submitting", job_id=job_id, state="submitting", attempt=attempt)
-    fence = Fence("claim_token", token)
 
-    try:
-        created = rt.upstream.create(body, timeout=rt.call_timeout(deadline_at))
-    except Transient as exc:
-        rt.store.note_upstream_error(exc.kind)
-        if exc.outcome_unknown:
+def claim_batch(rt: Runtime, attempts: dict[str, int]) -> tuple[str, set[str]]:
+    """Claim the creates of the jobs still queued among ``attempts`` (job id: attempt)
+    under one token, with the store's one create claim: only the token's holder may
+    record their outcomes, so each job gets one create. Returns the token and the
+    ids claimed."""
+    token = uuid.uuid4().hex
+    now = rt.clock()
+    due = now + rt.settings.create_claim_timeout + rt.settings.stall_timeout
+    claimed = rt.store.claim_creates(attempts, token, now, due)
+    for job_id in claimed:
+        logs.event("job.submitting", job_id=job_id, state="submitting", attempt=attempts[job_id])
+    return token, claimed
+
+
+def create_answered(
+    rt: Runtime,
+    job_id: str,
+    deadline_at: float,
+    attempt: int,
+    token: str,
+    answer: Status | UpstreamError,
+) -> None:
+    """What a claimed create does with the upstream's answer (or classified error):
+    record the generation and schedule the first poll, retry, or end the job."""
+    fence = Fence("claim_token", token)
+    if isinstance(answer, Transient):
+        rt.store.note_upstream_error(answer.kind)
+        if answer.outcome_unknown:
             _finish(
-                rt, job_id, JobState.SUBMITTING, JobState.FAILED, fence, attempt=attempt,
+                rt,
+                job_id,
+                JobState.SUBMITTING,
+                JobState.FAILED,
+                fence,
+                attempt=attempt,
                 error_kind=ErrorKind.CREATE_OUTCOME_UNKNOWN,
                 error_message=(
-                    f"the upstream create may have been received ({exc}); it is not "
+                    f"the upstream create may have been received ({answer}); it is not "
                     "repeated, to avoid a second charge"
                 ),
             )
             return None
-        return _retry_create(rt, job_id, deadline_at, attempt, fence, exc)
-    except Rejected as exc:
-        rt.store.note_upstream_error(exc.kind)
+        return _retry_create(rt, job_id, deadline_at, attempt, fence, answer)
+    if isinstance(answer, Rejected):
+        rt.store.note_upstream_error(answer.kind)
         _finish(
-            rt, job_id, JobState.SUBMITTING, JobState.FAILED, fence, attempt=attempt,
-            error_kind=ErrorKind.UPSTREAM_REJECTED, error_message=str(exc),
+            rt,
+            job_id,
+            JobState.SUBMITTING,
+            JobState.FAILED,
+            fence,
+            attempt=attempt,
+            error_kind=ErrorKind.UPSTREAM_REJECTED,
+            error_message=str(answer),
         )
         return None
-    except ProtocolError as exc:
-        rt.store.note_upstream_error(exc.kind)
+    if isinstance(answer, UpstreamError):
+        rt.store.note_upstream_error(answer.kind)
         _finish(
-            rt, job_id, JobState.SUBMITTING, JobState.FAILED, fence, attempt=attempt,
-            error_kind=ErrorKind.UPSTREAM_PROTOCOL, error_message=f"create: {exc}",
+            rt,
+            job_id,
+            JobState.SUBMITTING,
+            JobState.FAILED,
+            fence,
+            attempt=attempt,
+            error_kind=ErrorKind.UPSTREAM_PROTOCOL,
+            error_message=f"create: {answer}",
         )
         return None
+    created = answer
 
     now = rt.clock()
     countdown = _clamp(rt, rt.settings.poll_interval, deadline_at, now)
     try:
         saved = rt.store.transition(
-            job_id, [JobState.SUBMITTING], JobState.GENERATING,
+            job_id,
+            [JobState.SUBMITTING],
+            JobState.GENERATING,
             {
                 "generation_id": created.generation_id,
                 "submitted_at": now,
                 "next_poll_at": now + countdown,
                 "last_error": "",
             },
-            fence=fence, now=now, due_at=now + countdown + rt.settings.stall_timeout,
+            fence=fence,
+            now=now,
+            due_at=now + countdown + rt.settings.stall_timeout,
         )
     except redis.RedisError:
         # A paid generation whose id could not be saved: its id must not be lost.
         logs.event(
-            "job.orphaned_generation", level=logging.ERROR, job_id=job_id, attempt=attempt,
-            generation_id=created.generation_id, reason="Redis failed while saving the id",
+            "job.orphaned_generation",
+            level=logging.ERROR,
+            job_id=job_id,
+            attempt=attempt,
+            generation_id=created.generation_id,
+            reason="Redis failed while saving the id",
         )
         raise
     if saved is not Outcome.APPLIED:
         if rt.store.keep_generation_id(job_id, created.generation_id):
             return _drop(job_id, "generate", attempt, "cancelled during the create", None)
         logs.event(
-            "job.orphaned_generation", level=logging.WARNING, job_id=job_id,
-            attempt=attempt, generation_id=created.generation_id,
+            "job.orphaned_generation",
+            level=logging.WARNING,
+            job_id=job_id,
+            attempt=attempt,
+            generation_id=created.generation_id,
             reason="record moved on during the create",
         )
         return None
     logs.event(
-        "job.generating", job_id=job_id, state="generating", attempt=attempt,
-        generation_id=created.generation_id, next_poll_in=countdown,
+        "job.generating",
+        job_id=job_id,
+        state="generating",
+        attempt=attempt,
+        generation_id=created.generation_id,
+        next_poll_in=countdown,
     )
     rt.scheduler.poll(job_id, deadline_at, seq=1, errors=0, countdown=countdown)
     return None
@@ -276,22 +362,36 @@ def _retry_create(
     delay = rt.backoff(attempt - 1, exc.retry_after)
     if now + delay >= deadline_at:
         _finish(
-            rt, job_id, JobState.SUBMITTING, JobState.TIMED_OUT, fence, attempt=attempt,
+            rt,
+            job_id,
+            JobState.SUBMITTING,
+            JobState.TIMED_OUT,
+            fence,
+            attempt=attempt,
             error_kind=ErrorKind.DEADLINE,
             error_message=f"the deadline left no time to retry the create; last error: {exc}",
             last_error=str(exc),
         )
         return
     released = rt.store.transition(
-        job_id, [JobState.SUBMITTING], JobState.QUEUED,
-        {"claim_token": "", "last_error": str(exc)}, fence=fence, now=now,
+        job_id,
+        [JobState.SUBMITTING],
+        JobState.QUEUED,
+        {"claim_token": "", "last_error": str(exc)},
+        fence=fence,
+        now=now,
         due_at=now + delay + rt.settings.stall_timeout,
     )
     if released is not Outcome.APPLIED:
         return _drop(job_id, "generate", attempt, "claim lost before retry", rt.store.get(job_id))
     logs.event(
-        "create.retry", level=logging.WARNING, job_id=job_id, state="queued",
-        attempt=attempt, retry_in=delay, error=str(exc),
+        "create.retry",
+        level=logging.WARNING,
+        job_id=job_id,
+        state="queued",
+        attempt=attempt,
+        retry_in=delay,
+        error=str(exc),
     )
     rt.scheduler.generate(job_id, deadline_at, attempt + 1, countdown=delay)
 
@@ -305,8 +405,13 @@ def _check_stuck_create(rt: Runtime, job: Job, deadline_at: float, attempt: int)
     timeout = rt.settings.create_claim_timeout
     if age >= timeout:
         _finish(
-            rt, job.id, JobState.SUBMITTING, JobState.FAILED, Fence("claim_token", token),
-            attempt=attempt, error_kind=ErrorKind.CREATE_OUTCOME_UNKNOWN,
+            rt,
+            job.id,
+            JobState.SUBMITTING,
+            JobState.FAILED,
+            Fence("claim_token", token),
+            attempt=attempt,
+            error_kind=ErrorKind.CREATE_OUTCOME_UNKNOWN,
             error_message=(
                 f"a worker stopped during the upstream create ({age:.0f}s ago) before "
                 "saving its outcome; not repeated, to avoid a second charge"
@@ -321,21 +426,21 @@ def _check_stuck_create(rt: Runtime, job: Job, deadline_at: float, attempt: int)
 
 
 def run_poll(rt: Runtime, job_id: str, deadline_at: float, seq: int, errors: int = 0) -> None:
-    job = rt.store.get(job_id)
-    if job is None:
-        return _drop(job_id, "poll", seq, "no such job (expired?)", None)
-    if job.state is not JobState.GENERATING or not job.generation_id:
-        return _drop(job_id, "poll", seq, "not generating", job)
+    """Chain mode's poll ``seq``: claim it (the store's one poll claim, which batch
+    mode's ticks make for many polls at once), then :func:`poll_claimed`."""
     now = rt.clock()
-    claimed = rt.store.transition(
-        job_id, [JobState.GENERATING], JobState.GENERATING,
-        {"poll_seq": seq, "last_poll_at": now},
-        fence=Fence("poll_seq", str(seq), op="lt"), increment="attempts", now=now,
-        due_at=now + rt.upstream_timeout + rt.settings.stall_timeout,
+    claimed = rt.store.claim_poll(
+        job_id, seq, now, due_at=now + rt.upstream_timeout + rt.settings.stall_timeout
     )
-    if claimed is not Outcome.APPLIED:
-        return _drop(job_id, "poll", seq, "duplicate or stale poll", job)
-    return poll_claimed(rt, job_id, job.generation_id, deadline_at, seq, errors)
+    if claimed is None:
+        return _drop(
+            job_id,
+            "poll",
+            seq,
+            "not generating, or a duplicate or stale poll",
+            rt.store.get(job_id),
+        )
+    return poll_claimed(rt, job_id, claimed.generation_id, deadline_at, seq, errors)
 
 
 def poll_claimed(
@@ -360,16 +465,27 @@ def poll_out_of_time(rt: Runtime, job_id: str, seq: int, errors: int) -> None:
     out, keeping the last upstream error it had (``errors`` failed polls in a row)."""
     message = (
         f"the upstream was unreachable at the deadline ({errors} failed polls in a row)"
-        if errors else "still generating at the deadline"
+        if errors
+        else "still generating at the deadline"
     )
     _finish(
-        rt, job_id, JobState.GENERATING, JobState.TIMED_OUT, Fence("poll_seq", str(seq)),
-        attempt=seq, error_kind=ErrorKind.DEADLINE, error_message=message,
+        rt,
+        job_id,
+        JobState.GENERATING,
+        JobState.TIMED_OUT,
+        Fence("poll_seq", str(seq)),
+        attempt=seq,
+        error_kind=ErrorKind.DEADLINE,
+        error_message=message,
     )
 
 
 def poll_answered(
-    rt: Runtime, job_id: str, deadline_at: float, seq: int, errors: int,
+    rt: Runtime,
+    job_id: str,
+    deadline_at: float,
+    seq: int,
+    errors: int,
     answer: Status | UpstreamError,
 ) -> None:
     """What poll ``seq`` does with the upstream's answer (or the classified error)."""
@@ -380,8 +496,14 @@ def poll_answered(
     if isinstance(answer, Transient):
         return _after_transient(rt, job_id, deadline_at, seq, errors, fence, answer)
     _finish(
-        rt, job_id, JobState.GENERATING, JobState.FAILED, fence, attempt=seq,
-        error_kind=ErrorKind.UPSTREAM_PROTOCOL, error_message=f"status: {answer}",
+        rt,
+        job_id,
+        JobState.GENERATING,
+        JobState.FAILED,
+        fence,
+        attempt=seq,
+        error_kind=ErrorKind.UPSTREAM_PROTOCOL,
+        error_message=f"status: {answer}",
     )
     return None
 
@@ -395,33 +517,63 @@ def _after_status(
         extra["credits_used"] = st.credits_used
     if st.note:
         extra["notes"] = json.dumps([st.note])
-        logs.event("poll.note", level=logging.WARNING, job_id=job_id, state="generating",
-                   attempt=seq, note=st.note)
+        logs.event(
+            "poll.note",
+            level=logging.WARNING,
+            job_id=job_id,
+            state="generating",
+            attempt=seq,
+            note=st.note,
+        )
     if st.status == "completed":
         if not st.video_url:
             _finish(
-                rt, job_id, JobState.GENERATING, JobState.FAILED, fence, attempt=seq,
+                rt,
+                job_id,
+                JobState.GENERATING,
+                JobState.FAILED,
+                fence,
+                attempt=seq,
                 error_kind=ErrorKind.UPSTREAM_PROTOCOL,
-                error_message="the upstream said completed but gave no video URL", **extra,
+                error_message="the upstream said completed but gave no video URL",
+                **extra,
             )
             return
         problem = video_url_problem(st.video_url, allow_private=rt.settings.allow_private_urls)
         if problem is not None:
             _finish(
-                rt, job_id, JobState.GENERATING, JobState.FAILED, fence, attempt=seq,
+                rt,
+                job_id,
+                JobState.GENERATING,
+                JobState.FAILED,
+                fence,
+                attempt=seq,
                 error_kind=ErrorKind.UPSTREAM_PROTOCOL,
-                error_message=f"the upstream's video URL is unusable: {problem}", **extra,
+                error_message=f"the upstream's video URL is unusable: {problem}",
+                **extra,
             )
             return
         _finish(
-            rt, job_id, JobState.GENERATING, JobState.COMPLETED, fence, attempt=seq,
-            video_url=st.video_url, last_error="", **extra,
+            rt,
+            job_id,
+            JobState.GENERATING,
+            JobState.COMPLETED,
+            fence,
+            attempt=seq,
+            video_url=st.video_url,
+            last_error="",
+            **extra,
         )
         return
     if st.status == "error":
         name = st.error_name or "error"
         _finish(
-            rt, job_id, JobState.GENERATING, JobState.FAILED, fence, attempt=seq,
+            rt,
+            job_id,
+            JobState.GENERATING,
+            JobState.FAILED,
+            fence,
+            attempt=seq,
             error_kind=ErrorKind.UPSTREAM_ERROR,
             error_message=f"{name}: {st.error_message or 'the upstream reported an error'}",
             **extra,
@@ -429,55 +581,110 @@ def _after_status(
         return
     if st.status not in IN_PROGRESS:
         _finish(
-            rt, job_id, JobState.GENERATING, JobState.FAILED, fence, attempt=seq,
+            rt,
+            job_id,
+            JobState.GENERATING,
+            JobState.FAILED,
+            fence,
+            attempt=seq,
             error_kind=ErrorKind.UPSTREAM_PROTOCOL,
-            error_message=f"unknown upstream status {st.status[:100]!r}", **extra,
+            error_message=f"unknown upstream status {st.status[:100]!r}",
+            **extra,
         )
         return
     _next_poll(
-        rt, job_id, deadline_at, seq, 0, fence, rt.settings.poll_interval,
-        f"still {st.status[:50]} at the deadline", "", st.status,
+        rt,
+        job_id,
+        deadline_at,
+        seq,
+        0,
+        fence,
+        rt.settings.poll_interval,
+        f"still {st.status[:50]} at the deadline",
+        "",
+        st.status,
     )
 
 
 def _after_transient(
-    rt: Runtime, job_id: str, deadline_at: float, seq: int, errors: int, fence: Fence,
+    rt: Runtime,
+    job_id: str,
+    deadline_at: float,
+    seq: int,
+    errors: int,
+    fence: Fence,
     exc: Transient,
 ) -> None:
     delay = rt.backoff(errors, exc.retry_after, floor=rt.settings.poll_interval)
     logs.event(
-        "poll.transient_error", level=logging.WARNING, job_id=job_id, state="generating",
-        attempt=seq, errors=errors + 1, error=str(exc),
+        "poll.transient_error",
+        level=logging.WARNING,
+        job_id=job_id,
+        state="generating",
+        attempt=seq,
+        errors=errors + 1,
+        error=str(exc),
     )
     _next_poll(
-        rt, job_id, deadline_at, seq, errors + 1, fence, delay,
-        f"the upstream was unreachable at the deadline; last error: {exc}", str(exc), None,
+        rt,
+        job_id,
+        deadline_at,
+        seq,
+        errors + 1,
+        fence,
+        delay,
+        f"the upstream was unreachable at the deadline; last error: {exc}",
+        str(exc),
+        None,
     )
 
 
 def _next_poll(
-    rt: Runtime, job_id: str, deadline_at: float, seq: int, errors: int, fence: Fence,
-    delay: float, deadline_message: str, last_error: str, upstream_status: str | None,
+    rt: Runtime,
+    job_id: str,
+    deadline_at: float,
+    seq: int,
+    errors: int,
+    fence: Fence,
+    delay: float,
+    deadline_message: str,
+    last_error: str,
+    upstream_status: str | None,
 ) -> None:
     now = rt.clock()
     if deadline_at - now <= DEADLINE_EPSILON:
         _finish(
-            rt, job_id, JobState.GENERATING, JobState.TIMED_OUT, fence, attempt=seq,
-            error_kind=ErrorKind.DEADLINE, error_message=deadline_message,
+            rt,
+            job_id,
+            JobState.GENERATING,
+            JobState.TIMED_OUT,
+            fence,
+            attempt=seq,
+            error_kind=ErrorKind.DEADLINE,
+            error_message=deadline_message,
             last_error=last_error or None,
         )
         return
     countdown = _clamp(rt, delay, deadline_at, now)
     noted = rt.store.transition(
-        job_id, [JobState.GENERATING], JobState.GENERATING,
-        {"next_poll_at": now + countdown, "last_error": last_error}, fence=fence, now=now,
+        job_id,
+        [JobState.GENERATING],
+        JobState.GENERATING,
+        {"next_poll_at": now + countdown, "last_error": last_error},
+        fence=fence,
+        now=now,
         due_at=now + countdown + rt.settings.stall_timeout,
     )
     if noted is not Outcome.APPLIED:
         return _drop(job_id, "poll", seq, "record moved on", rt.store.get(job_id))
     logs.event(
-        "poll.scheduled", level=logging.DEBUG, job_id=job_id, state="generating",
-        attempt=seq, upstream_status=upstream_status, next_poll_in=countdown,
+        "poll.scheduled",
+        level=logging.DEBUG,
+        job_id=job_id,
+        state="generating",
+        attempt=seq,
+        upstream_status=upstream_status,
+        next_poll_in=countdown,
     )
     rt.scheduler.poll(job_id, deadline_at, seq + 1, errors, countdown=countdown)
     return None

@@ -49,7 +49,9 @@ class VideoqConsumer(Consumer):  # type: ignore[misc]
             channel.do_restore = False
             held += len(getattr(getattr(channel, "qos", None), "_delivered", None) or ())
         logs.event(
-            "broker.connection_lost", error=type(exc).__name__, held_messages=held,
+            "broker.connection_lost",
+            error=type(exc).__name__,
+            held_messages=held,
             note="held messages stay in Redis's unacked set; the sweeper resumes their jobs",
         )
         super().on_connection_error_after_connected(exc)

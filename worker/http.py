@@ -153,10 +153,16 @@ class _Resolver(AbstractResolver):
                 continue
             if self._guard is not None and (reason := self._guard(str(address[0]))):
                 raise _Blocked(f"{host} resolves to {address[0]}: {reason}")
-            found.append(ResolveResult(
-                hostname=host, host=str(address[0]), port=int(address[1]), family=fam,
-                proto=proto, flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
-            ))
+            found.append(
+                ResolveResult(
+                    hostname=host,
+                    host=str(address[0]),
+                    port=int(address[1]),
+                    family=fam,
+                    proto=proto,
+                    flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
+                )
+            )
         if not found:
             raise OSError(f"{host} has no address")
         return found
@@ -221,8 +227,10 @@ class BoundedHttp:
             trace.on_connection_reuseconn.append(_connected)
             session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
-                    limit=self.concurrency, limit_per_host=self.per_host,
-                    force_close=not self.reuse, resolver=_Resolver(self.guard, 4),
+                    limit=self.concurrency,
+                    limit_per_host=self.per_host,
+                    force_close=not self.reuse,
+                    resolver=_Resolver(self.guard, 4),
                     ssl=self._ssl,
                 ),
                 timeout=aiohttp.ClientTimeout(
@@ -274,8 +282,15 @@ class BoundedHttp:
         try:
             async with asyncio.timeout(total):
                 async with self._client().request(
-                    method, url, params=params, json=json, data=data, headers=headers,
-                    allow_redirects=False, proxy=self._proxy(url), trace_request_ctx=state,
+                    method,
+                    url,
+                    params=params,
+                    json=json,
+                    data=data,
+                    headers=headers,
+                    allow_redirects=False,
+                    proxy=self._proxy(url),
+                    trace_request_ctx=state,
                 ) as resp:
                     if resp.content_length is not None and resp.content_length > cap:
                         raise TooLarge(f"answer over {cap} bytes ({resp.content_length} announced)")
@@ -290,7 +305,8 @@ class BoundedHttp:
             raise TimedOut(f"read timeout after {self.read_timeout}s", sent=True) from None
         except TimeoutError:
             raise TimedOut(
-                f"no complete answer within {total:.1f}s" if state["connected"]
+                f"no complete answer within {total:.1f}s"
+                if state["connected"]
                 else f"no connection within {total:.1f}s (connecting, or waiting for a "
                 "free connection)",
                 sent=state["connected"],

@@ -12,6 +12,7 @@ GENERATE_TASK = "videoq.generate_video"
 POLL_TASK = "videoq.poll_video"
 WEBHOOK_TASK = "videoq.deliver_webhook"
 TICK_TASK = "videoq.poll_tick"
+CREATE_TICK_TASK = "videoq.create_tick"
 
 
 def task_label(job_id: str, step: str, number: int, state: str | None = None) -> str:
@@ -64,10 +65,15 @@ class Keys:
         due, or, while a tick holds them, by when that tick's lease ends."""
         return f"{self.prefix}:polls"
 
+    def creates(self) -> str:
+        """Sorted set (batch mode): queued jobs scored by when their upstream create is
+        due, or, while a create tick holds them, by when its lease ends."""
+        return f"{self.prefix}:creates"
+
     def tick_prefix(self) -> str:
-        """Strings ``<prefix>:tick:<ms>``, expiring a few seconds after their tick: set
-        while a message for the tick ending at ``<ms>`` is on its way, so each tick
-        gets one message."""
+        """Strings ``<prefix>:tick:<book>:<ms>`` (book ``poll`` or ``create``), expiring
+        soon after: set by the pump that sent the tick message for the slot ending at
+        ``<ms>``, so the whole fleet sends one per slot and book."""
         return f"{self.prefix}:tick:"
 
     def sweeper_lock(self) -> str:

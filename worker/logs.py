@@ -27,8 +27,12 @@ PARTIAL_SECRET = 8
 def clean(text: str, limit: int = 500) -> str:
     """Untrusted text made safe to store and log: control characters escaped
     (``\\x0d``), and cut to ``limit`` characters with a note of how much was cut."""
-    escaped = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}"
-                           if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text)
+    escaped = _CONTROL.sub(
+        lambda m: (
+            f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}"
+        ),
+        text,
+    )
     if len(escaped) > limit:
         return f"{escaped[:limit]}... ({len(escaped) - limit} more characters)"
     return escaped
@@ -69,12 +73,12 @@ def _mask_partial(text: str, secret: str) -> str:
     """Mask every run of ``text`` that is also, ignoring case, a run of at least
     :data:`PARTIAL_SECRET` characters of ``secret``."""
     size = PARTIAL_SECRET
-    grams = {secret[i:i + size] for i in range(len(secret) - size + 1)}
+    grams = {secret[i : i + size] for i in range(len(secret) - size + 1)}
     lower = text.lower()
     hidden = [False] * len(text)
     for i in range(len(text) - size + 1):
-        if lower[i:i + size] in grams:
-            hidden[i:i + size] = [True] * size
+        if lower[i : i + size] in grams:
+            hidden[i : i + size] = [True] * size
     if not any(hidden):
         return text
     out: list[str] = []

@@ -38,33 +38,46 @@ def render(store: JobStore) -> str:
             lines.append(f"{name}{labels} {_num(value)}")
 
     metric(
-        "videoq_jobs", "gauge", "Unfinished jobs by state.",
-        [(f'{{state="{s.value}"}}', max(0.0, stats.get(f"state:{s.value}", 0.0)))
-         for s in ACTIVE_STATES],
+        "videoq_jobs",
+        "gauge",
+        "Unfinished jobs by state.",
+        [
+            (f'{{state="{s.value}"}}', max(0.0, stats.get(f"state:{s.value}", 0.0)))
+            for s in ACTIVE_STATES
+        ],
     )
     metric(
-        "videoq_jobs_in_flight", "gauge",
-        "Jobs accepted and not finished (the sweeper's active set).", [("", in_flight)],
+        "videoq_jobs_in_flight",
+        "gauge",
+        "Jobs accepted and not finished (the sweeper's active set).",
+        [("", in_flight)],
     )
     metric(
-        "videoq_jobs_finished_total", "counter", "Jobs that reached a terminal state.",
+        "videoq_jobs_finished_total",
+        "counter",
+        "Jobs that reached a terminal state.",
         [(f'{{state="{s.value}"}}', stats.get(f"state:{s.value}", 0.0)) for s in TERMINAL],
     )
     kinds = sorted(k.split(":", 1)[1] for k in stats if k.startswith("error_kind:"))
     metric(
-        "videoq_jobs_failed_total", "counter", "Jobs that did not complete, by error kind.",
+        "videoq_jobs_failed_total",
+        "counter",
+        "Jobs that did not complete, by error kind.",
         [(f'{{kind="{k}"}}', stats[f"error_kind:{k}"]) for k in kinds],
     )
     upstream = sorted(k.split(":", 1)[1] for k in stats if k.startswith("upstream_error:"))
     metric(
-        "videoq_upstream_errors_total", "counter",
+        "videoq_upstream_errors_total",
+        "counter",
         "Failed upstream calls, by kind (rate_limited, server_error, timeout, connection, "
         "rejected, protocol).",
         [(f'{{kind="{k}"}}', stats[f"upstream_error:{k}"]) for k in upstream],
     )
     metric(
-        "videoq_credits_used_total", "counter",
-        "Upstream credits reported for finished jobs.", [("", stats.get("credits_used", 0.0))],
+        "videoq_credits_used_total",
+        "counter",
+        "Upstream credits reported for finished jobs.",
+        [("", stats.get("credits_used", 0.0))],
     )
     name = "videoq_completion_seconds"
     lines.append(f"# HELP {name} Seconds from acceptance to completed.")

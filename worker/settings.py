@@ -37,9 +37,7 @@ def _check_one_redis_url(url: str) -> None:
             "unix://, sentinel://)"
         )
     if parts.scheme not in REDIS_SCHEMES:
-        raise ValueError(
-            f"unknown scheme {parts.scheme!r}: use one of {', '.join(REDIS_SCHEMES)}"
-        )
+        raise ValueError(f"unknown scheme {parts.scheme!r}: use one of {', '.join(REDIS_SCHEMES)}")
     if parts.scheme == "unix":
         if not parts.path:
             raise ValueError("unix:// needs a socket path, e.g. unix:///run/redis.sock")
@@ -55,8 +53,7 @@ def _check_one_redis_url(url: str) -> None:
     db = parts.path.strip("/")
     if db and (not db.isdigit() or not 0 <= int(db) < REDIS_DATABASES):
         raise ValueError(
-            f"the database index must be a number from 0 to {REDIS_DATABASES - 1}, "
-            f"not {db[:20]!r}"
+            f"the database index must be a number from 0 to {REDIS_DATABASES - 1}, not {db[:20]!r}"
         )
 
 
@@ -120,19 +117,27 @@ class Settings(BaseSettings):
     # --- the chain ------------------------------------------------------------------------
     poll_interval: float = Field(default=10.0, gt=0, description="Seconds between polls.")
     poll_mode: Literal["chain", "batch"] = Field(
-        default="chain",
-        description="chain: one countdown task per poll; batch: one task polls every job "
-        "due in a tick (see README, Performance).",
+        default="batch",
+        description="batch: polls and creates are scheduled in Redis and one task takes "
+        "every one due in a tick; chain: one countdown task per create and per poll "
+        "(see README, Performance).",
     )
     poll_tick: float = Field(
-        default=0.25, gt=0, le=5,
-        description="Batch mode: width of a tick in seconds; a poll runs at most this late.",
+        default=0.25,
+        gt=0,
+        le=5,
+        description="Batch mode: width of a tick in seconds (how often the pump sends one).",
     )
     poll_batch: int = Field(
-        default=200, ge=1, le=5000, description="Batch mode: most polls one tick task takes."
+        default=200,
+        ge=1,
+        le=5000,
+        description="Batch mode: most polls (or creates) one tick task takes.",
     )
     poll_concurrency: int = Field(
-        default=100, ge=1, le=1000,
+        default=100,
+        ge=1,
+        le=1000,
         description="Batch mode: status calls one worker process makes at once.",
     )
     deadline: float = Field(
@@ -168,9 +173,7 @@ class Settings(BaseSettings):
         ge=0,
         description="Seconds between sweeps for stalled jobs (one worker sweeps; 0: off).",
     )
-    sweep_batch: int = Field(
-        default=1000, gt=0, description="Most stalled jobs one sweep resumes."
-    )
+    sweep_batch: int = Field(default=1000, gt=0, description="Most stalled jobs one sweep resumes.")
     log_level: str = Field(default="INFO")
     log_format: Literal["logfmt", "json"] = Field(
         default="logfmt",

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any, Literal
 
 import redis
@@ -45,13 +46,16 @@ end
 
 # KEYS[1] job, KEYS[2] idempotency key or "", KEYS[3] the active set, KEYS[4] stats,
 # KEYS[5] the line for slots, KEYS[6] the full request's key or "" (when the record's
-# request is the same as the full one).
+# request is the same as the full one), KEYS[7] the creates book or "" (batch mode:
+# the job's create is due at once, with no message).
 # ARGV: job id, ttl, fingerprint, job-key prefix, due time, "1" to join the line (the
 # cap is on), acceptance time, the full request (JSON; "" with no KEYS[6]), then
 # field/value pairs.
 # Returns "" when created, else "<existing job id> <fingerprint>". A job id that
 # exists already (a redelivered message) is never overwritten.
-_CREATE = LUA_FINITE + """
+_CREATE = (
+    LUA_FINITE
+    + """
 finite(ARGV[2], 'ttl')
 finite(ARGV[5], 'due time')
 finite(ARGV[7], 'acceptance time')
@@ -75,15 +79,17 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 if KEYS[6] ~= '' then redis.call('SET', KEYS[6], ARGV[8], 'EX', ARGV[2]) end
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
 if ARGV[6] == '1' then redis.call('ZADD', KEYS[5], ARGV[7], ARGV[1]) end
+if KEYS[7] ~= '' then redis.call('ZADD', KEYS[7], ARGV[7], ARGV[1]) end
 redis.call('HINCRBY', KEYS[4], 'state:queued', 1)
 if KEYS[2] ~= '' then
   redis.call('SET', KEYS[2], ARGV[1] .. ' ' .. ARGV[3], 'EX', ARGV[2])
 end
 return ''
 """
+)
 
 # KEYS[1] job, KEYS[2] the active set, KEYS[3] stats, KEYS[4] slots, KEYS[5] waiting,
-# KEYS[6] webhooks, KEYS[7] polls (batch mode's schedule).
+# KEYS[6] webhooks, KEYS[7] polls, KEYS[8] creates (batch mode's books).
 # ARGV: allowed states (comma list), new state, now, fence field, fence op (eq|lt),
 #       fence value, ttl when the new state is terminal (0 otherwise), field to
 #       increment by one (or ""), terminal states (comma list: never left, whatever
@@ -92,7 +98,9 @@ return ''
 #       active set, frees the job's slot (or its place in line), queues its webhook,
 #       and is counted (state, error kind, credits, completion latency).
 # Returns 1 applied, 0 refused (state or fence), -1 no such job.
-_TRANSITION = LUA_FINITE + """
+_TRANSITION = (
+    LUA_FINITE
+    + """
 local function member(list, value)
   for item in string.gmatch(list, '[^,]+') do
     if item == value then return true end
@@ -136,6 +144,7 @@ if tonumber(ARGV[7]) > 0 then
   redis.call('ZREM', KEYS[4], ARGV[10])
   redis.call('ZREM', KEYS[5], ARGV[10])
   redis.call('ZREM', KEYS[7], ARGV[10])
+  redis.call('ZREM', KEYS[8], ARGV[10])
   local hook = redis.call('HGET', KEYS[1], 'webhook_url')
   if hook and hook ~= '' then
     redis.call('HSET', KEYS[1], 'webhook_state', 'pending')
@@ -162,11 +171,14 @@ elseif ARGV[11] ~= '' then
 end
 return 1
 """
+)
 # KEYS[1] slots, KEYS[2] waiting. ARGV: job id, max, now, acceptance time.
 # The line (``waiting``) is in acceptance order: producers put each job in it when the
 # cap is on. A job takes a free slot only if fewer jobs are ahead of it in line than
 # there are free slots; else it waits. Returns 1 (holds a slot) or 0 (waiting).
-_ACQUIRE = LUA_FINITE + """
+_ACQUIRE = (
+    LUA_FINITE
+    + """
 finite(ARGV[2], 'max')
 finite(ARGV[3], 'now')
 finite(ARGV[4], 'acceptance time')
@@ -180,13 +192,16 @@ if free > 0 and redis.call('ZRANK', KEYS[2], ARGV[1]) < free then
 end
 return 0
 """
+)
 
 # KEYS[1] job, KEYS[2] webhooks. ARGV: attempt (JSON object), webhook state, next try
 # time (or "" when done), job id, the lease the attempt was made under (or "").
 # Appends the attempt to the record's list and ends the lease. Returns the number of
 # attempts, 0 when the job is gone, -1 when the lease is no longer the record's
 # (it ran out, and another delivery took the webhook): then nothing is written.
-_WEBHOOK_ATTEMPT = LUA_FINITE + """
+_WEBHOOK_ATTEMPT = (
+    LUA_FINITE
+    + """
 local ok, attempt = pcall(cjson.decode, ARGV[1])
 if not ok or type(attempt) ~= 'table' then error('videoq: the attempt is not a JSON object') end
 if ARGV[3] ~= '' then finite(ARGV[3], 'next try') end
@@ -210,12 +225,15 @@ else
 end
 return #attempts
 """
+)
 
 # KEYS[1] job, KEYS[2] webhooks. ARGV: now, lease end, job id.
 # Takes the lease on a pending webhook's delivery unless another delivery holds it,
 # and moves the webhook's due time (what the sweeper reads) to the lease's end.
 # Returns 1 when taken, 0 when the webhook is not pending or a delivery holds it.
-_CLAIM_WEBHOOK = LUA_FINITE + """
+_CLAIM_WEBHOOK = (
+    LUA_FINITE
+    + """
 local now = finite(ARGV[1], 'now')
 finite(ARGV[2], 'lease end')
 if redis.call('HGET', KEYS[1], 'webhook_state') ~= 'pending' then return 0 end
@@ -225,9 +243,27 @@ redis.call('HSET', KEYS[1], 'webhook_lease', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
 return 1
 """
+)
+
+
+def lua_script(name: str) -> str:
+    """A script of ``worker/lua``, with the ``finite`` check before it."""
+    return LUA_FINITE + (Path(__file__).parent / "lua" / f"{name}.lua").read_text()
+
 
 _TERMINAL = ",".join(sorted(s.value for s in TERMINAL_STATES))
 _BUCKETS = ",".join(str(b) for b in LATENCY_BUCKETS)
+
+
+@dataclass(frozen=True)
+class ClaimedPoll:
+    """A poll its claim holds: the record's ``poll_seq`` already is ``seq``."""
+
+    job_id: str
+    deadline_at: float
+    seq: int
+    errors: int  # transient errors in a row (batch mode keeps them on the record)
+    generation_id: str
 
 
 class Outcome(Enum):
@@ -280,8 +316,10 @@ def write_refusal(exc: BaseException) -> str | None:
     if not isinstance(exc, redis.exceptions.ResponseError):
         return None
     text = str(exc)
-    if isinstance(exc, redis.exceptions.OutOfMemoryError) or text.startswith("OOM") or (
-        "OOM command not allowed" in text
+    if (
+        isinstance(exc, redis.exceptions.OutOfMemoryError)
+        or text.startswith("OOM")
+        or ("OOM command not allowed" in text)
     ):
         return "out of memory (maxmemory reached)"
     if isinstance(exc, redis.exceptions.ReadOnlyError) or text.startswith("READONLY"):
@@ -326,6 +364,10 @@ class JobStore:
         self._acquire = client.register_script(_ACQUIRE)
         self._webhook_attempt = client.register_script(_WEBHOOK_ATTEMPT)
         self._claim_webhook = client.register_script(_CLAIM_WEBHOOK)
+        self._claim_polls = client.register_script(lua_script("claim_polls"))
+        self._schedule_polls = client.register_script(lua_script("schedule_polls"))
+        self._take_creates = client.register_script(lua_script("take_creates"))
+        self._claim_creates = client.register_script(lua_script("claim_creates"))
 
     # --- creating and reading ------------------------------------------------------------
 
@@ -340,6 +382,7 @@ class JobStore:
         due_at: float | None = None,
         webhook_url: str | None = None,
         owner: str | None = None,
+        book: bool = False,
     ) -> tuple[str, bool]:
         """Store a new ``queued`` job. Returns ``(job id, created)``.
 
@@ -348,7 +391,8 @@ class JobStore:
         the same key raises :class:`IdempotencyConflict`. The sweeper starts the job if
         its first step has not started by ``due_at`` (default: ``accepted_at`` + the
         stall timeout). Inline ``data:`` images are kept out of the record's
-        ``request`` (see :meth:`full_request`).
+        ``request`` (see :meth:`full_request`). ``book``: batch mode, the create is
+        put in the creates book in the same script (no message to lose).
         """
         stored = request.stored()
         fingerprint = _fingerprint(
@@ -376,13 +420,22 @@ class JobStore:
         payload_key = self.keys.payload(job_id) if shown != stored else ""
         existing = self._create(
             keys=[
-                self.keys.job(job_id), idem_key, self.keys.active(), self.keys.stats(),
-                self.keys.waiting(), payload_key,
+                self.keys.job(job_id),
+                idem_key,
+                self.keys.active(),
+                self.keys.stats(),
+                self.keys.waiting(),
+                payload_key,
+                self.keys.creates() if book else "",
             ],
             args=[
-                job_id, ttl, fingerprint, self.keys.job(""),
+                job_id,
+                ttl,
+                fingerprint,
+                self.keys.job(""),
                 repr(accepted_at + self.stall_timeout if due_at is None else due_at),
-                "1" if self.max_in_flight else "0", repr(accepted_at),
+                "1" if self.max_in_flight else "0",
+                repr(accepted_at),
                 full if payload_key else "",
                 *_pairs(fields),
             ],
@@ -417,10 +470,7 @@ class JobStore:
         self.redis.hincrby(self.keys.stats(), f"error_kind:{_fmt(kind)}", 1)
 
     def get(self, job_id: str) -> Job | None:
-        raw = self.redis.hgetall(self.keys.job(job_id))
-        if not raw or "state" not in raw:
-            return None
-        return Job.from_hash({str(k): str(v) for k, v in raw.items()})
+        return _job(self.redis.hgetall(self.keys.job(job_id)))
 
     def full_request(self, job: Job) -> dict[str, Any]:
         """The job's request as submitted, inline images included: the payload key
@@ -516,8 +566,13 @@ class JobStore:
     # --- webhooks --------------------------------------------------------------------------
 
     def webhook_attempt(
-        self, job_id: str, attempt: Mapping[str, object], state: str, next_at: float | None,
-        *, lease: str = "",
+        self,
+        job_id: str,
+        attempt: Mapping[str, object],
+        state: str,
+        next_at: float | None,
+        *,
+        lease: str = "",
     ) -> int:
         """Record one delivery attempt made under ``lease`` (from :meth:`claim_webhook`);
         ``next_at`` None means no more tries. Returns -1, writing nothing, when the
@@ -525,8 +580,13 @@ class JobStore:
         return int(
             self._webhook_attempt(
                 keys=[self.keys.job(job_id), self.keys.webhooks()],
-                args=[json.dumps(attempt), state, "" if next_at is None else repr(next_at),
-                      job_id, lease],
+                args=[
+                    json.dumps(attempt),
+                    state,
+                    "" if next_at is None else repr(next_at),
+                    job_id,
+                    lease,
+                ],
             )
         )
 
@@ -549,6 +609,98 @@ class JobStore:
 
     def postpone_webhook(self, job_id: str, due_at: float) -> None:
         self._later(self.keys.webhooks(), job_id, due_at)
+
+    # --- the claims, and batch mode's books ------------------------------------------
+
+    def claim_poll(self, job_id: str, seq: int, now: float, due_at: float) -> ClaimedPoll | None:
+        """Chain mode: claim poll ``seq`` of a generating job (None: the job is not
+        generating, or this poll is a duplicate or stale one). ``due_at``: when the
+        sweeper may take the job for lost."""
+        claimed, _ = self._claim(now, due_at, due_at, ["ids", job_id, seq])
+        return claimed[0] if claimed else None
+
+    def claim_due_polls(
+        self, horizon: float, limit: int, now: float, lease_until: float, due_at: float
+    ) -> tuple[list[ClaimedPoll], int]:
+        """Batch mode: claim up to ``limit`` polls due by ``horizon`` in the book (the
+        same claim as :meth:`claim_poll`), leased in the book until ``lease_until``;
+        also how many more are due."""
+        return self._claim(now, lease_until, due_at, ["due", repr(horizon), limit])
+
+    def _claim(
+        self, now: float, lease_until: float, due_at: float, mode: list[str | int]
+    ) -> tuple[list[ClaimedPoll], int]:
+        raw = self._claim_polls(
+            keys=[self.keys.polls(), self.keys.active()],
+            args=[repr(now), repr(lease_until), repr(due_at), self.keys.job(""), *mode],
+        )
+        claimed = [
+            ClaimedPoll(
+                str(raw[i]),
+                float(raw[i + 1] or 0),
+                int(raw[i + 2]),
+                int(raw[i + 3] or 0),
+                str(raw[i + 4]),
+            )
+            for i in range(1, len(raw), 5)
+        ]
+        return claimed, int(raw[0])
+
+    def schedule_polls(self, polls: Iterable[tuple[str, float, int]]) -> int:
+        """Batch mode: book polls ``(job id, due time, transient errors in a row)``."""
+        args: list[str | int] = [self.keys.job("")]
+        for job_id, due, errors in polls:
+            args += [job_id, repr(due), errors]
+        if len(args) == 1:
+            return 0
+        return int(self._schedule_polls(keys=[self.keys.polls()], args=args))
+
+    def renew_poll_leases(self, job_ids: Iterable[str], lease_until: float, due_at: float) -> None:
+        """Batch mode: a tick still waiting for these jobs' answers keeps its lease."""
+        ids = list(job_ids)
+        if ids:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zadd(self.keys.polls(), dict.fromkeys(ids, lease_until), xx=True, gt=True)
+            pipe.zadd(self.keys.active(), dict.fromkeys(ids, due_at), xx=True, gt=True)
+            pipe.execute()
+
+    def book_creates(self, creates: Mapping[str, float]) -> None:
+        """Batch mode: book creates ``{job id: due time}`` (a retry, a job woken from
+        the line, a resumed one)."""
+        if creates:
+            self.redis.zadd(self.keys.creates(), dict(creates))
+
+    def unbook_create(self, job_id: str) -> None:
+        self.redis.zrem(self.keys.creates(), job_id)
+
+    def take_creates(self, horizon: float, limit: int, lease_until: float) -> tuple[list[str], int]:
+        """Batch mode: lease up to ``limit`` creates due by ``horizon``; also how many
+        more are due."""
+        raw = self._take_creates(
+            keys=[self.keys.creates()], args=[repr(horizon), limit, repr(lease_until)]
+        )
+        return [str(i) for i in raw[1:]], int(raw[0])
+
+    def claim_creates(
+        self, job_ids: Iterable[str], token: str, now: float, due_at: float
+    ) -> set[str]:
+        """The create claim (``queued -> submitting`` under ``token``) of each job still
+        queued; the ids claimed. Both modes' one way to start an upstream create."""
+        ids = list(job_ids)
+        if not ids:
+            return set()
+        claimed = self._claim_creates(
+            keys=[self.keys.active(), self.keys.stats(), self.keys.creates()],
+            args=[repr(now), repr(due_at), self.keys.job(""), token, *ids],
+        )
+        return {str(i) for i in claimed}
+
+    def get_many(self, job_ids: list[str]) -> list[Job | None]:
+        """Several records in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(self.keys.job(job_id))
+        return [_job(raw) for raw in pipe.execute()]
 
     # --- metrics -----------------------------------------------------------------------
 
@@ -586,9 +738,14 @@ class JobStore:
         ttl = self.retention if new_state.is_terminal else 0
         result = self._transition(
             keys=[
-                self.keys.job(job_id), self.keys.active(), self.keys.stats(),
-                self.keys.slots(), self.keys.waiting(), self.keys.webhooks(),
+                self.keys.job(job_id),
+                self.keys.active(),
+                self.keys.stats(),
+                self.keys.slots(),
+                self.keys.waiting(),
+                self.keys.webhooks(),
                 self.keys.polls(),
+                self.keys.creates(),
             ],
             args=[
                 ",".join(s.value for s in allowed),
@@ -607,6 +764,12 @@ class JobStore:
             ],
         )
         return {1: Outcome.APPLIED, 0: Outcome.REFUSED}.get(int(result), Outcome.MISSING)
+
+
+def _job(raw: Mapping[Any, Any] | None) -> Job | None:
+    if not raw or "state" not in raw:
+        return None
+    return Job.from_hash({str(k): str(v) for k, v in raw.items()})
 
 
 def _pairs(fields: Mapping[str, object]) -> list[str]:
@@ -629,7 +792,8 @@ def _without_inline_images(stored: dict[str, Any]) -> dict[str, Any]:
     if isinstance(masks, list):
         shown["dynamic_masks"] = [
             {**m, "mask": placeholder(m["mask"])}
-            if isinstance(m, dict) and isinstance(m.get("mask"), str) else m
+            if isinstance(m, dict) and isinstance(m.get("mask"), str)
+            else m
             for m in masks
         ]
     return shown

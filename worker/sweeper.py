@@ -85,8 +85,12 @@ def sweep(rt: Runtime, backlog: int) -> SweepReport:
         report.resumed[job.state.value] += 1
         last_heard = job.next_poll_at or job.updated_at or now
         logs.event(
-            "job.resumed", level=logging.WARNING, job_id=job_id, state=job.state.value,
-            attempt=job.attempts, silent_for=round(now - last_heard, 3),
+            "job.resumed",
+            level=logging.WARNING,
+            job_id=job_id,
+            state=job.state.value,
+            attempt=job.attempts,
+            silent_for=round(now - last_heard, 3),
         )
     return report
 
@@ -120,7 +124,8 @@ class SweeperThread(threading.Thread):
                 self.tick()
             except Exception as exc:  # Redis down, a publish failed: try next time
                 logs.event(
-                    "sweep.failed", level=logging.WARNING,
+                    "sweep.failed",
+                    level=logging.WARNING,
                     error=f"{type(exc).__name__}: {exc}"[:300],
                 )
 

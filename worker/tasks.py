@@ -6,6 +6,7 @@ lives in the job record, so no image payload and no secret ever travels in a mes
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -18,11 +19,12 @@ from redis.exceptions import RedisError
 from . import logs
 from .app import app
 from .chain import Runtime, run_generate, run_poll
-from .keys import GENERATE_TASK, POLL_TASK, TICK_TASK, WEBHOOK_TASK, task_label
+from .intake import run_create_tick
+from .keys import CREATE_TICK_TASK, GENERATE_TASK, POLL_TASK, TICK_TASK, WEBHOOK_TASK, task_label
 from .request import RequestError, parse_request
 from .states import ErrorKind
 from .store import redis_unavailable, refuses_writes
-from .ticks import run_tick
+from .ticks import TickReport, run_tick
 from .webhooks import run_webhook
 
 _TASK_OPTIONS: dict[str, Any] = {
@@ -40,7 +42,8 @@ class CeleryScheduler:
     def generate(self, job_id: str, deadline_at: float, attempt: int, countdown: float) -> None:
         generate_video.apply_async(
             kwargs={"job_id": job_id, "deadline_at": deadline_at, "attempt": attempt},
-            countdown=countdown, kwargsrepr=task_label(job_id, "create", attempt, "queued"),
+            countdown=countdown,
+            kwargsrepr=task_label(job_id, "create", attempt, "queued"),
         )
 
     def poll(
@@ -48,32 +51,47 @@ class CeleryScheduler:
     ) -> None:
         poll_video.apply_async(
             kwargs={"job_id": job_id, "deadline_at": deadline_at, "seq": seq, "errors": errors},
-            countdown=countdown, kwargsrepr=task_label(job_id, "poll", seq, "generating"),
+            countdown=countdown,
+            kwargsrepr=task_label(job_id, "poll", seq, "generating"),
         )
 
     def webhook(self, job_id: str, attempt: int, countdown: float) -> None:
         deliver_webhook.apply_async(
-            kwargs={"job_id": job_id, "attempt": attempt}, countdown=countdown,
+            kwargs={"job_id": job_id, "attempt": attempt},
+            countdown=countdown,
             kwargsrepr=task_label(job_id, "webhook", attempt),
         )
 
 
 class BatchScheduler(CeleryScheduler):
-    """Batch mode: a poll is an entry in the Redis poll book, and each tick one message."""
+    """Batch mode: a poll or a create is an entry in its Redis book, with no message;
+    the pump (``worker.pump``) sends the ticks that take them."""
 
     def poll(
         self, job_id: str, deadline_at: float, seq: int, errors: int, countdown: float
     ) -> None:
-        now = time.time()
-        book = app.batch(runtime())
-        for tick in book.schedule([(job_id, now + countdown, errors)], now):
-            self.tick(tick, max(0.0, tick - now))
+        runtime().store.schedule_polls([(job_id, time.time() + countdown, errors)])
 
-    def tick(self, tick: float, countdown: float) -> None:
-        poll_tick.apply_async(
-            kwargs={"tick": tick}, countdown=countdown, queue=app.videoq_settings.tick_queue,
-            kwargsrepr=repr({"step": "tick", "at": round(tick, 3)}),
-        )
+    def generate(self, job_id: str, deadline_at: float, attempt: int, countdown: float) -> None:
+        runtime().store.book_creates({job_id: time.time() + countdown})
+
+
+def _send_tick(task: Any, step: str, tick: float) -> None:
+    """Another tick for the same slot, now (the rest of a burst)."""
+    task.apply_async(
+        kwargs={"tick": tick},
+        queue=app.videoq_settings.tick_queue,
+        kwargsrepr=repr({"step": step, "slot": round(tick, 3), "more": True}),
+    )
+
+
+def _show(task: Any, report: TickReport) -> str:
+    """What a tick did, for Flower: its arguments column (merged from a custom task
+    event) and its result."""
+    label = report.label()
+    with contextlib.suppress(Exception):  # monitoring only: never fail the tick for it
+        task.send_event("task-progress", kwargs=label)
+    return label
 
 
 _SCHEDULER = CeleryScheduler()
@@ -98,8 +116,11 @@ def _requeue_on_redis_outage(job_id: str, step: str, attempt: int, exc: RedisErr
         raise exc
     refused = refuses_writes(exc)
     logs.event(
-        "task.requeued" if not refused else "task.deferred", level=logging.WARNING,
-        job_id=job_id, step=step, attempt=attempt,
+        "task.requeued" if not refused else "task.deferred",
+        level=logging.WARNING,
+        job_id=job_id,
+        step=step,
+        attempt=attempt,
         reason=f"redis {'refuses writes' if refused else 'unavailable'}: "
         f"{type(exc).__name__}: {str(exc)[:200]}",
     )
@@ -177,11 +198,28 @@ def deliver_webhook(self: Any, job_id: str, attempt: int = 1) -> None:
 
 
 @app.task(name=TICK_TASK, **_TASK_OPTIONS)  # type: ignore[untyped-decorator]
-def poll_tick(self: Any, tick: float = 0.0) -> None:
+def poll_tick(self: Any, tick: float = 0.0) -> str | None:
     """Batch mode: poll every job due by ``tick`` (see ``worker.ticks``)."""
     rt = runtime()
     try:
         fetch = partial(rt.upstream.each_status, idle=rt.settings.poll_tick)
-        run_tick(rt, app.batch(rt), float(tick), fetch, _BATCH.tick)
+        report = run_tick(rt, float(tick), fetch, partial(_send_tick, poll_tick, "tick", tick))
     except RedisError as exc:
         _requeue_on_redis_outage("-", "tick", 0, exc)
+        return None
+    return _show(self, report)
+
+
+@app.task(name=CREATE_TICK_TASK, **_TASK_OPTIONS)  # type: ignore[untyped-decorator]
+def create_tick(self: Any, tick: float = 0.0) -> str | None:
+    """Batch mode: start every create due by ``tick`` (see ``worker.intake``)."""
+    rt = runtime()
+    try:
+        fetch = partial(rt.upstream.each_create, idle=rt.settings.poll_tick)
+        report = run_create_tick(
+            rt, float(tick), fetch, partial(_send_tick, create_tick, "create-tick", tick)
+        )
+    except RedisError as exc:
+        _requeue_on_redis_outage("-", "create-tick", 0, exc)
+        return None
+    return _show(self, report)

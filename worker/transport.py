@@ -45,8 +45,11 @@ from .store import refuses_writes
 
 def _refused(action: str, delivery_tag: str, exc: RedisError) -> None:
     logs.event(
-        "broker.write_refused", level=logging.WARNING, action=action,
-        delivery_tag=delivery_tag, error=f"{type(exc).__name__}: {str(exc)[:200]}",
+        "broker.write_refused",
+        level=logging.WARNING,
+        action=action,
+        delivery_tag=delivery_tag,
+        error=f"{type(exc).__name__}: {str(exc)[:200]}",
         note="released in memory; the sweeper and Redis's redelivery cover the message",
     )
 
@@ -56,9 +59,13 @@ class QoS(kombu_redis.QoS):
         """True (and logged) when this QoS's channel was closed with its connection."""
         if getattr(self.channel, "connection", None) is not None:
             return False
-        logs.event("broker.closed_channel", level=logging.WARNING, action=action,
-                   delivery_tag=delivery_tag,
-                   note="taken on a lost connection; Redis's unacked set keeps the message")
+        logs.event(
+            "broker.closed_channel",
+            level=logging.WARNING,
+            action=action,
+            delivery_tag=delivery_tag,
+            note="taken on a lost connection; Redis's unacked set keeps the message",
+        )
         return True
 
     def append(self, message: Any, delivery_tag: str) -> None:

@@ -25,8 +25,9 @@ import json
 import math
 import queue
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 from pydantic import SecretStr
@@ -116,10 +117,10 @@ def _error_text(reason: str | None, body: bytes) -> str:
     if isinstance(data, dict):
         err = data.get("error")
         if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])[:MAX_TEXT_LENGTH * 2]
+            return str(err["message"])[: MAX_TEXT_LENGTH * 2]
         for key in ("message", "detail", "error"):
             if data.get(key):
-                return str(data[key])[:MAX_TEXT_LENGTH * 2]
+                return str(data[key])[: MAX_TEXT_LENGTH * 2]
     text = body[: MAX_TEXT_LENGTH * 8].decode("utf-8", "replace").strip()
     if text.lstrip().startswith("<"):
         return f"{(reason or 'error')[:100]} (HTML error page)"
@@ -159,8 +160,10 @@ class UpstreamClient:
             )
 
         return cls(
-            settings.aimlapi_base_url, settings.aimlapi_key,
-            client(concurrency=settings.poll_concurrency), path=settings.upstream_path,
+            settings.aimlapi_base_url,
+            settings.aimlapi_key,
+            client(concurrency=settings.poll_concurrency),
+            path=settings.upstream_path,
             create_http=client(concurrency=settings.poll_concurrency, reuse=False),
         )
 
@@ -171,14 +174,18 @@ class UpstreamClient:
 
     def create(self, body: dict[str, Any], *, timeout: float | None = None) -> Status:
         """One create call, of at most ``timeout`` seconds (default: the total timeout)."""
-        data = self._classified(lambda: self.create_http.call("POST", self.url, json=body,
-                                                               timeout=timeout))
+        data = self._classified(
+            lambda: self.create_http.call("POST", self.url, json=body, timeout=timeout)
+        )
         return self._status_from(data, what="create")
 
     def status(self, generation_id: str, *, timeout: float | None = None) -> Status:
         """One status call, of at most ``timeout`` seconds."""
-        data = self._classified(lambda: self.http.call(
-            "GET", self.url, params={"generation_id": generation_id}, timeout=timeout))
+        data = self._classified(
+            lambda: self.http.call(
+                "GET", self.url, params={"generation_id": generation_id}, timeout=timeout
+            )
+        )
         return self._status_from(data, what="status")
 
     def statuses(self, calls: Sequence[tuple[str, float]]) -> list[Status | UpstreamError]:
@@ -215,8 +222,14 @@ class UpstreamClient:
             if left <= 0:  # the loop is too busy to end the calls itself
                 future.cancel()
                 for index in sorted(pending):
-                    yield index, Transient("no answer in time (the event loop is overloaded)",
-                                           outcome_unknown=True, kind="timeout")
+                    yield (
+                        index,
+                        Transient(
+                            "no answer in time (the event loop is overloaded)",
+                            outcome_unknown=True,
+                            kind="timeout",
+                        ),
+                    )
                 return
             try:
                 index, answer = arrived.get(timeout=min(idle, left))
@@ -226,11 +239,39 @@ class UpstreamClient:
             pending.discard(index)
             yield index, answer
 
+    def each_create(
+        self, calls: Sequence[tuple[dict[str, Any], float]], idle: float = 0.25
+    ) -> Iterator[tuple[int, Status | UpstreamError] | None]:
+        """Many create calls at once on the loop, each ``(body, timeout)``: each answer
+        (the new generation, or the classified error) as it arrives, with its index,
+        and None while none arrives for ``idle`` seconds (as :meth:`each_status`)."""
+        return _as_they_arrive(
+            self.create_http.loop,
+            [partial(self._create_async, b, t) for b, t in calls],
+            max((t for _, t in calls), default=0.0),
+            idle,
+        )
+
+    async def _create_async(self, body: dict[str, Any], timeout: float) -> Status | UpstreamError:
+        try:
+            try:
+                answer = await self.create_http.request(
+                    "POST", self.url, json=body, timeout=timeout
+                )
+            except HttpFailure as exc:
+                raise _transient(exc) from None
+            return self._status_from(self._decoded(answer), what="create")
+        except UpstreamError as exc:
+            return exc
+        except Exception as exc:  # one unreadable answer must not sink the whole batch
+            return ProtocolError(f"create: unreadable answer ({type(exc).__name__})")
+
     async def _status_async(self, generation_id: str, timeout: float) -> Status | UpstreamError:
         try:
             try:
                 answer = await self.http.request(
-                    "GET", self.url, params={"generation_id": generation_id}, timeout=timeout)
+                    "GET", self.url, params={"generation_id": generation_id}, timeout=timeout
+                )
             except HttpFailure as exc:
                 raise _transient(exc) from None
             return self._status_from(self._decoded(answer), what="status")
@@ -247,8 +288,9 @@ class UpstreamClient:
         return self._decoded(answer)
 
     def _decoded(self, answer: Answer) -> dict[str, Any]:
-        return self.decode(answer.status, answer.reason, answer.headers.get("Retry-After"),
-                           answer.body)
+        return self.decode(
+            answer.status, answer.reason, answer.headers.get("Retry-After"), answer.body
+        )
 
     # --- reading answers ------------------------------------------------------------------
 
@@ -327,6 +369,52 @@ def _credits(data: dict[str, Any]) -> tuple[float | None, str | None]:
             return number, None
     shown = clean(repr(value), 40)
     return None, f"ignored credits_used={shown} from the upstream: not a finite number >= 0"
+
+
+def _as_they_arrive(
+    loop: EventLoop,
+    calls: Sequence[Callable[[], Awaitable[Status | UpstreamError]]],
+    longest: float,
+    idle: float,
+) -> Iterator[tuple[int, Status | UpstreamError] | None]:
+    """Run ``calls`` at once on ``loop``; give each answer as it arrives, with its index,
+    or None while none arrives for ``idle`` seconds. Every call ends by its own
+    timeout (at most ``longest``); if the loop is too busy to end them, the ones left
+    end as timeouts whose outcome is unknown."""
+    if not calls:
+        return
+    arrived: queue.SimpleQueue[tuple[int, Status | UpstreamError]] = queue.SimpleQueue()
+
+    async def one(index: int) -> None:
+        arrived.put((index, await calls[index]()))
+
+    async def every() -> None:
+        await asyncio.gather(*(one(i) for i in range(len(calls))))
+
+    future = loop.submit(every())
+    give_up = time.monotonic() + longest + 5.0
+    pending = set(range(len(calls)))
+    while pending:
+        left = give_up - time.monotonic()
+        if left <= 0:
+            future.cancel()
+            for index in sorted(pending):
+                yield (
+                    index,
+                    Transient(
+                        "no answer in time (the event loop is overloaded)",
+                        outcome_unknown=True,
+                        kind="timeout",
+                    ),
+                )
+            return
+        try:
+            index, answer = arrived.get(timeout=min(idle, left))
+        except queue.Empty:
+            yield None
+            continue
+        pending.discard(index)
+        yield index, answer
 
 
 def _transient(exc: HttpFailure) -> UpstreamError:

@@ -143,8 +143,14 @@ def webhook_http(settings: Settings, loop: EventLoop) -> BoundedHttp:
 
 
 async def deliver(
-    http: BoundedHttp, url: str, secret: str, msg_id: str, body: bytes, now: float,
-    *, allow_private: bool,
+    http: BoundedHttp,
+    url: str,
+    secret: str,
+    msg_id: str,
+    body: bytes,
+    now: float,
+    *,
+    allow_private: bool,
 ) -> tuple[int | None, str | None]:
     """POST once, bounded. Returns (HTTP status or None, error text or None); never
     raises, so that no failure goes unrecorded."""
@@ -166,9 +172,7 @@ async def deliver(
     return answer.status, f"HTTP {answer.status}"
 
 
-def run_webhook(
-    rt: Runtime, job_id: str, attempt: int
-) -> concurrent.futures.Future[None] | None:
+def run_webhook(rt: Runtime, job_id: str, attempt: int) -> concurrent.futures.Future[None] | None:
     """Start one delivery attempt of a finished job's webhook on the event loop, and
     return at once (the future is for tests). Nothing starts unless this call takes
     the delivery's lease."""
@@ -180,14 +184,24 @@ def run_webhook(
     if rt.http is None:
         raise RuntimeError("this runtime has no HTTP client for webhooks")
     if rt.http.in_flight >= CONCURRENCY:  # this process is busy: try again shortly
-        logs.event("webhook.deferred", job_id=job_id, state=job.state.value, attempt=attempt,
-                   in_flight=rt.http.in_flight)
+        logs.event(
+            "webhook.deferred",
+            job_id=job_id,
+            state=job.state.value,
+            attempt=attempt,
+            in_flight=rt.http.in_flight,
+        )
         rt.scheduler.webhook(job_id, attempt, countdown=1.0)
         return None
     lease = rt.store.claim_webhook(job_id, now, lease_until)
     if lease is None:
-        logs.event("webhook.skipped", job_id=job_id, state=job.state.value, attempt=attempt,
-                   reason="another delivery of this webhook is in progress")
+        logs.event(
+            "webhook.skipped",
+            job_id=job_id,
+            state=job.state.value,
+            attempt=attempt,
+            reason="another delivery of this webhook is in progress",
+        )
         return None
     record = job.to_dict()
     for name in ("webhook_attempts", "webhook_state"):
@@ -196,8 +210,7 @@ def run_webhook(
     msg_id = f"{job_id}.{job.state.value}"
     finished_at = job.finished_at or now
     future = rt.http.loop.submit(
-        _attempt(rt, rt.http, job_id, job.webhook_url, msg_id, body, attempt, finished_at,
-                 lease)
+        _attempt(rt, rt.http, job_id, job.webhook_url, msg_id, body, attempt, finished_at, lease)
     )
     future.add_done_callback(lambda done: _report_crash(job_id, attempt, done))
     return future
@@ -208,29 +221,50 @@ def _report_crash(job_id: str, attempt: int, done: concurrent.futures.Future[Non
     say) is logged; its lease runs out and the sweeper tries again."""
     exc = None if done.cancelled() else done.exception()
     if exc is not None:
-        logs.event("webhook.crashed", level=logging.ERROR, job_id=job_id, attempt=attempt,
-                   error=f"{type(exc).__name__}: {str(exc)[:200]}")
+        logs.event(
+            "webhook.crashed",
+            level=logging.ERROR,
+            job_id=job_id,
+            attempt=attempt,
+            error=f"{type(exc).__name__}: {str(exc)[:200]}",
+        )
 
 
 async def _attempt(
-    rt: Runtime, http: BoundedHttp, job_id: str, url: str, msg_id: str, body: bytes,
-    attempt: int, finished_at: float, lease: str,
+    rt: Runtime,
+    http: BoundedHttp,
+    job_id: str,
+    url: str,
+    msg_id: str,
+    body: bytes,
+    attempt: int,
+    finished_at: float,
+    lease: str,
 ) -> None:
     secret = rt.settings.webhook_secret.get_secret_value()
     now = rt.clock()
     if secret:
-        status, error = await deliver(http, url, secret, msg_id, body, now,
-                                      allow_private=rt.settings.allow_private_urls)
+        status, error = await deliver(
+            http, url, secret, msg_id, body, now, allow_private=rt.settings.allow_private_urls
+        )
     else:
         status, error = None, "VIDEOQ_WEBHOOK_SECRET is not set on the worker"
     # Recording the outcome and scheduling a retry are blocking calls: off the loop.
-    await asyncio.to_thread(_record, rt, job_id, attempt, finished_at, now, status, error,
-                            bool(secret), lease)
+    await asyncio.to_thread(
+        _record, rt, job_id, attempt, finished_at, now, status, error, bool(secret), lease
+    )
 
 
 def _record(
-    rt: Runtime, job_id: str, attempt: int, finished_at: float, now: float,
-    status: int | None, error: str | None, secret: bool, lease: str,
+    rt: Runtime,
+    job_id: str,
+    attempt: int,
+    finished_at: float,
+    now: float,
+    status: int | None,
+    error: str | None,
+    secret: bool,
+    lease: str,
 ) -> None:
     """Record the attempt under its lease, and schedule the next one if it failed. A
     lease that ran out (another delivery holds the webhook now) records nothing."""
@@ -245,8 +279,15 @@ def _record(
     else:
         state, next_at = "pending", now + delay + rt.settings.stall_timeout
     if rt.store.webhook_attempt(job_id, info, state, next_at, lease=lease) < 0:
-        logs.event("webhook.stale", level=logging.WARNING, job_id=job_id, attempt=attempt,
-                   status=status, error=error, reason="the lease ran out during the attempt")
+        logs.event(
+            "webhook.stale",
+            level=logging.WARNING,
+            job_id=job_id,
+            attempt=attempt,
+            status=status,
+            error=error,
+            reason="the lease ran out during the attempt",
+        )
         return
     _log(job_id, attempt, state, status, error)
     if state == "pending":
@@ -255,6 +296,11 @@ def _record(
 
 def _log(job_id: str, attempt: int, state: str, status: int | None, error: str | None) -> None:
     logs.event(
-        "webhook.attempt", level=logging.INFO if error is None else logging.WARNING,
-        job_id=job_id, attempt=attempt, webhook_state=state, status=status, error=error,
+        "webhook.attempt",
+        level=logging.INFO if error is None else logging.WARNING,
+        job_id=job_id,
+        attempt=attempt,
+        webhook_state=state,
+        status=status,
+        error=error,
     )

@@ -18,9 +18,24 @@ pytestmark = pytest.mark.integration
 def test_a_small_bench_run_writes_a_consistent_report(tmp_path: Path) -> None:
     out = tmp_path / "results"
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "--scenario", "30:2:0.5", "--cap", "60",
-         "--blocking-cap", "3", "--blocking-concurrency", "2", "--out", str(out)],
-        capture_output=True, text=True, timeout=400,
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--scenario",
+            "30:2:0.5",
+            "--cap",
+            "60",
+            "--blocking-cap",
+            "3",
+            "--blocking-concurrency",
+            "2",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())

@@ -176,5 +176,6 @@ def clusters(
     for cluster in made:
         cluster.stop()
         if request.session.testsfailed:
-            sys.stderr.write(f"\n--- worker logs ({request.node.name}) ---\n"
-                             f"{cluster.log_text()[-4000:]}\n")
+            sys.stderr.write(
+                f"\n--- worker logs ({request.node.name}) ---\n{cluster.log_text()[-4000:]}\n"
+            )

@@ -17,7 +17,11 @@ IMG = "https://example.com/portrait.jpg"
 
 def test_a_burst_completes_with_one_create_each_and_polls_a_tick_apart(clusters: Any) -> None:
     c = clusters(
-        "batch", poll_mode="batch", poll_interval=1.0, poll_batch=8, poll_concurrency=4,
+        "batch",
+        poll_mode="batch",
+        poll_interval=1.0,
+        poll_batch=8,
+        poll_concurrency=4,
         poll_tick=0.25,
     )
     c.start_worker(concurrency=4, extra=["--pool", "threads"])

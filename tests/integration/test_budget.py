@@ -30,8 +30,10 @@ def _spans(sim: Simulator, prompts: list[str]) -> dict[str, tuple[float, float]]
 
 
 def _most_at_once(spans: dict[str, tuple[float, float]]) -> int:
-    edges = sorted([(a, 1) for a, _ in spans.values()] + [(b, -1) for _, b in spans.values()],
-                   key=lambda e: (e[0], e[1]))
+    edges = sorted(
+        [(a, 1) for a, _ in spans.values()] + [(b, -1) for _, b in spans.values()],
+        key=lambda e: (e[0], e[1]),
+    )
     now = most = 0
     for _, step in edges:
         now += step
@@ -70,8 +72,9 @@ def test_jobs_over_the_cap_wait_and_start_in_submission_order(
 
 
 def test_a_slot_is_released_when_its_worker_is_killed(clusters: Callable[..., Cluster]) -> None:
-    cluster = clusters("cap1kill", max_in_flight=1, poll_interval=0.5, stall_timeout=2.0,
-                     sweep_interval=0.5)
+    cluster = clusters(
+        "cap1kill", max_in_flight=1, poll_interval=0.5, stall_timeout=2.0, sweep_interval=0.5
+    )
     cluster.start_worker(concurrency=1)
     first = cluster.client.submit(IMG, prompt="holds the slot [sim:time=4]")
     time.sleep(0.05)
@@ -107,7 +110,11 @@ def test_every_terminal_path_frees_the_slot(clusters: Callable[..., Cluster]) ->
     cancelled = client.cancel(cancelled_id)
     completed = client.wait(client.submit(IMG, prompt="completes [sim:time=0.5]"), 20)
     assert [j.state.value for j in (failed, timed_out, cancelled, completed)] == [
-        "failed", "timed_out", "cancelled", "completed"]
+        "failed",
+        "timed_out",
+        "cancelled",
+        "completed",
+    ]
     assert client.store.in_flight_slots() == 0
 
 
@@ -129,8 +136,9 @@ def test_the_example_flask_app_submits_and_shows_progress(
     assert b"<form" in web.get("/").data
     bad = web.post("/jobs", data={"image_url": "file:///etc/passwd"})
     assert bad.status_code == 422 and b"image_url" in bad.data
-    posted = web.post("/jobs", data={"image_url": IMG, "prompt": "from flask [sim:time=1]",
-                                     "duration": "5"})
+    posted = web.post(
+        "/jobs", data={"image_url": IMG, "prompt": "from flask [sim:time=1]", "duration": "5"}
+    )
     assert posted.status_code == 303
     page_url = posted.headers["Location"]
     first = web.get(page_url).get_data(as_text=True)

@@ -60,8 +60,14 @@ def test_a_worker_that_cannot_start_exits_non_zero_in_one_line(tmp_path: object)
     script = Path(sys.executable).with_name("videoq")
     env = {**os.environ, "VIDEOQ_REDIS_URL": "localhost:6379"}
     for command in (["worker"], ["status", "abc"], ["serve"], ["sweep"]):
-        done = subprocess.run([str(script), *command], env=env, capture_output=True,
-                              text=True, timeout=60, cwd=str(tmp_path))
+        done = subprocess.run(
+            [str(script), *command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=str(tmp_path),
+        )
         assert done.returncode == 2, (command, done.stderr)
         assert done.stderr.startswith("videoq: invalid setting VIDEOQ_REDIS_URL: "), done.stderr
         assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr

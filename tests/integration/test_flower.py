@@ -33,7 +33,8 @@ class Flower:
 
     def start(self) -> Flower:
         env = {
-            **os.environ, **self.cluster.env,
+            **os.environ,
+            **self.cluster.env,
             "VIDEOQ_FLOWER_BASIC_AUTH": f"{USER}:{PASSWORD}",
             "VIDEOQ_FLOWER_DB": str(self.db),
         }
@@ -41,7 +42,10 @@ class Flower:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [str(script), "flower", "--port", str(self.port)],
-                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         give_up = time.monotonic() + 30
         while True:
@@ -61,8 +65,10 @@ class Flower:
             job_id = self.cluster.client.submit(IMG, prompt=f"warm-up {attempt} [sim:time=0.5]")
             give_up = time.monotonic() + 2
             while time.monotonic() < give_up:
-                if any(job_id in (t.get("kwargs") or "") and t["name"] == "videoq.generate_video"
-                       for t in self.tasks().values()):
+                if any(
+                    job_id in (t.get("kwargs") or "") and t["name"] == "videoq.generate_video"
+                    for t in self.tasks().values()
+                ):
                     return
                 time.sleep(0.2)
         raise AssertionError("Flower never saw a task")
@@ -99,14 +105,17 @@ def _wait_for_tasks(flower: Flower, ids: list[str]) -> dict[str, Any]:
     give_up = time.monotonic() + 20
     while True:
         tasks = {
-            uuid: t for uuid, t in flower.tasks().items()
+            uuid: t
+            for uuid, t in flower.tasks().items()
             if any(job_id in (t.get("kwargs") or "") for job_id in ids)
         }
-        names = {(t["name"], job_id) for t in tasks.values() for job_id in ids
-                 if job_id in t["kwargs"]}
+        names = {
+            (t["name"], job_id) for t in tasks.values() for job_id in ids if job_id in t["kwargs"]
+        }
         settled = all(t["state"] in ("SUCCESS", "FAILURE") for t in tasks.values())
-        if settled and all(("videoq.generate_video", j) in names and
-                           ("videoq.poll_video", j) in names for j in ids):
+        if settled and all(
+            ("videoq.generate_video", j) in names and ("videoq.poll_video", j) in names for j in ids
+        ):
             return tasks
         assert time.monotonic() < give_up, "Flower did not show every job's tasks"
         time.sleep(0.5)
@@ -168,9 +177,16 @@ def test_flower_tasks_page_in_a_browser(flower: Flower, cluster: Cluster, tmp_pa
 
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--window-size=1700,900"):
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1700,900",
+    ):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(chromedriver), options=options)
     try:

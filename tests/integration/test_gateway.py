@@ -47,7 +47,9 @@ class Gateway:
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [str(script), "serve", "--port", str(self.port)],
-                env={**os.environ, **cluster.env}, stdout=out, stderr=subprocess.STDOUT,
+                env={**os.environ, **cluster.env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         give_up = time.monotonic() + 30
@@ -113,10 +115,16 @@ def web(
 ) -> Iterator[tuple[Cluster, Gateway]]:
     tmp = tmp_path_factory.mktemp("gateway")
     cluster = make_cluster(
-        redis_url, tmp, "gateway", sim,
+        redis_url,
+        tmp,
+        "gateway",
+        sim,
         api_tokens=f"{TOKEN},other-token,alice:{ALICE},bob:{BOB},root:{ROOT}",
-        api_admins="root", max_request_bytes=LIMIT,
-        webhook_secret=SECRET, webhook_window=4.0, retry_backoff=0.5,
+        api_admins="root",
+        max_request_bytes=LIMIT,
+        webhook_secret=SECRET,
+        webhook_window=4.0,
+        retry_backoff=0.5,
     )
     cluster.start_worker(concurrency=2)
     gateway = Gateway(cluster, tmp / "gateway.log")
@@ -154,8 +162,12 @@ def test_bad_bodies_are_422_naming_the_field_and_unknown_jobs_404(
         answer = gw.call("POST", "/v1/jobs", json=body)
         assert answer.status_code == 422, (body, answer.text)
         assert field in [str(p) for p in answer.json()["detail"][0]["loc"]], answer.text
-    assert gw.call("POST", "/v1/jobs", data="not json",
-                   headers={"content-type": "application/json"}).status_code == 422
+    assert (
+        gw.call(
+            "POST", "/v1/jobs", data="not json", headers={"content-type": "application/json"}
+        ).status_code
+        == 422
+    )
     assert gw.call("GET", "/v1/jobs/no-such-job").status_code == 404
     assert gw.call("DELETE", "/v1/jobs/no-such-job").status_code == 404
     compat = "/v2/generate/video/kling/generation"
@@ -166,15 +178,20 @@ def test_bad_bodies_are_422_naming_the_field_and_unknown_jobs_404(
 
 def test_list_jobs_by_state_in_pages(web: tuple[Cluster, Gateway]) -> None:
     _, gw = web
-    ids = [gw.call("POST", "/v1/jobs", json={"image_url": IMG, "prompt": f"list {i} "
-                   "[sim:time=1]"}).json()["id"] for i in range(3)]
+    ids = [
+        gw.call(
+            "POST", "/v1/jobs", json={"image_url": IMG, "prompt": f"list {i} [sim:time=1]"}
+        ).json()["id"]
+        for i in range(3)
+    ]
     for job_id in ids:
         gw.wait(job_id)
     seen: set[str] = set()
     cursor = "0"
     while True:
-        page = gw.call("GET", "/v1/jobs", params={"state": "completed", "cursor": cursor,
-                                                  "limit": 2}).json()
+        page = gw.call(
+            "GET", "/v1/jobs", params={"state": "completed", "cursor": cursor, "limit": 2}
+        ).json()
         assert all(j["state"] == "completed" for j in page["jobs"])
         seen |= {j["id"] for j in page["jobs"]}
         if not page["next_cursor"]:
@@ -195,14 +212,16 @@ def _seed_script(base_url: str) -> str:
 
 
 def test_the_seed_script_runs_unchanged_against_the_gateway(
-    web: tuple[Cluster, Gateway], tmp_path: Path,
+    web: tuple[Cluster, Gateway],
+    tmp_path: Path,
 ) -> None:
     """Only its key and base URL are changed (its prompt, model and 10 s sleeps stay)."""
     cluster, gw = web
     script = tmp_path / "seed.py"
     script.write_text(_seed_script(gw.url + "/v2"))
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert "Generation ID:" in done.stdout
     assert "Processing complete" in done.stdout and "'status': 'completed'" in done.stdout
@@ -213,14 +232,21 @@ def test_the_seed_script_runs_unchanged_against_the_gateway(
 
 def test_the_universal_path_pair(web: tuple[Cluster, Gateway]) -> None:
     _, gw = web
-    created = gw.call("POST", "/v2/video/generations", json={
-        "model": "kling-video/v2.1/pro/image-to-video", "image_url": IMG,
-        "prompt": "universal [sim:time=1]"})
+    created = gw.call(
+        "POST",
+        "/v2/video/generations",
+        json={
+            "model": "kling-video/v2.1/pro/image-to-video",
+            "image_url": IMG,
+            "prompt": "universal [sim:time=1]",
+        },
+    )
     assert created.status_code == 200 and created.json()["status"] == "queued"
     gen_id = created.json()["id"]
     give_up = time.monotonic() + 30
-    while (answer := gw.call("GET", "/v2/video/generations",
-                             params={"generation_id": gen_id}).json())["status"] != "completed":
+    while (
+        answer := gw.call("GET", "/v2/video/generations", params={"generation_id": gen_id}).json()
+    )["status"] != "completed":
         assert answer["status"] in ("queued", "generating") and time.monotonic() < give_up
         time.sleep(0.3)
     assert answer["video"]["url"].startswith("http://") and "error" not in answer
@@ -240,14 +266,19 @@ def test_idempotent_submits_under_concurrency(web: tuple[Cluster, Gateway]) -> N
     assert len({job_id for _, job_id in results}) == 1
     gw.wait(results[0][1])
     assert len(cluster.sim.creates(prompt=body["prompt"])) == 1
-    reused = gw.call("POST", "/v1/jobs", json={**body, "prompt": "other"},
-                     headers={"Idempotency-Key": "order-42"})
+    reused = gw.call(
+        "POST",
+        "/v1/jobs",
+        json={**body, "prompt": "other"},
+        headers={"Idempotency-Key": "order-42"},
+    )
     assert reused.status_code == 409
 
     # the Python client, from many threads at once
     def submit(_: int) -> str:
-        return cluster.client.submit(IMG, prompt="idempotent python [sim:time=1]",
-                                     idempotency_key="py-7")
+        return cluster.client.submit(
+            IMG, prompt="idempotent python [sim:time=1]", idempotency_key="py-7"
+        )
 
     with ThreadPoolExecutor(16) as pool:
         ids = set(pool.map(submit, range(32)))
@@ -261,13 +292,17 @@ def test_cancel_before_the_create_means_no_create(web: tuple[Cluster, Gateway]) 
     client = cluster.client
     now = time.time()
     request = parse_request({"image_url": IMG, "prompt": "cancel early"})
-    job_id, _ = client.store.create("early-" + str(int(now * 1000)), request,
-                                    accepted_at=now, deadline_at=now + 60)
+    job_id, _ = client.store.create(
+        "early-" + str(int(now * 1000)), request, accepted_at=now, deadline_at=now + 60
+    )
     answer = gw.call("DELETE", f"/v1/jobs/{job_id}")
     assert answer.status_code == 200 and answer.json()["state"] == "cancelled"
     # the generate message arrives after the cancel (as it would from a busy queue)
-    client._app.send_task(GENERATE_TASK, kwargs={"job_id": job_id, "deadline_at": now + 60},
-                          queue=cluster.settings.queue)
+    client._app.send_task(
+        GENERATE_TASK,
+        kwargs={"job_id": job_id, "deadline_at": now + 60},
+        queue=cluster.settings.queue,
+    )
     give_up = time.monotonic() + 15
     while f"event=task.dropped job_id={job_id}" not in cluster.log_text():
         assert time.monotonic() < give_up, "the late generate never ran"
@@ -280,8 +315,9 @@ def test_cancel_during_generation_stops_polling_and_keeps_the_upstream_id(
     web: tuple[Cluster, Gateway],
 ) -> None:
     cluster, gw = web
-    job_id = gw.call("POST", "/v1/jobs", json={"image_url": IMG,
-                     "prompt": "cancel late [sim:time=60]"}).json()["id"]
+    job_id = gw.call(
+        "POST", "/v1/jobs", json={"image_url": IMG, "prompt": "cancel late [sim:time=60]"}
+    ).json()["id"]
     give_up = time.monotonic() + 20
     while not (job := gw.call("GET", f"/v1/jobs/{job_id}").json())["generation_id"]:
         assert time.monotonic() < give_up
@@ -306,9 +342,15 @@ def test_webhook_is_signed_and_retried_after_500s(web: tuple[Cluster, Gateway]) 
     _, gw = web
     receiver = Receiver([500, 500, 200])
     try:
-        job_id = gw.call("POST", "/v1/jobs", json={
-            "image_url": IMG, "prompt": "webhook [sim:time=1]", "webhook_url": receiver.url,
-        }).json()["id"]
+        job_id = gw.call(
+            "POST",
+            "/v1/jobs",
+            json={
+                "image_url": IMG,
+                "prompt": "webhook [sim:time=1]",
+                "webhook_url": receiver.url,
+            },
+        ).json()["id"]
         give_up = time.monotonic() + 30
         while not any(status == 200 for *_, status in receiver.got):
             assert time.monotonic() < give_up, receiver.got
@@ -337,10 +379,15 @@ def test_no_webhook_delivery_after_the_window(web: tuple[Cluster, Gateway]) -> N
     _, gw = web
     receiver = Receiver([500])
     try:
-        job_id = gw.call("POST", "/v1/jobs", json={
-            "image_url": IMG, "prompt": "webhook gives up [sim:time=1]",
-            "webhook_url": receiver.url,
-        }).json()["id"]
+        job_id = gw.call(
+            "POST",
+            "/v1/jobs",
+            json={
+                "image_url": IMG,
+                "prompt": "webhook gives up [sim:time=1]",
+                "webhook_url": receiver.url,
+            },
+        ).json()["id"]
         give_up = time.monotonic() + 30
         while (job := gw.call("GET", f"/v1/jobs/{job_id}").json())["webhook_state"] != "failed":
             assert time.monotonic() < give_up, job
@@ -360,13 +407,27 @@ def test_schemathesis_against_the_openapi_document(web: tuple[Cluster, Gateway])
     _, gw = web
     st = Path(sys.executable).with_name("schemathesis")
     done = subprocess.run(
-        [str(st), "run", f"{gw.url}/openapi.json", "--header", f"Authorization: Bearer {TOKEN}",
-         "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
-         "response_schema_conformance", "--max-examples", "25", "--no-color",
-         # one fixed seed: the same cases in every run (set the variable to explore)
-         "--seed", os.environ.get("VIDEOQ_SCHEMATHESIS_SEED", "20261128"),
-         "--generation-database", ":memory:"],
-        capture_output=True, text=True, timeout=600,
+        [
+            str(st),
+            "run",
+            f"{gw.url}/openapi.json",
+            "--header",
+            f"Authorization: Bearer {TOKEN}",
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,"
+            "response_schema_conformance",
+            "--max-examples",
+            "25",
+            "--no-color",
+            # one fixed seed: the same cases in every run (set the variable to explore)
+            "--seed",
+            os.environ.get("VIDEOQ_SCHEMATHESIS_SEED", "20261128"),
+            "--generation-database",
+            ":memory:",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
 
@@ -390,7 +451,8 @@ def _raw_request(gw: Gateway, head: str, chunks: list[bytes]) -> tuple[int, dict
         answer = b""
         while b"\r\n\r\n" not in answer or len(answer.split(b"\r\n\r\n", 1)[1]) < int(
             re.search(rb"content-length: (\d+)", answer.lower()).group(1)  # type: ignore[union-attr]
-            if b"content-length" in answer.lower() else 1 << 30
+            if b"content-length" in answer.lower()
+            else 1 << 30
         ):
             data = sock.recv(65536)
             if not data:
@@ -404,8 +466,7 @@ def test_a_body_over_the_cap_is_413_before_it_is_read(web: tuple[Cluster, Gatewa
     cluster, gw = web
     auth = f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
     # a declared length over the cap: answered at once, with only 1 KB of 79 MB sent
-    head = (f"POST /v1/jobs HTTP/1.1\r\nHost: x\r\n{auth}"
-            f"Content-Length: {79 * 1024 * 1024}\r\n\r\n")
+    head = f"POST /v1/jobs HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {79 * 1024 * 1024}\r\n\r\n"
     status, body = _raw_request(gw, head, [b'{"image_url": "data:image/png;base64,' + b"A" * 1000])
     assert status == 413 and "VIDEOQ_MAX_REQUEST_BYTES" in body["detail"], body
     # a chunked body: answered once the bytes received pass the cap (no last chunk sent)
@@ -414,8 +475,9 @@ def test_a_body_over_the_cap_is_413_before_it_is_read(web: tuple[Cluster, Gatewa
     chunks = [b"%x\r\n%s\r\n" % (len(piece), piece)] * (LIMIT // len(piece) + 2)
     status, body = _raw_request(gw, head, chunks)
     assert status == 413 and "VIDEOQ_MAX_REQUEST_BYTES" in body["detail"], body
-    compat = gw.call("POST", "/v2/video/generations",
-                     json={"image_url": "data:image/png;base64," + "A" * LIMIT})
+    compat = gw.call(
+        "POST", "/v2/video/generations", json={"image_url": "data:image/png;base64," + "A" * LIMIT}
+    )
     assert compat.status_code == 413
     # a compact body just under the cap whose stored form (with defaults) is over it
     import json
@@ -424,13 +486,15 @@ def test_a_body_over_the_cap_is_413_before_it_is_read(web: tuple[Cluster, Gatewa
     image = "data:image/png;base64," + "A" * ((LIMIT - empty) // 4 * 4)
     compact = json.dumps({"image_url": image}, separators=(",", ":"))
     assert len(compact) <= LIMIT
-    stored = gw.call("POST", "/v1/jobs", data=compact,
-                     headers={"Content-Type": "application/json"})
+    stored = gw.call("POST", "/v1/jobs", data=compact, headers={"Content-Type": "application/json"})
     assert stored.status_code == 413 and "VIDEOQ_MAX_REQUEST_BYTES" in stored.text, stored.text
     # under the cap: accepted, and the inline image is not echoed back
     image = "data:image/png;base64," + "iVBORw0KGgoA" * 4000
-    accepted = gw.call("POST", "/v1/jobs", json={"image_url": image, "static_mask": image,
-                                                 "prompt": "inline [sim:time=1]"})
+    accepted = gw.call(
+        "POST",
+        "/v1/jobs",
+        json={"image_url": image, "static_mask": image, "prompt": "inline [sim:time=1]"},
+    )
     assert accepted.status_code == 202, accepted.text
     job_id = accepted.json()["id"]
     for answer in (accepted, gw.call("GET", f"/v1/jobs/{job_id}")):
@@ -445,24 +509,27 @@ def test_a_body_over_the_cap_is_413_before_it_is_read(web: tuple[Cluster, Gatewa
 def test_named_callers_see_only_their_own_jobs(web: tuple[Cluster, Gateway]) -> None:
     _, gw = web
     body = {"image_url": IMG, "prompt": "tenant [sim:time=60]"}
-    mine = gw.call("POST", "/v1/jobs", token=ALICE, json=body,
-                   headers={"Idempotency-Key": "tenant-1"}).json()
+    mine = gw.call(
+        "POST", "/v1/jobs", token=ALICE, json=body, headers={"Idempotency-Key": "tenant-1"}
+    ).json()
     assert mine["owner"] == "alice"
-    theirs = gw.call("POST", "/v1/jobs", token=BOB, json=body,
-                     headers={"Idempotency-Key": "tenant-1"}).json()
+    theirs = gw.call(
+        "POST", "/v1/jobs", token=BOB, json=body, headers={"Idempotency-Key": "tenant-1"}
+    ).json()
     assert theirs["id"] != mine["id"] and theirs["owner"] == "bob"  # keys are per caller
-    again = gw.call("POST", "/v1/jobs", token=ALICE, json=body,
-                    headers={"Idempotency-Key": "tenant-1"}).json()
+    again = gw.call(
+        "POST", "/v1/jobs", token=ALICE, json=body, headers={"Idempotency-Key": "tenant-1"}
+    ).json()
     assert again["id"] == mine["id"]
     job_id = mine["id"]
     # another caller: a 404 everywhere, as for a job that does not exist
     assert gw.call("GET", f"/v1/jobs/{job_id}", token=BOB).status_code == 404
     assert gw.call("DELETE", f"/v1/jobs/{job_id}", token=BOB).status_code == 404
     for path in UPSTREAM_PATHS:
-        assert gw.call("GET", path, token=BOB,
-                       params={"generation_id": job_id}).status_code == 404
-        assert gw.call("GET", path, token=ALICE,
-                       params={"generation_id": job_id}).status_code == 200
+        assert gw.call("GET", path, token=BOB, params={"generation_id": job_id}).status_code == 404
+        assert (
+            gw.call("GET", path, token=ALICE, params={"generation_id": job_id}).status_code == 200
+        )
     listed = gw.call("GET", "/v1/jobs", token=BOB, params={"limit": 500}).json()
     assert {j["owner"] for j in listed["jobs"]} == {"bob"}
     assert gw.call("GET", f"/v1/jobs/{job_id}", token=ALICE).json()["state"] != "cancelled"
@@ -470,23 +537,33 @@ def test_named_callers_see_only_their_own_jobs(web: tuple[Cluster, Gateway]) -> 
     assert gw.call("GET", f"/v1/jobs/{job_id}", token=TOKEN).status_code == 200
     assert gw.call("DELETE", f"/v1/jobs/{job_id}", token=ROOT).json()["state"] == "cancelled"
     assert gw.call("DELETE", f"/v1/jobs/{theirs['id']}", token=BOB).status_code == 200
-    created = gw.call("POST", UPSTREAM_PATHS[1], token=BOB, json={"image_url": IMG,
-                      "prompt": "tenant compat [sim:time=1]"}).json()
+    created = gw.call(
+        "POST",
+        UPSTREAM_PATHS[1],
+        token=BOB,
+        json={"image_url": IMG, "prompt": "tenant compat [sim:time=1]"},
+    ).json()
     assert gw.call("GET", f"/v1/jobs/{created['id']}", token=ALICE).status_code == 404
     assert gw.call("GET", f"/v1/jobs/{created['id']}", token=BOB).json()["owner"] == "bob"
 
 
 def test_pages_hold_exactly_limit_and_resume_exactly(web: tuple[Cluster, Gateway]) -> None:
     _, gw = web
-    ids = {gw.call("POST", "/v1/jobs", token=ROOT, json={"image_url": IMG,
-           "prompt": f"page {i} [sim:never]"}).json()["id"] for i in range(7)}
+    ids = {
+        gw.call(
+            "POST",
+            "/v1/jobs",
+            token=ROOT,
+            json={"image_url": IMG, "prompt": f"page {i} [sim:never]"},
+        ).json()["id"]
+        for i in range(7)
+    }
     one = gw.call("GET", "/v1/jobs", params={"limit": 1}).json()
     assert len(one["jobs"]) == 1 and one["next_cursor"]
     seen: list[str] = []
     cursor = "0"
     while cursor:
-        page = gw.call("GET", "/v1/jobs", token=ROOT, params={"cursor": cursor,
-                                                             "limit": 2}).json()
+        page = gw.call("GET", "/v1/jobs", token=ROOT, params={"cursor": cursor, "limit": 2}).json()
         assert len(page["jobs"]) <= 2
         seen += [j["id"] for j in page["jobs"] if j["owner"] == "root"]
         cursor = page["next_cursor"]
@@ -500,8 +577,11 @@ def test_pages_hold_exactly_limit_and_resume_exactly(web: tuple[Cluster, Gateway
 
 def test_same_key_with_another_webhook_url_is_409(web: tuple[Cluster, Gateway]) -> None:
     _, gw = web
-    body = {"image_url": IMG, "prompt": "hook key [sim:time=1]",
-            "webhook_url": "https://example.com/hooks/a"}
+    body = {
+        "image_url": IMG,
+        "prompt": "hook key [sim:time=1]",
+        "webhook_url": "https://example.com/hooks/a",
+    }
     key = {"Idempotency-Key": "hook-key-1"}
     assert gw.call("POST", "/v1/jobs", json=body, headers=dict(key)).status_code == 202
     assert gw.call("POST", "/v1/jobs", json=body, headers=dict(key)).status_code == 202
@@ -510,7 +590,9 @@ def test_same_key_with_another_webhook_url_is_409(web: tuple[Cluster, Gateway]) 
 
 
 def test_redis_refusing_writes_is_503_and_reads_during_an_outage_say_so(
-    web: tuple[Cluster, Gateway], full_redis: tuple[str, Any], tmp_path: Path,
+    web: tuple[Cluster, Gateway],
+    full_redis: tuple[str, Any],
+    tmp_path: Path,
 ) -> None:
     import dataclasses
 

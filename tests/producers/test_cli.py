@@ -88,7 +88,8 @@ def test_submit_prints_only_the_job_id(
     job_id = out.strip()
     assert len(out.splitlines()) == 1 and len(job_id) == 32
     assert job_id in err  # the human message goes to stderr
-    assert rclient.llen(env.queue) == 1  # type: ignore[attr-defined]
+    # its create is booked for the workers (batch mode, the default)
+    assert rclient.zscore(f"{env.key_prefix}:creates", job_id)  # type: ignore[attr-defined]
 
     assert main(["status", job_id, "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
@@ -130,8 +131,10 @@ def test_redis_down_exits_3(
 @pytest.mark.parametrize("command", [["status", "abc"], ["submit", "--image-url", IMG]])
 @pytest.mark.parametrize("url", ["localhost:6379", "redis://127.0.0.1:6379/99999"])
 def test_invalid_settings_are_one_line_and_exit_2(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-    command: list[str], url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+    url: str,
 ) -> None:
     monkeypatch.setenv("VIDEOQ_REDIS_URL", url)
     assert main(command) == 2
@@ -185,7 +188,8 @@ def test_submit_wait_that_loses_redis_after_acceptance_says_the_job_was_accepted
 
 
 def test_a_worker_that_fails_to_start_returns_a_non_zero_exit_code(
-    monkeypatch: pytest.MonkeyPatch, make_settings: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+    make_settings: Callable[..., Settings],
 ) -> None:
     """Celery logs "Unrecoverable error" and its ``worker_main`` returns normally; the
     command must still exit non-zero."""
@@ -202,6 +206,16 @@ def test_a_worker_that_fails_to_start_returns_a_non_zero_exit_code(
     app.steps["worker"].add(Boom)
     app.videoq_settings = make_settings()  # type: ignore[attr-defined]
     monkeypatch.setattr(worker.app, "app", app)
-    code = main(["worker", "-P", "solo", "--without-mingle", "--without-gossip",
-                 "--without-heartbeat", "-l", "critical"])
+    code = main(
+        [
+            "worker",
+            "-P",
+            "solo",
+            "--without-mingle",
+            "--without-gossip",
+            "--without-heartbeat",
+            "-l",
+            "critical",
+        ]
+    )
     assert code not in (0, None)

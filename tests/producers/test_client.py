@@ -34,11 +34,27 @@ def job_keys(client: Client) -> list[str]:
     return list(client.store.redis.scan_iter(match=client.store.keys.job_pattern()))
 
 
-def test_submit_stores_the_job_then_enqueues_the_task_by_name(client: Client) -> None:
+def booked_creates(client: Client) -> list[str]:
+    return [str(i) for i in client.store.redis.zrange(client.store.keys.creates(), 0, -1)]
+
+
+def test_submit_stores_the_job_and_books_its_create_in_the_same_script(client: Client) -> None:
+    """Batch mode (the default): no message; the workers' pumps find the create."""
+    assert client.settings.poll_mode == "batch"
     job_id = client.submit(IMG, prompt="hi", duration="10", cfg_scale=0.3)
     job = client.get(job_id)
     assert job.state is JobState.QUEUED
     assert job.request == {"image_url": IMG, "prompt": "hi", "duration": 10, "cfg_scale": 0.3}
+    assert booked_creates(client) == [job_id]
+    assert queued_messages(client) == []
+
+
+def test_in_chain_mode_submit_enqueues_the_task_by_name(
+    make_settings: Callable[..., Settings],
+) -> None:
+    client = Client(settings=make_settings(poll_mode="chain"))
+    job_id = client.submit(IMG, prompt="hi")
+    assert booked_creates(client) == []
     [message] = queued_messages(client)
     assert message["headers"]["task"] == GENERATE_TASK  # type: ignore[index]
     assert message["headers"]["kwargsrepr"] == repr(  # type: ignore[index]
@@ -76,11 +92,15 @@ def test_bad_input_names_the_field_and_enqueues_nothing(
     assert job_keys(client) == []
 
 
-def test_idempotency_key_gives_one_job_and_one_message(client: Client) -> None:
+@pytest.mark.parametrize("mode", ["batch", "chain"])
+def test_idempotency_key_gives_one_job_and_one_create(
+    make_settings: Callable[..., Settings], mode: str
+) -> None:
+    client = Client(settings=make_settings(poll_mode=mode))
     first = client.submit(IMG, prompt="p", idempotency_key="order-1")
     again = client.submit(IMG, prompt="p", idempotency_key="order-1")
     assert first == again
-    assert len(queued_messages(client)) == 1
+    assert len(queued_messages(client)) + len(booked_creates(client)) == 1
     with pytest.raises(RequestError, match="idempotency_key"):
         client.submit(IMG, prompt="other", idempotency_key="order-1")
 
@@ -126,9 +146,17 @@ WEBHOOK_SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
 
 @pytest.mark.parametrize(
     "url",
-    ["http://127.0.0.1:8080/hook", "http://2130706433/hook", "http://[::1]/hook",
-     "http://[::ffff:10.0.0.1]/hook", "http://localhost/hook", "http://hooks.internal/",
-     "http://169.254.169.254/latest/", "http://192.168.1.1/", "http://example.com@10.0.0.1/"],
+    [
+        "http://127.0.0.1:8080/hook",
+        "http://2130706433/hook",
+        "http://[::1]/hook",
+        "http://[::ffff:10.0.0.1]/hook",
+        "http://localhost/hook",
+        "http://hooks.internal/",
+        "http://169.254.169.254/latest/",
+        "http://192.168.1.1/",
+        "http://example.com@10.0.0.1/",
+    ],
 )
 def test_webhook_url_at_an_internal_host_is_refused(
     make_settings: Callable[..., Settings], url: str
@@ -179,7 +207,8 @@ def test_webhook_url_without_a_secret_says_webhooks_are_off(
     with pytest.raises(RequestError) as info:
         client.submit(IMG, webhook_url="https://hooks.example.com/videoq")
     assert (info.value.field, info.value.message) == (
-        "webhook_url", "webhooks are off: VIDEOQ_WEBHOOK_SECRET is not set"
+        "webhook_url",
+        "webhooks are off: VIDEOQ_WEBHOOK_SECRET is not set",
     )
 
 
@@ -196,14 +225,19 @@ DATA = "data:image/png;base64," + "iVBORw0KGgoA" * 400
         ("redis://user:hunter2@h:6379/0", "redis://user:***@h:6379/0"),
         ("redis://hunter2@h:6379/0", "redis://***@h:6379/0"),
         ("redis://h:6379/0?password=hunter2&db=1", "redis://h:6379/0?password=***&db=1"),
-        ("rediss://h/0?PASS=hunter2&ssl_cert_reqs=none", "rediss://h/0?PASS=***&ssl_cert_reqs=none"),
+        (
+            "rediss://h/0?PASS=hunter2&ssl_cert_reqs=none",
+            "rediss://h/0?PASS=***&ssl_cert_reqs=none",
+        ),
         ("redis://h/0?auth=hunter2&x=1", "redis://h/0?auth=***&x=1"),
         ("redis://h/0?token=hunter2", "redis://h/0?token=***"),
         ("redis://h/0?sentinel_password=hunter2", "redis://h/0?sentinel_password=***"),
         ("redis://h/0?ssl_keyfile_Secret=hunter2", "redis://h/0?ssl_keyfile_Secret=***"),
         ("redis://h/0?api_key=hunter2", "redis://h/0?api_key=***"),
-        ("sentinel://:hunter2@a:26379;sentinel://b:26379?password=hunter2",
-         "sentinel://:***@a:26379;sentinel://b:26379?password=***"),
+        (
+            "sentinel://:hunter2@a:26379;sentinel://b:26379?password=hunter2",
+            "sentinel://:***@a:26379;sentinel://b:26379?password=***",
+        ),
     ],
 )
 def test_safe_url_masks_every_secret(url: str, shown: str) -> None:
@@ -283,8 +317,19 @@ def test_listing_pages_hold_at_most_limit_and_resume_exactly(client: Client, lim
 
 
 @pytest.mark.parametrize(
-    "cursor", ["abc", "1", "-1.0", "1.2.3", "1.-2", "", " 0", "1e3.0",
-               "99999999999999999999.0", "18446744073709551616.0"],
+    "cursor",
+    [
+        "abc",
+        "1",
+        "-1.0",
+        "1.2.3",
+        "1.-2",
+        "",
+        " 0",
+        "1e3.0",
+        "99999999999999999999.0",
+        "18446744073709551616.0",
+    ],
 )
 def test_a_garbage_cursor_is_refused(client: Client, cursor: str) -> None:
     with pytest.raises(RequestError) as info:
@@ -364,7 +409,8 @@ def test_a_submit_whose_outcome_is_unknown_says_so(make_settings: Callable[..., 
 
 
 def test_redis_refusing_writes_is_unavailable_with_the_reason(
-    full_redis: tuple[str, redis.Redis], make_settings: Callable[..., Settings],
+    full_redis: tuple[str, redis.Redis],
+    make_settings: Callable[..., Settings],
 ) -> None:
     url, filler = full_redis
     client = Client(settings=make_settings(redis_url=url))
@@ -386,8 +432,10 @@ def test_write_refusals_are_told_apart_from_other_errors() -> None:
     assert _refusal(OutOfMemoryError("command not allowed when used memory > 'maxmemory'"))
     assert _refusal(ResponseError("OOM command not allowed when used memory > 'maxmemory'"))
     assert "read-only" in (_refusal(ReadOnlyError("You can't write against a replica")) or "")
-    misconf = ResponseError("MISCONF Redis is configured to save RDB snapshots, but it's "
-                            "currently unable to persist to disk")
+    misconf = ResponseError(
+        "MISCONF Redis is configured to save RDB snapshots, but it's "
+        "currently unable to persist to disk"
+    )
     assert "MISCONF" in (_refusal(misconf) or "")
     assert _refusal(ResponseError("WRONGTYPE Operation against a key")) is None
     assert refuses_writes(misconf) and not refuses_writes(ConnectionError("refused"))

@@ -164,8 +164,7 @@ def check_invariants(
         if j.finished_at and j.request.get("prompt") in create_at
     ]
     give_up = time.monotonic() + (
-        drain_timeout if drain_timeout is not None
-        else rig.cluster.settings.visibility_timeout + 25
+        drain_timeout if drain_timeout is not None else rig.cluster.settings.visibility_timeout + 25
     )
     wanted = set(ids)
     while leftover := messages_for(rig, wanted):

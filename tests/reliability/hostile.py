@@ -119,14 +119,15 @@ class Wire:
                 return False
         return not self._over()
 
-    def trickle(self, data: bytes, interval: float = TRICKLE_INTERVAL,
-                limit: float = TRICKLE_MAX) -> bool:
+    def trickle(
+        self, data: bytes, interval: float = TRICKLE_INTERVAL, limit: float = TRICKLE_MAX
+    ) -> bool:
         """One byte every ``interval`` for up to ``limit`` seconds, then the rest."""
         give_up = time.monotonic() + limit
         for i in range(len(data)):
             if time.monotonic() > give_up:
                 return self.send(data[i:])
-            if not self.send(data[i:i + 1]) or not self.pause(interval):
+            if not self.send(data[i : i + 1]) or not self.pause(interval):
                 return False
         return True
 
@@ -155,8 +156,10 @@ def misbehave(wire: Wire, mode: str, answer: bytes, location: str) -> None:
             wire.trickle(padded)
     elif mode.startswith("redirect"):
         code = int(mode.split("_")[1]) if "_" in mode else 302
-        wire.send(_head(code, {**json_type, "Location": location,
-                               "Content-Length": str(len(answer))}) + answer)
+        wire.send(
+            _head(code, {**json_type, "Location": location, "Content-Length": str(len(answer))})
+            + answer
+        )
     elif mode == "huge":
         if wire.send(_head(200, {**json_type, "Content-Length": str(HUGE_BYTES)})):
             block = b"x" * CHUNK
@@ -268,8 +271,9 @@ class _FrontHandler(BaseHTTPRequestHandler):
             misbehave(wire, mode, answer, front.url(ELSEWHERE))
         finally:
             with state.lock:
-                state.done.append(Misbehaviour(mode, where, key, round(wire.elapsed(), 2),
-                                                     wire.sent, wire.ended))
+                state.done.append(
+                    Misbehaviour(mode, where, key, round(wire.elapsed(), 2), wire.sent, wire.ended)
+                )
 
 
 def _prompt(body: bytes) -> str:
@@ -315,8 +319,9 @@ class _Peer(Generic[R]):
         return f"http://127.0.0.1:{self.port}{path}"
 
     def start(self) -> Self:
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        name=type(self).__name__, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name=type(self).__name__, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -341,13 +346,15 @@ class HostileUpstream(_Peer[FrontRecord]):
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v2"
 
-    def forward(self, method: str, path: str, headers: dict[str, str],
-                body: bytes) -> tuple[int, str, bytes]:
+    def forward(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, str, bytes]:
         """The simulator's answer to the same request."""
         conn = http.client.HTTPConnection("127.0.0.1", self.sim_port, timeout=10)
         try:
-            keep = {k: v for k, v in headers.items()
-                    if k.lower() in ("authorization", "content-type")}
+            keep = {
+                k: v for k, v in headers.items() if k.lower() in ("authorization", "content-type")
+            }
             conn.request(method, path, body=body or None, headers=keep)
             resp = conn.getresponse()
             return resp.status, resp.getheader("Content-Type") or "", resp.read()
@@ -423,22 +430,27 @@ class _ReceiverHandler(BaseHTTPRequestHandler):
         with state.lock:
             state.deliveries.append(delivery)
             state.in_progress[webhook_id] += 1
-            state.most_at_once[webhook_id] = max(state.most_at_once[webhook_id],
-                                                 state.in_progress[webhook_id])
+            state.most_at_once[webhook_id] = max(
+                state.most_at_once[webhook_id], state.in_progress[webhook_id]
+            )
         # /ok answers even after the brake (state.stop) stopped the hostile answers
         stop = threading.Event() if path == "/ok" else state.stop
         wire = Wire(self.connection, stop, budget=STREAM_MAX + 5)
         try:
             if path == "/ok":
-                wire.send(_head(200, {"Content-Type": "application/json",
-                                      "Content-Length": "2"}) + b"{}")
+                wire.send(
+                    _head(200, {"Content-Type": "application/json", "Content-Length": "2"}) + b"{}"
+                )
                 wire.ended = "done"
             else:
                 self.close_connection = True
-                mode = {"/trickle": "trickle_body", "/huge": "huge", "/chunked": "chunked",
-                        "/redirect": "redirect_302"}.get(path, "")
-                misbehave(wire, mode, b'{"ok": true}',
-                          self.receiver.url("/elsewhere"))
+                mode = {
+                    "/trickle": "trickle_body",
+                    "/huge": "huge",
+                    "/chunked": "chunked",
+                    "/redirect": "redirect_302",
+                }.get(path, "")
+                misbehave(wire, mode, b'{"ok": true}', self.receiver.url("/elsewhere"))
         finally:
             with state.lock:
                 state.in_progress[webhook_id] -= 1
@@ -469,8 +481,13 @@ class TreeRSS:
     seconds. ``on_exceed`` is called once if growth passes ``safety_bytes`` (to stop a
     peer before it pushes the machine too far)."""
 
-    def __init__(self, pid: int, every: float = 0.2, safety_bytes: int = 800 << 20,
-                 on_exceed: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        pid: int,
+        every: float = 0.2,
+        safety_bytes: int = 800 << 20,
+        on_exceed: Callable[[], None] | None = None,
+    ) -> None:
         self.pid = pid
         self.every = every
         self.safety_bytes = safety_bytes

@@ -20,38 +20,64 @@ from worker.request import MAX_PROMPT_LENGTH, MAX_URL_LENGTH, RequestError
 IMG = "https://example.com/cat.png"
 POINTS = [{"x": 1, "y": 2}, {"x": 3, "y": 4}]
 KNOWN = {
-    "image_url", "prompt", "duration", "negative_prompt", "cfg_scale", "static_mask",
-    "dynamic_masks", "camera_control", "model",
+    "image_url",
+    "prompt",
+    "duration",
+    "negative_prompt",
+    "cfg_scale",
+    "static_mask",
+    "dynamic_masks",
+    "camera_control",
+    "model",
 }
 
 not_a_string = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(), st.lists(st.integers(), max_size=3),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.lists(st.integers(), max_size=3),
     st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
 )
 bad_urls = st.one_of(
     st.just(""),
-    st.sampled_from([
-        "file:///etc/passwd", "ftp://example.com/a.png", "javascript:alert(1)",
-        "gopher://example.com/", "//example.com/a.png", "example.com/a.png",
-        "http://127.0.0.1:6379/", "http://localhost/a.png", "http://169.254.169.254/latest",
-        "http://10.0.0.1/a.png", "http://[::1]/a.png", "http://192.168.1.1/a.png",
-        "https://redis.internal/a.png", "http://0.0.0.0/a.png",
-        "https://example.com/a b.png",
-    ]),
+    st.sampled_from(
+        [
+            "file:///etc/passwd",
+            "ftp://example.com/a.png",
+            "javascript:alert(1)",
+            "gopher://example.com/",
+            "//example.com/a.png",
+            "example.com/a.png",
+            "http://127.0.0.1:6379/",
+            "http://localhost/a.png",
+            "http://169.254.169.254/latest",
+            "http://10.0.0.1/a.png",
+            "http://[::1]/a.png",
+            "http://192.168.1.1/a.png",
+            "https://redis.internal/a.png",
+            "http://0.0.0.0/a.png",
+            "https://example.com/a b.png",
+        ]
+    ),
     st.text(alphabet="!@#$%^&*()", min_size=1).map(lambda t: f"data:image/png;base64,{t}"),
-    st.text(min_size=MAX_URL_LENGTH + 1, max_size=MAX_URL_LENGTH + 50)
-    .map(lambda t: "https://example.com/" + t),
+    st.text(min_size=MAX_URL_LENGTH + 1, max_size=MAX_URL_LENGTH + 50).map(
+        lambda t: "https://example.com/" + t
+    ),
     st.text(max_size=40).filter(lambda t: not t.startswith(("http://", "https://", "data:"))),
 )
 bad_numbers_for_duration = st.one_of(
     st.integers().filter(lambda n: n not in (5, 10)),
     st.floats().filter(lambda f: f not in (5.0, 10.0)),
     st.text(max_size=5).filter(lambda t: t.strip() not in ("5", "10")),
-    st.booleans(), st.none().map(lambda _: []),
+    st.booleans(),
+    st.none().map(lambda _: []),
 )
 bad_cfg = st.one_of(
-    st.floats().filter(lambda f: not 0 <= f <= 1), st.integers().filter(lambda n: n not in (0, 1)),
-    st.text(max_size=5), st.booleans(),
+    st.floats().filter(lambda f: not 0 <= f <= 1),
+    st.integers().filter(lambda n: n not in (0, 1)),
+    st.text(max_size=5),
+    st.booleans(),
 )
 bad_masks = st.one_of(
     st.just([{"mask": IMG, "trajectories": POINTS}] * 7),  # too many masks
@@ -63,10 +89,16 @@ bad_masks = st.one_of(
     not_a_string.filter(lambda v: v is not None and v != []),  # no masks at all is fine
 )
 bad_camera = st.one_of(
-    st.text(max_size=10).map(lambda t: {"type": t}).filter(
-        lambda c: c["type"] not in ("simple", "down_back", "forward_up", "right_turn_forward",
-                                    "left_turn_forward")),
-    st.floats(allow_nan=True).filter(lambda f: not -10 <= f <= 10)
+    st.text(max_size=10)
+    .map(lambda t: {"type": t})
+    .filter(
+        lambda c: (
+            c["type"]
+            not in ("simple", "down_back", "forward_up", "right_turn_forward", "left_turn_forward")
+        )
+    ),
+    st.floats(allow_nan=True)
+    .filter(lambda f: not -10 <= f <= 10)
     .map(lambda f: {"type": "simple", "config": {"zoom": f}}),
     st.just({"type": "simple", "config": {"warp": 1}}),
     st.integers().map(lambda n: {"type": "simple", "config": {"pan": str(n)}}),
@@ -75,23 +107,34 @@ unknown_field = st.text(min_size=1, max_size=20).filter(lambda k: k not in KNOWN
 
 # (field that must be named, the keyword arguments of Client.submit)
 hostile = st.one_of(
-    st.tuples(st.just("image_url"), st.one_of(not_a_string, bad_urls).map(
-        lambda v: {"image_url": v})),
-    st.tuples(st.just("duration"), bad_numbers_for_duration.map(
-        lambda v: {"image_url": IMG, "duration": v})),
+    st.tuples(
+        st.just("image_url"), st.one_of(not_a_string, bad_urls).map(lambda v: {"image_url": v})
+    ),
+    st.tuples(
+        st.just("duration"),
+        bad_numbers_for_duration.map(lambda v: {"image_url": IMG, "duration": v}),
+    ),
     st.tuples(st.just("cfg_scale"), bad_cfg.map(lambda v: {"image_url": IMG, "cfg_scale": v})),
-    st.tuples(st.just("prompt"), st.one_of(
-        st.text(min_size=MAX_PROMPT_LENGTH + 1, max_size=MAX_PROMPT_LENGTH + 20),
-        not_a_string.filter(lambda v: v is not None),
-    ).map(lambda v: {"image_url": IMG, "prompt": v})),
-    st.tuples(st.just("static_mask"), st.one_of(bad_urls, not_a_string.filter(
-        lambda v: v is not None)).map(lambda v: {"image_url": IMG, "static_mask": v})),
-    st.tuples(st.just("dynamic_masks"), bad_masks.map(
-        lambda v: {"image_url": IMG, "dynamic_masks": v})),
-    st.tuples(st.just("camera_control"), bad_camera.map(
-        lambda v: {"image_url": IMG, "camera_control": v})),
-    st.tuples(unknown_field, st.just(None)).map(
-        lambda kv: (kv[0], {"image_url": IMG, kv[0]: "x"})),
+    st.tuples(
+        st.just("prompt"),
+        st.one_of(
+            st.text(min_size=MAX_PROMPT_LENGTH + 1, max_size=MAX_PROMPT_LENGTH + 20),
+            not_a_string.filter(lambda v: v is not None),
+        ).map(lambda v: {"image_url": IMG, "prompt": v}),
+    ),
+    st.tuples(
+        st.just("static_mask"),
+        st.one_of(bad_urls, not_a_string.filter(lambda v: v is not None)).map(
+            lambda v: {"image_url": IMG, "static_mask": v}
+        ),
+    ),
+    st.tuples(
+        st.just("dynamic_masks"), bad_masks.map(lambda v: {"image_url": IMG, "dynamic_masks": v})
+    ),
+    st.tuples(
+        st.just("camera_control"), bad_camera.map(lambda v: {"image_url": IMG, "camera_control": v})
+    ),
+    st.tuples(unknown_field, st.just(None)).map(lambda kv: (kv[0], {"image_url": IMG, kv[0]: "x"})),
 )
 
 
@@ -121,14 +164,20 @@ def test_hostile_payloads_are_refused_naming_the_field(client: Client, case: Any
 
 
 @settings(max_examples=200, deadline=None)
-@given(payload=st.dictionaries(
-    st.text(max_size=12), st.recursive(
-        st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=30),
-        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
-                                                                     max_size=3),
-        max_leaves=8,
-    ), max_size=6,
-))
+@given(
+    payload=st.dictionaries(
+        st.text(max_size=12),
+        st.recursive(
+            st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=30),
+            lambda inner: (
+                st.lists(inner, max_size=3)
+                | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+            ),
+            max_leaves=8,
+        ),
+        max_size=6,
+    )
+)
 def test_random_payloads_never_escape_as_anything_but_a_request_error(
     client: Client, payload: dict[str, Any]
 ) -> None:
@@ -166,7 +215,8 @@ def _argv(kwargs: dict[str, Any]) -> list[str] | None:
 
 
 @settings(
-    max_examples=150, deadline=None,
+    max_examples=150,
+    deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much],
 )
 @given(case=hostile)

@@ -124,8 +124,9 @@ def hostile_rig(
         hr.rig.redis_server.cleanup()
 
 
-def wait_until(client: Any, ids: list[str], done: Callable[[Job], bool],
-               timeout: float) -> list[Job]:
+def wait_until(
+    client: Any, ids: list[str], done: Callable[[Job], bool], timeout: float
+) -> list[Job]:
     """The jobs once all are ``done``, or as they are after ``timeout`` (no raise)."""
     give_up = time.monotonic() + timeout
     while True:
@@ -156,10 +157,11 @@ class Case:
 
     def figures(self) -> dict[str, Any]:
         return {
-            "hostile": [f"{j.state.value}/{j.error.kind if j.error else '-'}"
-                        for j in self.hostile],
+            "hostile": [
+                f"{j.state.value}/{j.error.kind if j.error else '-'}" for j in self.hostile
+            ],
             "ordinary_completed": f"{sum(j.state is JobState.COMPLETED for j in self.ordinary)}"
-                                  f"/{len(self.ordinary)}",
+            f"/{len(self.ordinary)}",
             "ordinary_lag_max_s": round(max(self.lags), 2) if self.lags else None,
             "worker_tree_rss_growth_mb": self.memory_growth_mb,
             "case_s": round(self.seconds, 1),
@@ -184,8 +186,10 @@ def run_case(
     try:
         with TreeRSS(hr.worker_pid, on_exceed=hr.stop_peers) as rss:
             hostile_ids = [client.submit(IMG, prompt=p, **hook) for p in hostile_prompts]
-            ordinary_ids = [client.submit(IMG, prompt=f"ordinary {run} #{i}", **ok_hook)
-                            for i in range(ORDINARY)]
+            ordinary_ids = [
+                client.submit(IMG, prompt=f"ordinary {run} #{i}", **ok_hook)
+                for i in range(ORDINARY)
+            ]
             settled = _webhook_settled if webhook_path else _terminal
             ordinary = wait_until(client, ordinary_ids, settled, 60)
             left = hostile_timeout - (time.monotonic() - started)
@@ -195,8 +199,11 @@ def run_case(
         front, receiver = hr.front.reset(), hr.receiver.reset()
         time.sleep(0.5)  # answers cut by the reset finish recording
     create_at = {r.prompt: r.t for r in sim.creates()}
-    lags = [j.finished_at - (create_at[j.request["prompt"]] + GEN) for j in ordinary
-            if j.finished_at and j.request["prompt"] in create_at]
+    lags = [
+        j.finished_at - (create_at[j.request["prompt"]] + GEN)
+        for j in ordinary
+        if j.finished_at and j.request["prompt"] in create_at
+    ]
     case = Case(hostile, ordinary, lags, rss.growth_mb, seconds, front, receiver)
     not_done = [j.state.value for j in ordinary if j.state is not JobState.COMPLETED]
     if not_done:
@@ -230,8 +237,9 @@ def _outcome(job: Job) -> tuple[str, str | None]:
 def _check_outcome(case: Case, job: Job, state: str, kind: str) -> None:
     if _outcome(job) != (state, kind):
         message = job.error.message[:120] if job.error else job.last_error
-        case.problems.append(f"hostile job ended {_outcome(job)} (expected {state}/{kind}); "
-                             f"message: {message!r}")
+        case.problems.append(
+            f"hostile job ended {_outcome(job)} (expected {state}/{kind}); message: {message!r}"
+        )
 
 
 def _one_create(case: Case, hr: HostileRig, prompt: str) -> int:
@@ -243,8 +251,15 @@ def _one_create(case: Case, hr: HostileRig, prompt: str) -> int:
 
 # --- the upstream misbehaves on the create ------------------------------------------------
 
-CREATE_CASES = ["trickle_headers", "trickle_body", "redirect_302", "redirect_301",
-                "redirect_307", "huge", "chunked"]
+CREATE_CASES = [
+    "trickle_headers",
+    "trickle_body",
+    "redirect_302",
+    "redirect_301",
+    "redirect_307",
+    "huge",
+    "chunked",
+]
 
 
 @pytest.mark.parametrize("mode", CREATE_CASES)
@@ -257,8 +272,9 @@ def test_hostile_create_answer(hostile_rig: Callable[[str], HostileRig], mode: s
     misbehaved = case.front.misbehaviours("create", prompt)
     job = case.hostile[0]
     trickle = mode.startswith("trickle")
-    _check_outcome(case, job, "failed",
-                   "create_outcome_unknown" if trickle else "upstream_protocol")
+    _check_outcome(
+        case, job, "failed", "create_outcome_unknown" if trickle else "upstream_protocol"
+    )
     creates = _one_create(case, hr, prompt)
     took = (job.finished_at or time.time()) - (job.created_at or 0)
     if trickle and took > TOTAL_TIMEOUT + 3:
@@ -266,9 +282,14 @@ def test_hostile_create_answer(hostile_rig: Callable[[str], HostileRig], mode: s
     hits = case.front.redirect_hits
     if hits:
         case.problems.append(f"the redirect was followed: {hits}")
-    report(f"hostile_create ({mode})", **case.figures(), creates=creates,
-           hostile_job_s=round(took, 1), redirect_hits=len(hits),
-           front=[(m.seconds, m.sent, m.ended) for m in misbehaved])
+    report(
+        f"hostile_create ({mode})",
+        **case.figures(),
+        creates=creates,
+        hostile_job_s=round(took, 1),
+        redirect_hits=len(hits),
+        front=[(m.seconds, m.sent, m.ended) for m in misbehaved],
+    )
     verdict(case.problems)
 
 
@@ -300,16 +321,22 @@ def test_hostile_status_answer(
             case.problems.append(f"{polls} status calls: polls were not retried")
         slow = [m.seconds for m in misbehaved if m.seconds > TOTAL_TIMEOUT + 1.5]
         if slow:
-            case.problems.append(f"status calls held open for {slow}s "
-                                 f"(total deadline {TOTAL_TIMEOUT}s)")
+            case.problems.append(
+                f"status calls held open for {slow}s (total deadline {TOTAL_TIMEOUT}s)"
+            )
     else:
         _check_outcome(case, job, "failed", "upstream_protocol")
     _one_create(case, hr, prompt)
     hits = case.front.redirect_hits
     if hits:
         case.problems.append(f"the redirect was followed: {hits}")
-    report(f"hostile_status ({mode}, {poll_mode})", **case.figures(), status_calls=polls,
-           redirect_hits=len(hits), front=[(m.seconds, m.sent, m.ended) for m in misbehaved])
+    report(
+        f"hostile_status ({mode}, {poll_mode})",
+        **case.figures(),
+        status_calls=polls,
+        redirect_hits=len(hits),
+        front=[(m.seconds, m.sent, m.ended) for m in misbehaved],
+    )
     verdict(case.problems)
 
 
@@ -332,8 +359,10 @@ def test_completed_answer_with_untrustworthy_values(
         return sum(r.hget(k, "state") == "completed" for k in r.scan_iter(keys.job("*")))
 
     def counters() -> tuple[int, int]:
-        return (int(r.hget(stats_key, "state:completed") or 0),
-                int(r.hget(stats_key, "latency_count") or 0))
+        return (
+            int(r.hget(stats_key, "state:completed") or 0),
+            int(r.hget(stats_key, "latency_count") or 0),
+        )
 
     give_up = time.monotonic() + 30  # let jobs of earlier cases end (bounded) ...
     while r.zcard(keys.active()) and time.monotonic() < give_up:
@@ -341,8 +370,7 @@ def test_completed_answer_with_untrustworthy_values(
     counted_before = counters()  # ... so that these snapshots do not race them
     records_before = completed_records()
     run = uuid.uuid4().hex[:8]
-    prompts = {mode: f"completed {mode} {run} {hostile_tag(mode, 'status')}"
-               for mode in REWRITES}
+    prompts = {mode: f"completed {mode} {run} {hostile_tag(mode, 'status')}" for mode in REWRITES}
     case = run_case(hr, list(prompts.values()), hostile_timeout=30)
     counted_after = counters()
     counted = counted_after[0] - counted_before[0]
@@ -370,11 +398,18 @@ def test_completed_answer_with_untrustworthy_values(
             if not case.problems[i].startswith(mode):
                 case.problems[i] = f"{mode}: {case.problems[i]}"
     if counted != records or timed != records:
-        case.problems.append(f"stats state:completed rose by {counted} and latency_count by "
-                             f"{timed} while {records} records became completed")
-    report(f"hostile_completed ({poll_mode})", **case.figures(), outcomes=outcomes,
-           completed_counted=counted, completed_latency_counted=timed,
-           completed_records=records)
+        case.problems.append(
+            f"stats state:completed rose by {counted} and latency_count by "
+            f"{timed} while {records} records became completed"
+        )
+    report(
+        f"hostile_completed ({poll_mode})",
+        **case.figures(),
+        outcomes=outcomes,
+        completed_counted=counted,
+        completed_latency_counted=timed,
+        completed_records=records,
+    )
     verdict(case.problems)
 
 
@@ -407,8 +442,10 @@ def test_hostile_webhook_receiver(hostile_rig: Callable[[str], HostileRig], mode
         if job.state is not JobState.COMPLETED:
             case.problems.append(f"hostile job ended {_outcome(job)}")
         if job.webhook_state != "failed":
-            case.problems.append(f"webhook_state {job.webhook_state!r} (expected failed) "
-                                 f"after {len(job.webhook_attempts)} attempts")
+            case.problems.append(
+                f"webhook_state {job.webhook_state!r} (expected failed) "
+                f"after {len(job.webhook_attempts)} attempts"
+            )
         if len(job.webhook_attempts) < 2:
             case.problems.append(f"{len(job.webhook_attempts)} webhook attempts (not retried)")
         no_error = [a for a in job.webhook_attempts if not a.get("error")]
@@ -419,19 +456,26 @@ def test_hostile_webhook_receiver(hostile_rig: Callable[[str], HostileRig], mode
         # an attempt scheduled inside the window may start up to one delivery late
         last = max((float(a.get("at", 0)) for a in job.webhook_attempts), default=0.0)
         if job.finished_at and last > job.finished_at + WEBHOOK_WINDOW + WEBHOOK_TIMEOUT + 1:
-            case.problems.append(f"an attempt {last - job.finished_at:.1f}s after the end "
-                                 f"(window {WEBHOOK_WINDOW}s)")
+            case.problems.append(
+                f"an attempt {last - job.finished_at:.1f}s after the end (window {WEBHOOK_WINDOW}s)"
+            )
     held = [s for s in cut_after if s > WEBHOOK_TIMEOUT + 1.5]
     if held:
-        case.problems.append(f"deliveries held open for {sorted(held)}s "
-                             f"(webhook deadline {WEBHOOK_TIMEOUT}s)")
+        case.problems.append(
+            f"deliveries held open for {sorted(held)}s (webhook deadline {WEBHOOK_TIMEOUT}s)"
+        )
     if state.redirect_hits:
         case.problems.append(f"the redirect was followed: {state.redirect_hits}")
     errors = sorted({str(a.get("error")) for j in case.hostile for a in j.webhook_attempts})
-    report(f"hostile_webhook ({mode})", **case.figures(), attempts=attempts,
-           most_at_once=max(at_once.values(), default=0),
-           delivery_s_max=max(cut_after, default=0.0), errors=errors,
-           redirect_hits=len(state.redirect_hits))
+    report(
+        f"hostile_webhook ({mode})",
+        **case.figures(),
+        attempts=attempts,
+        most_at_once=max(at_once.values(), default=0),
+        delivery_s_max=max(cut_after, default=0.0),
+        errors=errors,
+        redirect_hits=len(state.redirect_hits),
+    )
     verdict(case.problems)
 
 
@@ -499,8 +543,13 @@ def test_redis_refusing_writes_kills_no_worker_and_loses_no_job(rig: Any) -> Non
                 problems.append(f"accepted jobs ended {figures.states}")
         except AssertionError as exc:
             problems.append(f"after memory was freed: {exc}")
-    report("redis_refuses_writes", filler_keys=filled, held_full_s=held_s,
-           submit_raised=type(submit_error).__name__ if submit_error else None,
-           workers_alive=sum(w.poll() is None for w in r.cluster.workers),
-           unrecoverable_errors_logged=unrecoverable, figures=figures)
+    report(
+        "redis_refuses_writes",
+        filler_keys=filled,
+        held_full_s=held_s,
+        submit_raised=type(submit_error).__name__ if submit_error else None,
+        workers_alive=sum(w.poll() is None for w in r.cluster.workers),
+        unrecoverable_errors_logged=unrecoverable,
+        figures=figures,
+    )
     verdict(problems)

@@ -23,8 +23,13 @@ GEN = 10.0
 
 def test_a_burst_of_ten_thousand_jobs(rig: Any) -> None:
     r = rig(
-        workers=2, concurrency=2, generation_time=GEN, poll_interval=5.0, deadline=900.0,
-        stall_timeout=30.0, visibility_timeout=120,
+        workers=2,
+        concurrency=2,
+        generation_time=GEN,
+        poll_interval=5.0,
+        deadline=900.0,
+        stall_timeout=30.0,
+        visibility_timeout=120,
     )
     raw = r.raw
     baseline = int(raw.info("memory")["used_memory"])
@@ -51,10 +56,15 @@ def test_a_burst_of_ten_thousand_jobs(rig: Any) -> None:
     assert figures.states == {"completed": len(ids)}
     after = int(raw.info("memory")["used_memory"])
     report(
-        "load", figures=figures, jobs=len(ids), submitted_in_s=round(submitted_s, 1),
-        makespan_s=round(makespan_s, 1), peak_active=peak_in_flight,
+        "load",
+        figures=figures,
+        jobs=len(ids),
+        submitted_in_s=round(submitted_s, 1),
+        makespan_s=round(makespan_s, 1),
+        peak_active=peak_in_flight,
         redis_used_memory_mb={
-            "baseline": round(baseline / 2**20, 1), "peak": round(peak_memory / 2**20, 1),
+            "baseline": round(baseline / 2**20, 1),
+            "peak": round(peak_memory / 2**20, 1),
             "after": round(after / 2**20, 1),
         },
         redis_bytes_per_active_job=round((peak_memory - baseline) / max(1, peak_in_flight)),

@@ -21,8 +21,11 @@ def _cli(rig: Any, *args: str) -> tuple[int, str, float]:
     script = Path(sys.executable).with_name("videoq")
     started = time.monotonic()
     done = subprocess.run(
-        [str(script), *args], env={**os.environ, **rig.cluster.env},
-        capture_output=True, text=True, timeout=60,
+        [str(script), *args],
+        env={**os.environ, **rig.cluster.env},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     return done.returncode, done.stderr, time.monotonic() - started
 
@@ -57,8 +60,11 @@ def test_redis_sigkilled_and_restarted_on_its_aof_files(rig: Any, mode: str) -> 
     assert held_by_workers(r, set(ids + after)) == 0
     done_s = max(r.cluster.client.get(i).finished_at or 0 for i in ids) - restarted_at
     report(
-        f"redis_restart ({mode})", figures=figures, submit_error_s=round(submit_error_s, 2),
-        status_cli_error_s=round(status_error_s, 2), all_done_after_restart_s=round(done_s, 2),
+        f"redis_restart ({mode})",
+        figures=figures,
+        submit_error_s=round(submit_error_s, 2),
+        status_cli_error_s=round(status_error_s, 2),
+        all_done_after_restart_s=round(done_s, 2),
     )
 
 

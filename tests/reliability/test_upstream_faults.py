@@ -127,14 +127,20 @@ def test_every_message_delivered_twice(rig: Any) -> None:
     ids = r.submit(30)
     for job_id in ids:  # the generate message, again
         job = client.get(job_id)
-        send(GENERATE_TASK, kwargs={"job_id": job_id, "deadline_at": job.deadline_at,
-                                    "attempt": 1}, queue=queue)
+        send(
+            GENERATE_TASK,
+            kwargs={"job_id": job_id, "deadline_at": job.deadline_at, "attempt": 1},
+            queue=queue,
+        )
     r.wait_generating(ids)
     for job_id in ids:  # the chain's next poll, twice more
         job = client.get(job_id)
         for _ in range(2):
-            send(POLL_TASK, kwargs={"job_id": job_id, "deadline_at": job.deadline_at,
-                                    "seq": job.polls + 1}, queue=queue)
+            send(
+                POLL_TASK,
+                kwargs={"job_id": job_id, "deadline_at": job.deadline_at, "seq": job.polls + 1},
+                queue=queue,
+            )
 
     figures = check_invariants(r, ids, generation_time=GEN)
     assert figures.states == {"completed": 30}
@@ -144,10 +150,12 @@ def test_every_message_delivered_twice(rig: Any) -> None:
     assert dropped_before >= 30 + 60  # every duplicate so far ran and was dropped
     for job_id in ids:  # and once more, after the end
         job = client.get(job_id)
-        send(GENERATE_TASK, kwargs={"job_id": job_id, "deadline_at": job.deadline_at},
-             queue=queue)
-        send(POLL_TASK, kwargs={"job_id": job_id, "deadline_at": job.deadline_at,
-                                "seq": job.polls + 1}, queue=queue)
+        send(GENERATE_TASK, kwargs={"job_id": job_id, "deadline_at": job.deadline_at}, queue=queue)
+        send(
+            POLL_TASK,
+            kwargs={"job_id": job_id, "deadline_at": job.deadline_at, "seq": job.polls + 1},
+            queue=queue,
+        )
     give_up = time.monotonic() + 20
     while r.cluster.log_text().count("event=task.dropped") < dropped_before + 60:
         assert time.monotonic() < give_up, "the late duplicates did not all run"
@@ -161,17 +169,49 @@ HOSTILE = [
     # (which call, fault, expected state, words in the error)
     ("POST", {"status": 200, "body": "not json at all"}, "failed", "not JSON"),
     ("POST", {"status": 200, "body": "<html><h1>Welcome</h1></html>"}, "failed", "not JSON"),
-    ("POST", {"status": 200, "body": json.dumps({"status": "queued"}),
-              "content_type": "application/json"}, "failed", "no generation id"),
+    (
+        "POST",
+        {
+            "status": 200,
+            "body": json.dumps({"status": "queued"}),
+            "content_type": "application/json",
+        },
+        "failed",
+        "no generation id",
+    ),
     ("POST", {"status": 502, "body": "<html>Bad gateway</html>"}, "completed", None),
-    ("GET", {"status": 200, "body": json.dumps({"id": "x", "status": "completed"}),
-             "content_type": "application/json"}, "failed", "no video URL"),
-    ("GET", {"status": 200, "body": "[1, 2, 3]", "content_type": "application/json"},
-     "failed", "not a JSON object"),
-    ("GET", {"status": 200, "body": "x", "size": MAX_BODY_BYTES * 3}, "failed",
-     f"over {MAX_BODY_BYTES} bytes"),
-    ("GET", {"status": 200, "body": json.dumps({"id": "x", "status": "exploded"}),
-             "content_type": "application/json"}, "failed", "unknown upstream status"),
+    (
+        "GET",
+        {
+            "status": 200,
+            "body": json.dumps({"id": "x", "status": "completed"}),
+            "content_type": "application/json",
+        },
+        "failed",
+        "no video URL",
+    ),
+    (
+        "GET",
+        {"status": 200, "body": "[1, 2, 3]", "content_type": "application/json"},
+        "failed",
+        "not a JSON object",
+    ),
+    (
+        "GET",
+        {"status": 200, "body": "x", "size": MAX_BODY_BYTES * 3},
+        "failed",
+        f"over {MAX_BODY_BYTES} bytes",
+    ),
+    (
+        "GET",
+        {
+            "status": 200,
+            "body": json.dumps({"id": "x", "status": "exploded"}),
+            "content_type": "application/json",
+        },
+        "failed",
+        "unknown upstream status",
+    ),
 ]
 
 
@@ -195,4 +235,3 @@ def test_hostile_upstream_answers_fail_the_job_and_leave_the_worker_healthy(rig:
     assert r.cluster.workers[0].poll() is None
     healthy = client.wait(client.submit(IMG, prompt="after the hostile answers"), timeout=30)
     assert healthy.state is JobState.COMPLETED
-

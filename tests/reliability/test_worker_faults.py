@@ -39,7 +39,9 @@ def test_sigkill_one_of_two_workers_with_many_jobs_in_flight(rig: Any, mode: str
     rss_after = r.worker_rss_kb(1)
     assert rss_after - rss_before < 64 * 1024, (rss_before, rss_after)
     report(
-        f"sigkill_one_of_two ({mode})", figures=figures, all_done_after_kill_s=round(last, 2),
+        f"sigkill_one_of_two ({mode})",
+        figures=figures,
+        all_done_after_kill_s=round(last, 2),
         every_job_polled_again_within_s=repolled_within(r, ids, killed_at),
         survivor_rss_kb=(rss_before, rss_after),
     )
@@ -62,7 +64,9 @@ def test_sigkill_all_workers_then_restart_one(rig: Any) -> None:
     assert last < r.cluster.settings.visibility_timeout
     assert held_by_workers(r, set(ids)) == 0
     report(
-        "sigkill_all_restart_one", figures=figures, all_done_after_restart_s=round(last, 2),
+        "sigkill_all_restart_one",
+        figures=figures,
+        all_done_after_restart_s=round(last, 2),
         every_job_polled_again_within_s=repolled_within(r, ids, restarted_at),
     )
 
@@ -71,8 +75,12 @@ def test_sigterm_warm_shutdown_hands_back_held_tasks(rig: Any) -> None:
     """With the sweeper off and a long visibility timeout, only the warm shutdown's
     hand-back can get the stopped worker's countdown tasks to the other worker."""
     r = rig(
-        workers=2, concurrency=2, generation_time=GEN, poll_interval=2.0,
-        sweep_interval=0, visibility_timeout=600,
+        workers=2,
+        concurrency=2,
+        generation_time=GEN,
+        poll_interval=2.0,
+        sweep_interval=0,
+        visibility_timeout=600,
     )
     ids = r.submit(60)
     r.wait_generating(ids)

@@ -66,13 +66,12 @@ def world(make_settings: Callable[..., Settings]) -> Callable[..., World]:
             "deadline": 100.0,
             "retry_backoff": 2.0,
             "retry_backoff_max": 30.0,
+            "poll_mode": "chain",  # batch mode's tests ask for it
         }
         base.update(overrides)
         return World(make_settings(**base))
 
     return make
-
-
 
 
 @pytest.fixture(scope="module")

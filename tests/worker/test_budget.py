@@ -12,8 +12,12 @@ from worker.upstream import Status
 
 
 def submit(w: World, job_id: str) -> None:
-    w.store.create(job_id, parse_request({"image_url": IMG}), accepted_at=w.clock.now,
-                   deadline_at=w.deadline_at)
+    w.store.create(
+        job_id,
+        parse_request({"image_url": IMG}),
+        accepted_at=w.clock.now,
+        deadline_at=w.deadline_at,
+    )
     w.clock.advance(1.0)
 
 

@@ -373,15 +373,17 @@ def test_a_request_refused_at_create_time_fails_the_job_without_a_create(
     whose image now points at an internal host ends failed/validation, uncreated."""
     w = world()
     job_id = w.job()
-    w.store.redis.hset(w.store.keys.job(job_id), "request",
-                       json.dumps({"image_url": "http://169.254.169.254/latest/meta-data"}))
+    w.store.redis.hset(
+        w.store.keys.job(job_id),
+        "request",
+        json.dumps({"image_url": "http://169.254.169.254/latest/meta-data"}),
+    )
     w.generate()
     job = w.store.get(job_id)
     assert job is not None and job.state is JobState.FAILED
     assert job.error is not None and job.error.kind == ErrorKind.VALIDATION
     assert "image_url" in job.error.message
     assert w.upstream.creates == [] and w.scheduler.calls == []
-
 
 
 def test_in_batch_mode_the_last_poll_comes_a_tick_earlier_still(

@@ -42,7 +42,9 @@ def make_http(io_loop: EventLoop) -> Iterator[Callable[..., BoundedHttp]]:
 
     def make(**overrides: Any) -> BoundedHttp:
         options: dict[str, Any] = {
-            "connect_timeout": 1.0, "read_timeout": 2.0, "total_timeout": 5.0,
+            "connect_timeout": 1.0,
+            "read_timeout": 2.0,
+            "total_timeout": 5.0,
             "max_bytes": 64 * 1024,
         }
         options.update(overrides)
@@ -74,7 +76,8 @@ def timed(call: Callable[[], object]) -> tuple[BaseException | object, float]:
 
 
 def test_a_body_trickling_under_the_read_timeout_is_cut_at_the_total_deadline(
-    raw_server: Callable[[Handler], RawServer], make_http: Callable[..., BoundedHttp],
+    raw_server: Callable[[Handler], RawServer],
+    make_http: Callable[..., BoundedHttp],
 ) -> None:
     server = raw_server(trickle_body)
     http = make_http(read_timeout=2.0, total_timeout=1.5)
@@ -86,7 +89,8 @@ def test_a_body_trickling_under_the_read_timeout_is_cut_at_the_total_deadline(
 
 
 def test_headers_trickling_under_the_read_timeout_are_cut_at_the_total_deadline(
-    raw_server: Callable[[Handler], RawServer], make_http: Callable[..., BoundedHttp],
+    raw_server: Callable[[Handler], RawServer],
+    make_http: Callable[..., BoundedHttp],
 ) -> None:
     server = raw_server(trickle_headers)
     http = make_http(read_timeout=2.0, total_timeout=1.5)
@@ -97,7 +101,8 @@ def test_headers_trickling_under_the_read_timeout_are_cut_at_the_total_deadline(
 
 
 def test_a_server_that_never_answers_times_out_as_sent(
-    raw_server: Callable[[Handler], RawServer], make_http: Callable[..., BoundedHttp],
+    raw_server: Callable[[Handler], RawServer],
+    make_http: Callable[..., BoundedHttp],
 ) -> None:
     server = raw_server(silent)
     http = make_http(read_timeout=5.0, total_timeout=1.0)
@@ -119,7 +124,8 @@ def test_a_closed_port_is_connect_failed_and_not_sent(
 
 
 def test_no_time_left_is_a_timeout_before_connecting(
-    raw_server: Callable[[Handler], RawServer], make_http: Callable[..., BoundedHttp],
+    raw_server: Callable[[Handler], RawServer],
+    make_http: Callable[..., BoundedHttp],
 ) -> None:
     server = raw_server(answer("200 OK", b"{}"))
     http = make_http()
@@ -134,7 +140,8 @@ def test_no_time_left_is_a_timeout_before_connecting(
 
 
 def test_an_endless_chunked_body_is_cut_one_byte_past_the_cap(
-    raw_server: Callable[[Handler], RawServer], make_http: Callable[..., BoundedHttp],
+    raw_server: Callable[[Handler], RawServer],
+    make_http: Callable[..., BoundedHttp],
 ) -> None:
     server = raw_server(endless_chunked)
     http = make_http(max_bytes=64 * 1024, total_timeout=10.0)
@@ -149,7 +156,8 @@ def test_an_endless_chunked_body_is_cut_one_byte_past_the_cap(
 
 
 def test_a_content_length_over_the_cap_is_refused_before_reading(
-    raw_server: Callable[[Handler], RawServer], make_http: Callable[..., BoundedHttp],
+    raw_server: Callable[[Handler], RawServer],
+    make_http: Callable[..., BoundedHttp],
 ) -> None:
     server = raw_server(huge_content_length)
     http = make_http(max_bytes=64 * 1024, total_timeout=10.0)
@@ -162,7 +170,8 @@ def test_a_content_length_over_the_cap_is_refused_before_reading(
 
 
 def test_a_gzip_bomb_is_cut_at_the_cap_after_decompression(
-    raw_server: Callable[[Handler], RawServer], make_http: Callable[..., BoundedHttp],
+    raw_server: Callable[[Handler], RawServer],
+    make_http: Callable[..., BoundedHttp],
 ) -> None:
     bomb = gzip.compress(b"\0" * (20 * 1024 * 1024))
     assert len(bomb) < 64 * 1024  # small on the wire: Content-Length is under the cap
@@ -174,7 +183,8 @@ def test_a_gzip_bomb_is_cut_at_the_cap_after_decompression(
 
 
 def test_an_answer_at_the_cap_is_read_whole(
-    raw_server: Callable[[Handler], RawServer], make_http: Callable[..., BoundedHttp],
+    raw_server: Callable[[Handler], RawServer],
+    make_http: Callable[..., BoundedHttp],
 ) -> None:
     server = raw_server(answer("200 OK", b"y" * 1000))
     http = make_http(max_bytes=1000)
@@ -186,12 +196,17 @@ def test_an_answer_at_the_cap_is_read_whole(
 
 
 def test_a_redirect_is_returned_as_it_is_and_never_followed(
-    raw_server: Callable[[Handler], RawServer], make_http: Callable[..., BoundedHttp],
+    raw_server: Callable[[Handler], RawServer],
+    make_http: Callable[..., BoundedHttp],
 ) -> None:
     target = raw_server(answer("200 OK", b'{"followed": true}'))
-    server = raw_server(answer("302 Found", b'{"moved": true}',
-                          {"Location": target.url + "elsewhere",
-                           "Content-Type": "application/json"}))
+    server = raw_server(
+        answer(
+            "302 Found",
+            b'{"moved": true}',
+            {"Location": target.url + "elsewhere", "Content-Type": "application/json"},
+        )
+    )
     http = make_http()
     result = http.call("POST", server.url, json={"a": 1})
     assert isinstance(result, Answer)
@@ -211,7 +226,9 @@ def refuse_loopback_v4(host: str) -> str | None:
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
 def test_the_guard_refuses_an_address_and_a_name_that_resolves_to_it(
-    raw_server: Callable[[Handler], RawServer], make_http: Callable[..., BoundedHttp], host: str,
+    raw_server: Callable[[Handler], RawServer],
+    make_http: Callable[..., BoundedHttp],
+    host: str,
 ) -> None:
     server = raw_server(answer("200 OK", b"{}"))
     http = make_http(guard=refuse_loopback_v4)
@@ -224,7 +241,8 @@ def test_the_guard_refuses_an_address_and_a_name_that_resolves_to_it(
 
 
 def test_the_guard_lets_other_hosts_through(
-    raw_server: Callable[[Handler], RawServer], make_http: Callable[..., BoundedHttp],
+    raw_server: Callable[[Handler], RawServer],
+    make_http: Callable[..., BoundedHttp],
 ) -> None:
     server = raw_server(answer("204 No Content"))
     seen: list[str] = []
@@ -242,7 +260,8 @@ def test_the_guard_lets_other_hosts_through(
 
 
 def test_call_from_plain_threads_runs_calls_in_parallel(
-    raw_server: Callable[[Handler], RawServer], make_http: Callable[..., BoundedHttp],
+    raw_server: Callable[[Handler], RawServer],
+    make_http: Callable[..., BoundedHttp],
 ) -> None:
     server = raw_server(answer("200 OK", b"slow", delay=1.0))
     http = make_http(total_timeout=5.0)

@@ -14,8 +14,9 @@ SECRET = "sk-secret-0123456789"
 
 def test_events_are_logfmt_with_job_id_state_and_attempt(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="videoq"):
-        logs.event("job.finished", job_id="j1", state="completed", attempt=3, error=None,
-                   note="two words")
+        logs.event(
+            "job.finished", job_id="j1", state="completed", attempt=3, error=None, note="two words"
+        )
     assert caplog.records[-1].getMessage() == (
         'event=job.finished job_id=j1 state=completed attempt=3 note="two words"'
     )
@@ -25,13 +26,22 @@ def test_json_format_has_the_fields_and_masks_the_key() -> None:
     formatter = logs.JsonFormatter([SECRET])
     record = logging.LogRecord("videoq", logging.WARNING, __file__, 1, "ignored", None, None)
     record.videoq_event = "poll.transient_error"
-    record.videoq_fields = {"job_id": "j1", "state": "generating", "attempt": 2,
-                            "error": f"HTTP 401: bad key {SECRET}", "late": 1.5}
+    record.videoq_fields = {
+        "job_id": "j1",
+        "state": "generating",
+        "attempt": 2,
+        "error": f"HTTP 401: bad key {SECRET}",
+        "late": 1.5,
+    }
     line = formatter.format(record)
     data = json.loads(line)
     assert data["event"] == "poll.transient_error"
     assert (data["job_id"], data["state"], data["attempt"], data["late"]) == (
-        "j1", "generating", 2, 1.5)
+        "j1",
+        "generating",
+        2,
+        1.5,
+    )
     assert data["level"] == "WARNING" and data["ts"].endswith("+00:00")
     assert SECRET not in line and "***" in data["error"]
     plain = logging.LogRecord("celery", logging.INFO, __file__, 1, "key %s", (SECRET,), None)
@@ -90,8 +100,9 @@ def test_mask_leaves_short_runs_and_short_secrets_alone() -> None:
 
 
 def test_redaction_filter_masks_a_case_variant_in_any_record() -> None:
-    record = logging.LogRecord("urllib3", logging.DEBUG, __file__, 1, "auth %s",
-                               (SECRET.upper()[:12],), None)
+    record = logging.LogRecord(
+        "urllib3", logging.DEBUG, __file__, 1, "auth %s", (SECRET.upper()[:12],), None
+    )
     logs.RedactSecrets([SECRET]).filter(record)
     assert record.getMessage() == "auth ***"
 
@@ -99,10 +110,19 @@ def test_redaction_filter_masks_a_case_variant_in_any_record() -> None:
 # --- logfmt: one event, one line ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value", ["a\rb", "a\nevent=forged level=ERROR", "a\u2028b",
-                                   "a\r\n\u2029\x85b", 'quote " and \\ backslash\n'])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "a\rb",
+        "a\nevent=forged level=ERROR",
+        "a\u2028b",
+        "a\r\n\u2029\x85b",
+        'quote " and \\ backslash\n',
+    ],
+)
 def test_a_logfmt_value_with_line_breaks_stays_on_one_line(
-    caplog: pytest.LogCaptureFixture, value: str,
+    caplog: pytest.LogCaptureFixture,
+    value: str,
 ) -> None:
     with caplog.at_level(logging.INFO, logger="videoq"):
         logs.event("upstream.error", job_id="j1", error=value)

@@ -186,11 +186,14 @@ def snapshot(store: JobStore, job_id: str = "j1") -> tuple[object, ...]:
     ],
 )
 def test_a_non_finite_number_fails_the_transition_and_writes_nothing(
-    store: JobStore, target: JobState, fields: dict[str, object],
+    store: JobStore,
+    target: JobState,
+    fields: dict[str, object],
 ) -> None:
     new(store)
-    store.transition("j1", [JobState.QUEUED], JobState.GENERATING, {"generation_id": "g"},
-                     now=1100.0)
+    store.transition(
+        "j1", [JobState.QUEUED], JobState.GENERATING, {"generation_id": "g"}, now=1100.0
+    )
     before = snapshot(store)
     with pytest.raises(redis.ResponseError, match="not a finite number"):
         store.transition("j1", [JobState.GENERATING], target, fields, now=1200.0)
@@ -209,17 +212,18 @@ def test_a_non_finite_due_time_or_clock_fails_the_transition(store: JobStore) ->
 
 @pytest.mark.parametrize("stored", ["nan", "inf", "-inf", "-5", "lots"])
 def test_stored_credits_that_are_not_finite_and_non_negative_are_left_out_of_the_sum(
-    store: JobStore, stored: str,
+    store: JobStore,
+    stored: str,
 ) -> None:
     new(store, "ok")
-    store.transition("ok", [JobState.QUEUED], JobState.COMPLETED, {"credits_used": 7.5},
-                     now=1100.0)
+    store.transition("ok", [JobState.QUEUED], JobState.COMPLETED, {"credits_used": 7.5}, now=1100.0)
     new(store)
     store.transition("j1", [JobState.QUEUED], JobState.GENERATING, now=1100.0)
     store.redis.hset(store.keys.job("j1"), "credits_used", stored)  # an older writer's value
     assert (
-        store.transition("j1", [JobState.GENERATING], JobState.COMPLETED, {"video_url": "u"},
-                         now=1200.0)
+        store.transition(
+            "j1", [JobState.GENERATING], JobState.COMPLETED, {"video_url": "u"}, now=1200.0
+        )
         is Outcome.APPLIED
     )
     stats = store.stats()
@@ -238,13 +242,14 @@ def test_stored_credits_that_are_not_finite_and_non_negative_are_left_out_of_the
     ],
 )
 def test_create_with_a_non_finite_time_raises_and_writes_nothing(
-    store: JobStore, times: dict[str, float], error: type[Exception],
+    store: JobStore,
+    times: dict[str, float],
+    error: type[Exception],
 ) -> None:
     args: dict[str, float] = {"accepted_at": 1000.0, "deadline_at": 2000.0}
     args.update(times)
     with pytest.raises(error):
-        store.create("j1", parse_request({"image_url": IMG}), idempotency_key="k1",
-                     **args)  # type: ignore[arg-type]
+        store.create("j1", parse_request({"image_url": IMG}), idempotency_key="k1", **args)  # type: ignore[arg-type]
     assert store.get("j1") is None
     assert store.redis.keys(store.keys.job("*")) == []
     assert store.redis.get(store.keys.idempotency("k1")) is None
@@ -254,14 +259,20 @@ def test_create_with_a_non_finite_time_raises_and_writes_nothing(
 
 def test_create_with_a_nan_deadline_raises_and_writes_nothing(store: JobStore) -> None:
     with pytest.raises(redis.ResponseError):
-        store.create("j1", parse_request({"image_url": IMG}), accepted_at=1000.0,
-                     deadline_at=float("nan"))
+        store.create(
+            "j1", parse_request({"image_url": IMG}), accepted_at=1000.0, deadline_at=float("nan")
+        )
     assert store.get("j1") is None
 
 
 def test_webhook_scripts_refuse_a_non_finite_time_before_writing(store: JobStore) -> None:
-    store.create("j1", parse_request({"image_url": IMG}), accepted_at=1000.0,
-                 deadline_at=2000.0, webhook_url="https://hooks.example.com/h")
+    store.create(
+        "j1",
+        parse_request({"image_url": IMG}),
+        accepted_at=1000.0,
+        deadline_at=2000.0,
+        webhook_url="https://hooks.example.com/h",
+    )
     store.transition("j1", [JobState.QUEUED], JobState.FAILED, now=1100.0)
     before = snapshot(store)
     with pytest.raises(redis.ResponseError, match="not a finite number"):
@@ -283,10 +294,14 @@ MASK = "data:image/png;base64," + "QUJD" * 300
 def test_inline_images_stay_out_of_the_record_but_reach_the_upstream(store: JobStore) -> None:
     from worker.chain import _upstream_body
 
-    request = parse_request({
-        "image_url": DATA, "static_mask": MASK, "prompt": "p",
-        "dynamic_masks": [{"mask": MASK, "trajectories": [{"x": 1, "y": 2}, {"x": 3, "y": 4}]}],
-    })
+    request = parse_request(
+        {
+            "image_url": DATA,
+            "static_mask": MASK,
+            "prompt": "p",
+            "dynamic_masks": [{"mask": MASK, "trajectories": [{"x": 1, "y": 2}, {"x": 3, "y": 4}]}],
+        }
+    )
     assert store.create("img", request, accepted_at=1000.0, deadline_at=2000.0) == ("img", True)
     job = store.get("img")
     assert job is not None
@@ -318,11 +333,17 @@ def test_records_without_a_payload_key_keep_working(store: JobStore) -> None:
 def test_the_fingerprint_covers_inline_images_and_the_webhook(store: JobStore) -> None:
     other = DATA.replace("iVBOR", "jVBOR", 1)
     first = parse_request({"image_url": DATA})
-    assert store.create("f1", first, accepted_at=1000.0, deadline_at=2000.0,
-                        idempotency_key="k1") == ("f1", True)
+    assert store.create(
+        "f1", first, accepted_at=1000.0, deadline_at=2000.0, idempotency_key="k1"
+    ) == ("f1", True)
     with pytest.raises(IdempotencyConflict):  # same placeholder size, different image
-        store.create("f2", parse_request({"image_url": other}), accepted_at=1000.0,
-                     deadline_at=2000.0, idempotency_key="k1")
+        store.create(
+            "f2",
+            parse_request({"image_url": other}),
+            accepted_at=1000.0,
+            deadline_at=2000.0,
+            idempotency_key="k1",
+        )
     hook = {"accepted_at": 1000.0, "deadline_at": 2000.0, "idempotency_key": "k2"}
     assert store.create("h1", first, webhook_url="https://a.example/h", **hook) == ("h1", True)
     assert store.create("h2", first, webhook_url="https://a.example/h", **hook) == ("h1", False)

@@ -115,9 +115,12 @@ def test_a_stuck_create_is_settled_not_repeated(world: Callable[..., World]) -> 
     w.job()
     timeout = w.rt.settings.create_claim_timeout
     w.store.transition(
-        "job-1", [JobState.QUEUED], JobState.SUBMITTING,
+        "job-1",
+        [JobState.QUEUED],
+        JobState.SUBMITTING,
         {"claim_token": "dead-worker", "claim_at": w.clock.now},
-        now=w.clock.now, due_at=w.clock.now + timeout,
+        now=w.clock.now,
+        due_at=w.clock.now + timeout,
     )
     w.clock.advance(timeout + 1)
     assert sweep(w.rt, backlog=0).resumed == {"submitting": 1}

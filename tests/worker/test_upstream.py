@@ -122,8 +122,11 @@ def test_universal_path_and_status_query() -> None:
     assert sent["url"] == "http://upstream.test/v2/video/generations"
     assert sent["params"] == {"generation_id": "g1"}
     assert (sent["method"], sent["timeout"]) == ("GET", 2.0)
-    assert (status.video_url, status.credits_used, status.note) == ("https://cdn/v.mp4", 210.0,
-                                                                    None)
+    assert (status.video_url, status.credits_used, status.note) == (
+        "https://cdn/v.mp4",
+        210.0,
+        None,
+    )
 
 
 def test_error_status_carries_name_and_message() -> None:
@@ -214,8 +217,7 @@ def test_an_answer_cut_off_at_the_cap_is_a_protocol_error() -> None:
         (TimedOut("could not connect within 1.0s", sent=False), False, "timeout"),
         (ConnectFailed("cannot connect: ConnectionRefusedError"), False, "connection"),
         (AddressRefused("blocked"), False, "connection"),
-        (Dropped("the answer broke off: ServerDisconnectedError", sent=True), True,
-         "connection"),
+        (Dropped("the answer broke off: ServerDisconnectedError", sent=True), True, "connection"),
         (TimedOut("no complete answer within 8.5s", sent=True), True, "timeout"),
     ],
 )
@@ -282,8 +284,12 @@ def test_control_characters_in_an_error_message_are_escaped() -> None:
     with pytest.raises(Transient) as transient:
         client.status("g")
     status = client.status("g")
-    for text in (str(rejected.value), str(transient.value), status.error_message or "",
-                 status.error_name or ""):
+    for text in (
+        str(rejected.value),
+        str(transient.value),
+        status.error_message or "",
+        status.error_name or "",
+    ):
         assert "\r" not in text and "\n" not in text
         assert "\u2028" not in text and "\x1b" not in text
     assert "bad input\\x0d\\x0aevent=job.finished" in str(rejected.value)
@@ -332,8 +338,10 @@ def test_deeply_nested_json_is_a_classified_error(code: int) -> None:
 
 
 def test_credits_too_large_for_a_float_are_ignored_with_a_note() -> None:
-    body = (b'{"id": "g", "status": "completed", "video": {"url": "https://cdn/v.mp4"}, '
-            b'"meta": {"usage": {"credits_used": 1' + b"0" * 400 + b"}}}")
+    body = (
+        b'{"id": "g", "status": "completed", "video": {"url": "https://cdn/v.mp4"}, '
+        b'"meta": {"usage": {"credits_used": 1' + b"0" * 400 + b"}}}"
+    )
     client, _ = client_with((200, body, {}))
     status = client.status("g")
     assert status.credits_used is None and status.note is not None
@@ -350,13 +358,18 @@ def test_one_hostile_answer_does_not_sink_the_rest_of_the_batch() -> None:
 
 
 def completed(credits: Any) -> bytes:
-    data = {"id": "g", "status": "completed", "video": {"url": "https://cdn/v.mp4"},
-            "meta": {"usage": {"credits_used": credits}}}
+    data = {
+        "id": "g",
+        "status": "completed",
+        "video": {"url": "https://cdn/v.mp4"},
+        "meta": {"usage": {"credits_used": credits}},
+    }
     return json.dumps(data).encode()  # NaN and Infinity come out as JSON's extensions
 
 
-@pytest.mark.parametrize("credits", [float("nan"), float("inf"), float("-inf"), -5, "12",
-                                     True, {"n": 1}])
+@pytest.mark.parametrize(
+    "credits", [float("nan"), float("inf"), float("-inf"), -5, "12", True, {"n": 1}]
+)
 def test_credits_that_are_not_a_finite_non_negative_number_are_ignored_with_a_note(
     credits: Any,
 ) -> None:
@@ -421,10 +434,14 @@ def silent_server() -> Iterator[Callable[[], int]]:
 def real_client(io_loop: EventLoop) -> Iterator[Callable[..., UpstreamClient]]:
     made: list[BoundedHttp] = []
 
-    def make(url: str, *, read_timeout: float = 5.0, total_timeout: float = 5.0
-             ) -> UpstreamClient:
-        http = BoundedHttp(io_loop, connect_timeout=1.0, read_timeout=read_timeout,
-                           total_timeout=total_timeout, max_bytes=MAX_BODY_BYTES)
+    def make(url: str, *, read_timeout: float = 5.0, total_timeout: float = 5.0) -> UpstreamClient:
+        http = BoundedHttp(
+            io_loop,
+            connect_timeout=1.0,
+            read_timeout=read_timeout,
+            total_timeout=total_timeout,
+            max_bytes=MAX_BODY_BYTES,
+        )
         made.append(http)
         return UpstreamClient(url, SecretStr(KEY), http)
 
@@ -434,7 +451,8 @@ def real_client(io_loop: EventLoop) -> Iterator[Callable[..., UpstreamClient]]:
 
 
 def test_read_timeout_on_a_real_socket_is_an_unknown_outcome(
-    silent_server: Callable[[], int], real_client: Callable[..., UpstreamClient],
+    silent_server: Callable[[], int],
+    real_client: Callable[..., UpstreamClient],
 ) -> None:
     client = real_client(f"http://127.0.0.1:{silent_server()}/v2", read_timeout=0.3)
     with pytest.raises(Transient) as info:
@@ -443,7 +461,8 @@ def test_read_timeout_on_a_real_socket_is_an_unknown_outcome(
 
 
 def test_total_deadline_on_a_real_socket_is_an_unknown_outcome(
-    silent_server: Callable[[], int], real_client: Callable[..., UpstreamClient],
+    silent_server: Callable[[], int],
+    real_client: Callable[..., UpstreamClient],
 ) -> None:
     client = real_client(f"http://127.0.0.1:{silent_server()}/v2")
     start = time.monotonic()

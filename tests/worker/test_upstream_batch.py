@@ -40,9 +40,14 @@ def client_for(io_loop: EventLoop) -> Iterator[Callable[..., UpstreamClient]]:
     made: list[BoundedHttp] = []
 
     def make(url: str, read_timeout: float = 5.0, total_timeout: float = 10.0) -> UpstreamClient:
-        http = BoundedHttp(io_loop, connect_timeout=1.0, read_timeout=read_timeout,
-                           total_timeout=total_timeout, max_bytes=MAX_BODY_BYTES,
-                           concurrency=10)
+        http = BoundedHttp(
+            io_loop,
+            connect_timeout=1.0,
+            read_timeout=read_timeout,
+            total_timeout=total_timeout,
+            max_bytes=MAX_BODY_BYTES,
+            concurrency=10,
+        )
         made.append(http)
         return UpstreamClient(url, SecretStr(KEY), http)
 
@@ -53,7 +58,8 @@ def client_for(io_loop: EventLoop) -> Iterator[Callable[..., UpstreamClient]]:
 
 def _generation(sim: Simulator) -> str:
     answer = requests.post(
-        f"{sim.base_url}/generate/video/kling/generation", timeout=5,
+        f"{sim.base_url}/generate/video/kling/generation",
+        timeout=5,
         headers={"Authorization": f"Bearer {KEY}"},
         json={"model": "kling-video/v2.1/pro/image-to-video", "image_url": "https://x/y.png"},
     )
@@ -61,14 +67,16 @@ def _generation(sim: Simulator) -> str:
 
 
 def test_many_at_once_in_order_with_the_bearer_key(
-    sim: Simulator, client_for: Callable[..., UpstreamClient],
+    sim: Simulator,
+    client_for: Callable[..., UpstreamClient],
 ) -> None:
     ids = [_generation(sim) for _ in range(30)]
     client = client_for(sim.base_url)
     answers = client.statuses([(g, 5.0) for g in [*ids, "no-such-generation"]])
     assert [a.generation_id for a in answers[:30] if isinstance(a, Status)] == ids
-    assert all(isinstance(a, Status) and a.status == "completed" and a.video_url
-               for a in answers[:30])
+    assert all(
+        isinstance(a, Status) and a.status == "completed" and a.video_url for a in answers[:30]
+    )
     assert isinstance(answers[30], Rejected) and answers[30].status_code == 404
     assert all(r.authorized for r in sim.requests() if r.method == "GET")
     assert client.statuses([]) == []
@@ -77,30 +85,66 @@ def test_many_at_once_in_order_with_the_bearer_key(
 @pytest.mark.parametrize(
     ("fault", "expected", "check"),
     [
-        ({"status": 429, "retry_after": 2}, Transient,
-         lambda e: e.kind == "rate_limited" and e.retry_after == 2.0),
+        (
+            {"status": 429, "retry_after": 2},
+            Transient,
+            lambda e: e.kind == "rate_limited" and e.retry_after == 2.0,
+        ),
         ({"status": 503}, Transient, lambda e: e.kind == "server_error"),
-        ({"kind": "body", "status": 200, "body": "<html>oops</html>"}, ProtocolError,
-         lambda e: "not JSON" in str(e)),
-        ({"kind": "body", "status": 200, "body": "x", "size": MAX_BODY_BYTES + 10},
-         ProtocolError, lambda e: "over" in str(e)),
-        ({"kind": "body", "status": 401, "body": f'{{"message": "bad key {KEY}"}}',
-          "content_type": "application/json"}, Rejected,
-         lambda e: KEY not in str(e) and "bad key ***" in str(e)),
-        ({"kind": "body", "status": 302, "body": '{"id": "g", "status": "completed"}',
-          "content_type": "application/json"}, ProtocolError,
-         lambda e: "redirects are not followed" in str(e)),
-        ({"kind": "body", "status": 400, "body": '{"message": "bad\\r\\nevent=forged"}',
-          "content_type": "application/json"}, Rejected,
-         lambda e: "\r" not in str(e) and "\n" not in str(e) and "bad\\x0d\\x0a" in str(e)),
+        (
+            {"kind": "body", "status": 200, "body": "<html>oops</html>"},
+            ProtocolError,
+            lambda e: "not JSON" in str(e),
+        ),
+        (
+            {"kind": "body", "status": 200, "body": "x", "size": MAX_BODY_BYTES + 10},
+            ProtocolError,
+            lambda e: "over" in str(e),
+        ),
+        (
+            {
+                "kind": "body",
+                "status": 401,
+                "body": f'{{"message": "bad key {KEY}"}}',
+                "content_type": "application/json",
+            },
+            Rejected,
+            lambda e: KEY not in str(e) and "bad key ***" in str(e),
+        ),
+        (
+            {
+                "kind": "body",
+                "status": 302,
+                "body": '{"id": "g", "status": "completed"}',
+                "content_type": "application/json",
+            },
+            ProtocolError,
+            lambda e: "redirects are not followed" in str(e),
+        ),
+        (
+            {
+                "kind": "body",
+                "status": 400,
+                "body": '{"message": "bad\\r\\nevent=forged"}',
+                "content_type": "application/json",
+            },
+            Rejected,
+            lambda e: "\r" not in str(e) and "\n" not in str(e) and "bad\\x0d\\x0a" in str(e),
+        ),
         # aiohttp itself retries an idempotent GET once on a dropped connection
-        ({"kind": "disconnect", "count": 2}, Transient,
-         lambda e: e.kind == "connection" and e.outcome_unknown),
+        (
+            {"kind": "disconnect", "count": 2},
+            Transient,
+            lambda e: e.kind == "connection" and e.outcome_unknown,
+        ),
     ],
 )
 def test_each_failure_is_classified_like_a_single_call(
-    sim: Simulator, client_for: Callable[..., UpstreamClient], fault: dict[str, object],
-    expected: type, check: Callable[[object], bool],
+    sim: Simulator,
+    client_for: Callable[..., UpstreamClient],
+    fault: dict[str, object],
+    expected: type,
+    check: Callable[[object], bool],
 ) -> None:
     gen = _generation(sim)
     sim.add_fault(method="GET", **fault)
@@ -110,7 +154,8 @@ def test_each_failure_is_classified_like_a_single_call(
 
 
 def test_each_call_is_bounded_by_its_own_timeout(
-    sim: Simulator, client_for: Callable[..., UpstreamClient],
+    sim: Simulator,
+    client_for: Callable[..., UpstreamClient],
 ) -> None:
     """One slow answer costs its own timeout; the others come back complete, each in
     its place."""
@@ -123,8 +168,7 @@ def test_each_call_is_bounded_by_its_own_timeout(
     late = [a for a in answers if isinstance(a, Transient)]
     assert len(late) == 1 and late[0].kind == "timeout" and late[0].outcome_unknown
     for gen, got in zip(ids, answers, strict=True):
-        assert isinstance(got, Transient) or (isinstance(got, Status)
-                                              and got.generation_id == gen)
+        assert isinstance(got, Transient) or (isinstance(got, Status) and got.generation_id == gen)
 
 
 def test_a_silent_upstream_is_a_timeout(
@@ -135,8 +179,9 @@ def test_a_silent_upstream_is_a_timeout(
     start = time.monotonic()
     answers = client.statuses([("g1", 0.3), ("g2", 0.6)])
     assert time.monotonic() - start < 1.5
-    assert all(isinstance(a, Transient) and a.kind == "timeout" and a.outcome_unknown
-               for a in answers), answers
+    assert all(
+        isinstance(a, Transient) and a.kind == "timeout" and a.outcome_unknown for a in answers
+    ), answers
 
 
 def test_a_closed_port_is_a_connection_error(client_for: Callable[..., UpstreamClient]) -> None:
@@ -149,7 +194,8 @@ def test_a_closed_port_is_a_connection_error(client_for: Callable[..., UpstreamC
 
 
 def test_a_call_with_no_time_left_is_not_made(
-    sim: Simulator, client_for: Callable[..., UpstreamClient],
+    sim: Simulator,
+    client_for: Callable[..., UpstreamClient],
 ) -> None:
     gen = _generation(sim)
     before = len(sim.requests())

@@ -38,8 +38,9 @@ SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode
 def test_signature_matches_the_standard_webhooks_recipe() -> None:
     body = b'{"id": "j1"}'
     expected = base64.b64encode(
-        hmac.new(b"0123456789abcdef0123456789abcdef", b"msg_1.1700000000." + body,
-                 hashlib.sha256).digest()
+        hmac.new(
+            b"0123456789abcdef0123456789abcdef", b"msg_1.1700000000." + body, hashlib.sha256
+        ).digest()
     ).decode()
     assert sign(SECRET, "msg_1", 1700000000, body) == f"v1,{expected}"
 
@@ -80,8 +81,13 @@ class FakeHttp:
 
 
 def finished_job_with_hook(w: World, url: str = "https://hooks.example.com/videoq") -> str:
-    w.store.create("job-1", parse_request({"image_url": "https://example.com/a.png"}),
-                   accepted_at=w.clock.now, deadline_at=w.deadline_at, webhook_url=url)
+    w.store.create(
+        "job-1",
+        parse_request({"image_url": "https://example.com/a.png"}),
+        accepted_at=w.clock.now,
+        deadline_at=w.deadline_at,
+        webhook_url=url,
+    )
     w.generate()
     w.scheduler.pop()
     w.upstream.status_answers.append(Status("gen-1", "completed", video_url="https://v/1.mp4"))
@@ -97,7 +103,8 @@ def deliver_now(w: World, job_id: str, attempt: int) -> None:
 
 
 def test_a_finished_job_schedules_its_webhook_which_retries_then_delivers(
-    world: Callable[..., World], io_loop: EventLoop,
+    world: Callable[..., World],
+    io_loop: EventLoop,
 ) -> None:
     w = world(webhook_secret=SECRET, webhook_window=60.0)
     job_id = finished_job_with_hook(w)
@@ -126,7 +133,8 @@ def test_a_finished_job_schedules_its_webhook_which_retries_then_delivers(
 
 
 def test_webhook_gives_up_at_the_end_of_the_window(
-    world: Callable[..., World], io_loop: EventLoop,
+    world: Callable[..., World],
+    io_loop: EventLoop,
 ) -> None:
     w = world(webhook_secret=SECRET, webhook_window=5.0, retry_backoff=2.0)
     job_id = finished_job_with_hook(w)
@@ -184,7 +192,8 @@ def wait_for(check: Callable[[], bool], seconds: float = 5.0) -> bool:
 
 
 def test_a_delivery_in_progress_holds_the_lease_so_nothing_is_sent_twice(
-    world: Callable[..., World], raw_server: Callable[[Handler], RawServer],
+    world: Callable[..., World],
+    raw_server: Callable[[Handler], RawServer],
     real_http: Callable[[World], BoundedHttp],
 ) -> None:
     release = threading.Event()
@@ -192,8 +201,9 @@ def test_a_delivery_in_progress_holds_the_lease_so_nothing_is_sent_twice(
     def hold_then_accept(conn: socket.socket, server: RawServer) -> None:
         server.read_request(conn)
         release.wait(10)
-        server.send(conn, b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n"
-                          b"Connection: close\r\n\r\n")
+        server.send(
+            conn, b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
         conn.close()
 
     server = raw_server(hold_then_accept)
@@ -221,7 +231,8 @@ def test_a_delivery_in_progress_holds_the_lease_so_nothing_is_sent_twice(
 
 
 def test_after_a_dead_workers_lease_runs_out_the_sweeper_delivers_again(
-    world: Callable[..., World], raw_server: Callable[[Handler], RawServer],
+    world: Callable[..., World],
+    raw_server: Callable[[Handler], RawServer],
     real_http: Callable[[World], BoundedHttp],
 ) -> None:
     server = raw_server(answer("200 OK", b"ok"))
@@ -247,8 +258,10 @@ def test_after_a_dead_workers_lease_runs_out_the_sweeper_delivers_again(
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
 def test_a_private_receiver_is_refused_unless_allowed(
-    world: Callable[..., World], raw_server: Callable[[Handler], RawServer],
-    real_http: Callable[[World], BoundedHttp], host: str,
+    world: Callable[..., World],
+    raw_server: Callable[[Handler], RawServer],
+    real_http: Callable[[World], BoundedHttp],
+    host: str,
 ) -> None:
     server = raw_server(answer("204 No Content"))
     w = world(webhook_secret=SECRET, allow_private_urls=False)
@@ -266,7 +279,8 @@ def test_a_private_receiver_is_refused_unless_allowed(
 
 
 def test_a_redirecting_receiver_is_not_followed(
-    world: Callable[..., World], raw_server: Callable[[Handler], RawServer],
+    world: Callable[..., World],
+    raw_server: Callable[[Handler], RawServer],
     real_http: Callable[[World], BoundedHttp],
 ) -> None:
     target = raw_server(answer("204 No Content"))
@@ -287,7 +301,8 @@ def test_a_redirecting_receiver_is_not_followed(
 
 
 def test_a_receiver_trickling_past_the_webhook_timeout_is_a_timeout(
-    world: Callable[..., World], raw_server: Callable[[Handler], RawServer],
+    world: Callable[..., World],
+    raw_server: Callable[[Handler], RawServer],
     real_http: Callable[[World], BoundedHttp],
 ) -> None:
     server = raw_server(trickle_body)
@@ -307,7 +322,8 @@ def test_a_receiver_trickling_past_the_webhook_timeout_is_a_timeout(
 
 
 def test_a_busy_process_defers_a_delivery_without_taking_its_lease(
-    world: Callable[..., World], io_loop: EventLoop,
+    world: Callable[..., World],
+    io_loop: EventLoop,
 ) -> None:
     w = world(webhook_secret=SECRET)
     job_id = finished_job_with_hook(w)
@@ -323,7 +339,8 @@ def test_a_busy_process_defers_a_delivery_without_taking_its_lease(
 
 
 def test_an_attempt_whose_lease_ran_out_records_nothing_and_schedules_nothing(
-    world: Callable[..., World], io_loop: EventLoop,
+    world: Callable[..., World],
+    io_loop: EventLoop,
 ) -> None:
     """A late attempt (its lease ran out, another delivery took the webhook) must not
     end the newer delivery's lease, nor start a third one."""
@@ -337,8 +354,9 @@ def test_an_attempt_whose_lease_ran_out_records_nothing_and_schedules_nothing(
     w.clock.advance(20)  # the first lease runs out; another delivery takes the webhook
     second = w.store.claim_webhook(job_id, w.clock.now, w.clock.now + 15)
     assert second is not None and second != first
-    webhooks._record(w.rt, job_id, 1, w.clock.now - 30, w.clock.now - 20, 500, "HTTP 500",
-                     True, first)
+    webhooks._record(
+        w.rt, job_id, 1, w.clock.now - 30, w.clock.now - 20, 500, "HTTP 500", True, first
+    )
     job = w.store.get(job_id)
     assert job is not None and job.webhook_attempts == [] and job.webhook_state == "pending"
     assert w.store.redis.hget(w.store.keys.job(job_id), "webhook_lease") == second
@@ -359,13 +377,19 @@ def test_the_connection_guard_refuses_the_metadata_service_in_any_mode(
 
 
 def test_a_guarded_client_never_goes_through_a_proxy(
-    monkeypatch: pytest.MonkeyPatch, io_loop: EventLoop,
+    monkeypatch: pytest.MonkeyPatch,
+    io_loop: EventLoop,
 ) -> None:
     """Through a proxy only the proxy's address would be checked."""
     monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
-    guarded = BoundedHttp(io_loop, connect_timeout=1, read_timeout=1, total_timeout=1,
-                          max_bytes=10, guard=webhooks.address_guard(False))
-    plain = BoundedHttp(io_loop, connect_timeout=1, read_timeout=1, total_timeout=1,
-                        max_bytes=10)
+    guarded = BoundedHttp(
+        io_loop,
+        connect_timeout=1,
+        read_timeout=1,
+        total_timeout=1,
+        max_bytes=10,
+        guard=webhooks.address_guard(False),
+    )
+    plain = BoundedHttp(io_loop, connect_timeout=1, read_timeout=1, total_timeout=1, max_bytes=10)
     assert guarded._proxy("http://hooks.example.com/h") is None
     assert plain._proxy("http://hooks.example.com/h") == "http://proxy.example:3128"

@@ -1,0 +1,57 @@
+-- The one claim of a poll, for both poll modes: chain mode's poll_video claims its
+-- own poll by number ('ids'); batch mode's tick claims every poll due in the book
+-- ('due'). A claim raises the record's poll_seq (to the poll's number, or by one),
+-- counts the attempt, and leases the job: its due time in the active set (what the
+-- sweeper reads) and, when the job is booked, in polls moves to the lease's end.
+--
+-- KEYS[1] polls (the book), KEYS[2] the active set.
+-- ARGV[1] now, ARGV[2] lease end (in the book), ARGV[3] the sweeper's due time (in
+-- the active set), ARGV[4] job key prefix, ARGV[5] mode, then
+--   'due': ARGV[6] horizon, ARGV[7] limit: up to limit polls due by horizon;
+--   'ids': pairs (job id, poll number): each only if poll_seq is below its number.
+-- Returns {more, id, deadline, seq, errors, generation id, ...}: more is how many
+-- polls are still due after this batch ('due'; 0 for 'ids'). A booked job that is
+-- no longer generating leaves the book; a stale or duplicate poll is not returned.
+local now = finite(ARGV[1], 'now')
+finite(ARGV[2], 'lease end')
+finite(ARGV[3], 'due time')
+local prefix, mode = ARGV[4], ARGV[5]
+local wanted = {}
+if mode == 'due' then
+  finite(ARGV[6], 'horizon')
+  finite(ARGV[7], 'limit')
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[6], 'LIMIT', 0, ARGV[7])) do
+    table.insert(wanted, {id, nil})
+  end
+elseif mode == 'ids' then
+  for i = 6, #ARGV, 2 do
+    table.insert(wanted, {ARGV[i], finite(ARGV[i + 1], 'poll number')})
+  end
+else
+  error('videoq: unknown claim mode ' .. tostring(mode))
+end
+local out = {0}
+for _, want in ipairs(wanted) do
+  local id, number = want[1], want[2]
+  local key = prefix .. id
+  local f = redis.call('HMGET', key, 'state', 'deadline_at', 'poll_seq', 'poll_errors',
+                       'generation_id')
+  if f[1] == 'generating' and f[5] and f[5] ~= '' then
+    local seq = number or (tonumber(f[3]) or 0) + 1
+    if (tonumber(f[3]) or 0) < seq then
+      redis.call('HSET', key, 'poll_seq', seq, 'last_poll_at', ARGV[1], 'updated_at', ARGV[1])
+      redis.call('HINCRBY', key, 'attempts', 1)
+      redis.call('ZADD', KEYS[2], ARGV[3], id)
+      redis.call('ZADD', KEYS[1], 'XX', ARGV[2], id)
+      table.insert(out, id)
+      table.insert(out, f[2] or '0')
+      table.insert(out, tostring(seq))
+      table.insert(out, f[4] or '0')
+      table.insert(out, f[5])
+    end
+  elseif mode == 'due' then
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+if mode == 'due' then out[1] = redis.call('ZCOUNT', KEYS[1], '-inf', ARGV[6]) end
+return out
