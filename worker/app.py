@@ -61,7 +61,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "interval_step": 0.5,
             "interval_max": 2.0,
         },
-        "worker_prefetch_multiplier": 4,
+        # Batch mode's ticks are few and long: a worker reserves one per free pool
+        # process, so a tick waits for no busy process while another worker is idle.
+        "worker_prefetch_multiplier": 1 if settings.poll_mode == "batch" else 4,
         "worker_eta_task_limit": settings.eta_task_limit,
         # Flower: see tasks as they are sent, started and finished.
         "worker_send_task_events": True,

@@ -13,6 +13,8 @@ from tests.reliability.conftest import (
     repolled_within,
     report,
 )
+from worker.keys import TICK_TASK
+from worker.settings import Settings
 
 GEN = 8.0  # seconds each simulated generation takes
 JOBS = 240
@@ -45,6 +47,34 @@ def test_sigkill_one_of_two_workers_with_many_jobs_in_flight(rig: Any, mode: str
         every_job_polled_again_within_s=repolled_within(r, ids, killed_at),
         survivor_rss_kb=(rss_before, rss_after),
     )
+
+
+def test_default_mode_repolls_a_killed_workers_jobs_within_5_s(rig: Any) -> None:
+    """With every recovery setting at its default (stall timeout 60 s, sweep every
+    10 s, visibility timeout 300 s), a killed worker's jobs are polled again within
+    5 s: its ticks' leases run out after ``POLL_LEASE`` and the survivor's pump sends
+    a tick for them. (Chain mode would wait for the sweeper: a minute.)"""
+    defaults = {
+        name: Settings.model_fields[name].default
+        for name in ("poll_mode", "stall_timeout", "sweep_interval", "visibility_timeout")
+    }
+    assert defaults["poll_mode"] == "batch"
+    r = rig(workers=2, concurrency=2, generation_time=20.0, poll_interval=1.0, **defaults)
+    ids = r.submit(200)
+    r.wait_generating(ids)
+    # Slow status answers: each tick holds its polls (leased) for half a second, so
+    # the killed worker dies holding some.
+    r.sim.state.config.latency = 0.5
+    time.sleep(2.0)  # the workers' ticks are polling
+    # The worker that ran more ticks (at this load one may run most of them) dies.
+    ticks = [p.read_text().count(f"Task {TICK_TASK}[") for p in r.cluster.logs]
+    killed_at = r.kill_worker(ticks.index(max(ticks)))
+    figures = check_invariants(r, ids, generation_time=20.0)
+    assert figures.states == {"completed": 200}
+    within = repolled_within(r, ids, killed_at)
+    assert within <= 5.0, within
+    assert "job.resumed" not in r.cluster.log_text()  # no sweeper needed
+    report("sigkill_default_mode", figures=figures, every_job_polled_again_within_s=within)
 
 
 def test_sigkill_all_workers_then_restart_one(rig: Any) -> None:
