@@ -64,7 +64,7 @@ class _Workers:
     def measure(self, run: Run, submit: Any, finished: Any, scenario: Scenario) -> None:
         client = self.stage.client()
         tree = ProcessTree([p.pid for p in self.procs])
-        sampler = Sampler(tree, client)
+        sampler = Sampler(tree, client, self.stage.sim_process())
         run.baseline = sampler.take()
         cpu0, rcpu0, scpu0 = tree.cpu(), redis_cpu(client), self.stage.sim_cpu()
         sampler.start()
@@ -89,17 +89,22 @@ def run_videoq(
     scenario: Scenario,
     workdir: Path,
     *,
-    mode: str,
+    mode: str | None,
     workers: int,
     pool: str,
     concurrency: int,
+    upstream_rate: float | None = None,
+    name: str | None = None,
     watch: Callable[[list[int]], None] | None = None,
 ) -> Run:
     """Contender (a): videoq's workers, submitting through ``producers.Client``.
 
+    ``mode`` None runs the worker's default poll mode: ``VIDEOQ_POLL_MODE`` is then left
+    out of the workers' environment (and removed if the bench's own has it).
+    ``upstream_rate``, if given, is passed as ``VIDEOQ_UPSTREAM_RATE``.
     ``watch(pids)``, if given, runs in a thread from submission on (the profiler)."""
     from producers.client import Client
-    from worker.settings import load_settings
+    from worker.settings import Settings, load_settings
 
     env = {
         "VIDEOQ_REDIS_URL": stage.redis.url,
@@ -107,16 +112,31 @@ def run_videoq(
         "AIMLAPI_BASE_URL": stage.base_url,
         "VIDEOQ_POLL_INTERVAL": str(scenario.poll_interval),
         "VIDEOQ_DEADLINE": str(max(1000.0, 4 * scenario.cap)),
-        "VIDEOQ_POLL_MODE": mode,
         "VIDEOQ_LOG_LEVEL": "WARNING",
         "VIDEOQ_ALLOW_PRIVATE_URLS": "true",  # the simulator's videos are on 127.0.0.1
     }
-    name = f"videoq-{mode}"
-    run = Run(name, {"mode": mode, "workers": workers, "pool": pool, "concurrency": concurrency})
+    inherited = {k: v for k, v in os.environ.items() if k != "VIDEOQ_POLL_MODE"}
+    if mode is not None:
+        env["VIDEOQ_POLL_MODE"] = mode
+    if upstream_rate is not None:
+        env["VIDEOQ_UPSTREAM_RATE"] = f"{upstream_rate:g}"
+    effective = mode or str(Settings.model_fields["poll_mode"].default)
+    name = name or f"videoq-{effective}"
+    run = Run(
+        name,
+        {
+            "mode": effective,
+            "mode_set_by_bench": mode is not None,
+            "upstream_rate": upstream_rate,
+            "workers": workers,
+            "pool": pool,
+            "concurrency": concurrency,
+        },
+    )
     settings = load_settings(
         redis_url=stage.redis.url,
         poll_interval=scenario.poll_interval,
-        poll_mode=mode,
+        poll_mode=effective,
     )
     client = Client(settings=settings)
     with open(workdir / f"{name}-n{scenario.n}.log", "wb") as log:
@@ -124,7 +144,7 @@ def run_videoq(
         for i in range(workers):
             group.procs.append(
                 start_worker(
-                    {**os.environ, **env},
+                    {**inherited, **env},
                     log,
                     name=f"bench{i}",
                     concurrency=concurrency,
@@ -190,7 +210,8 @@ def run_blocking(stage: Stage, scenario: Scenario, workdir: Path, *, concurrency
             group.stop()
     for job_id, raw in client.hgetall(seed_app.DONE_KEY).items():
         t, status, gen_id = json.loads(raw)
-        run.results[job_id.decode()] = (t, str(status), str(gen_id))
+        key = job_id.decode() if isinstance(job_id, bytes) else str(job_id)
+        run.results[key] = (t, str(status), str(gen_id))
     return run
 
 
@@ -250,9 +271,18 @@ def blocking_concurrency(stage: Stage, scenario: Scenario, workdir: Path, budget
     return max(1, int((budget - parent) // max(1, child)))
 
 
-def run_asyncio(stage: Stage, scenario: Scenario, workdir: Path, *, connections: int) -> Run:
-    """Contender (c): one asyncio process; it submits and polls by itself."""
-    run = Run("asyncio", {"connections": connections})
+def run_asyncio(
+    stage: Stage,
+    scenario: Scenario,
+    workdir: Path,
+    *,
+    connections: int,
+    upstream_rate: float | None = None,
+) -> Run:
+    """Contender (c): one asyncio process; it submits and polls by itself.
+
+    ``upstream_rate``, if given, spaces its API calls at most that many a second."""
+    run = Run("asyncio", {"connections": connections, "upstream_rate": upstream_rate})
     out = workdir / f"asyncio-n{scenario.n}.json"
     proc = subprocess.Popen(
         [
@@ -273,10 +303,12 @@ def run_asyncio(stage: Stage, scenario: Scenario, workdir: Path, *, connections:
             str(connections),
             "--out",
             str(out),
+            "--rate",
+            str(upstream_rate or 0),
         ],
     )
     tree = ProcessTree([proc.pid])
-    sampler = Sampler(tree, None)
+    sampler = Sampler(tree, None, stage.sim_process())
     scpu0 = stage.sim_cpu()
     run.baseline = sampler.take()
     sampler.start()

@@ -3,8 +3,9 @@
 Meters:
 - :class:`ProcessTree` sums memory (PSS) and CPU seconds over a process and its children
   (a prefork worker's pool processes included);
-- :class:`Sampler` records, every ``period`` seconds, the contender's memory and Redis's
-  ``used_memory``, so that memory can be read at the moment of peak in-flight count.
+- :class:`Sampler` records, every ``period`` seconds, the contender's memory and CPU,
+  Redis's ``used_memory`` and CPU, and the simulator's CPU, so that memory can be read
+  at the moment of peak in-flight count and CPU over any window (e.g. after the creates).
 """
 
 from __future__ import annotations
@@ -35,10 +36,12 @@ class Scenario:
     generation_time: float = 5.0
     poll_interval: float = 1.0
     cap: float = 120.0  # give a contender at most this long after submitting
+    sim_rate: float = 0.0  # the simulator's limit, API requests/s in any 1 s window (0: none)
 
     @property
     def label(self) -> str:
-        return f"n={self.n} gen={self.generation_time:g}s poll={self.poll_interval:g}s"
+        rate = f" sim-rate={self.sim_rate:g}/s" if self.sim_rate else ""
+        return f"n={self.n} gen={self.generation_time:g}s poll={self.poll_interval:g}s{rate}"
 
 
 class ProcessTree:
@@ -96,14 +99,17 @@ class Sample:
     redis_memory: int
     cpu: float = 0.0  # the contender's CPU seconds so far
     redis_cpu: float = 0.0
+    sim_cpu: float = 0.0  # the simulator's CPU seconds since it started
 
 
 @dataclass
 class Sampler:
-    """Samples a process tree's RSS and Redis's memory in a background thread."""
+    """Samples a process tree's PSS and CPU, Redis's memory and CPU, and the simulator's
+    CPU, in a background thread."""
 
     tree: ProcessTree
     client: redis.Redis | None
+    sim: psutil.Process | None = None
     period: float = 0.25
     samples: list[Sample] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -123,7 +129,11 @@ class Sampler:
         mem = rcpu = 0.0
         if self.client is not None:
             mem, rcpu = redis_memory(self.client), redis_cpu(self.client)
-        sample = Sample(time.time(), self.tree.memory(), int(mem), self.tree.cpu(), rcpu)
+        scpu = 0.0
+        if self.sim is not None:
+            times = self.sim.cpu_times()
+            scpu = times.user + times.system
+        sample = Sample(time.time(), self.tree.memory(), int(mem), self.tree.cpu(), rcpu, scpu)
         self.samples.append(sample)
         return sample
 
@@ -161,6 +171,8 @@ class Stage:
                 str(self.scenario.generation_time),
                 "--api-key",
                 SIM_KEY,
+                "--rate-limit",
+                str(self.scenario.sim_rate),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -188,9 +200,12 @@ class Stage:
         with urllib.request.urlopen(request, timeout=10):  # noqa: S310 (loopback)
             pass
 
-    def sim_cpu(self) -> float:
+    def sim_process(self) -> psutil.Process:
         assert self.sim is not None
-        times = psutil.Process(self.sim.pid).cpu_times()
+        return psutil.Process(self.sim.pid)
+
+    def sim_cpu(self) -> float:
+        times = self.sim_process().cpu_times()
         return float(times.user + times.system)
 
     def client(self) -> redis.Redis:
