@@ -86,8 +86,9 @@ def _send_tick(task: Any, step: str, tick: float) -> None:
 
 
 def _show(task: Any, report: TickReport) -> str:
-    """What a tick did, for Flower: its arguments column (merged from a custom task
-    event) and its result."""
+    """What a tick did, for Flower's arguments column: Flower merges the fields of a
+    task's events into its row, so a custom event replaces the arguments shown at
+    sending (the slot) with what the tick did."""
     label = report.label()
     with contextlib.suppress(Exception):  # monitoring only: never fail the tick for it
         task.send_event("task-progress", kwargs=label)

@@ -17,7 +17,8 @@ import pytest
 import requests
 
 from producers.local import free_port, stop_process
-from tests.integration.conftest import Cluster
+from tests.integration.conftest import Cluster, make_cluster
+from worker.keys import CREATE_TICK_TASK, TICK_TASK
 
 USER, PASSWORD = "ops", "flower-test-password"
 AUTH = (USER, PASSWORD)
@@ -85,6 +86,17 @@ class Flower:
         return tasks
 
 
+@pytest.fixture(scope="module")
+def cluster(
+    redis_url: str, sim: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """Chain mode: a Flower row per create and per poll (batch mode's test is below)."""
+    c = make_cluster(redis_url, tmp_path_factory.mktemp("flower"), "flower", sim, poll_mode="chain")
+    c.start_worker(concurrency=1)
+    yield c
+    c.stop()
+
+
 @pytest.fixture
 def flower(cluster: Cluster, tmp_path: Path) -> Iterator[Flower]:
     f = Flower(cluster, tmp_path / "flower.db", tmp_path / "flower.log").start()
@@ -141,6 +153,39 @@ def test_flower_needs_auth_and_shows_the_jobs_tasks(flower: Flower, cluster: Clu
     metrics = requests.get(flower.url + "/metrics", timeout=5)
     assert metrics.status_code == 200 and "flower_events_total" in metrics.text
     assert 'task="videoq.poll_video"' in metrics.text
+
+
+def test_in_batch_mode_flower_shows_what_each_tick_did(clusters: Any, tmp_path: Path) -> None:
+    """The default mode has no task per job: each tick's row says how many polls (or
+    creates) it ran and how many jobs ended, in its arguments column."""
+    batch = clusters("flower-batch", poll_interval=0.5)
+    assert batch.settings.poll_mode == "batch"
+    batch.start_worker(concurrency=1)
+    f = Flower(batch, tmp_path / "flower.db", tmp_path / "flower.log").start()
+    try:
+        give_up = time.monotonic() + 30
+        ids: list[str] = []
+        while not any(t["name"] == CREATE_TICK_TASK for t in f.tasks().values()):
+            assert time.monotonic() < give_up, "Flower never saw a tick"
+            ids.append(batch.client.submit(IMG, prompt="warm-up [sim:time=0.5]"))
+            time.sleep(1.0)
+        ids += [batch.client.submit(IMG, prompt=f"tick {i} [sim:time=1.5]") for i in range(4)]
+        batch.wait_all(ids, 60)
+        time.sleep(1.0)  # the last task events
+        ticks = [t for t in f.tasks().values() if t["name"] == TICK_TASK]
+        creates = [t for t in f.tasks().values() if t["name"] == CREATE_TICK_TASK]
+        assert ticks and creates
+        assert all(t["state"] == "SUCCESS" for t in ticks + creates)
+        assert all("'polls': " in t["kwargs"] and "'ended': " in t["kwargs"] for t in ticks)
+        assert sum(_shown(t["kwargs"], "ended") for t in ticks) == len(ids)
+        assert sum(_shown(t["kwargs"], "creates") for t in creates) == len(ids)
+    finally:
+        f.stop()
+
+
+def _shown(label: str, name: str) -> int:
+    value = eval(label, {})  # Flower shows the repr of a dict of ints
+    return int(value.get(name, 0))
 
 
 def test_flower_keeps_its_history_across_a_restart(flower: Flower, cluster: Cluster) -> None:
