@@ -33,7 +33,7 @@ from .job import Job
 from .request import RequestError, parse_request
 from .settings import Settings
 from .states import ErrorKind, JobState
-from .store import Fence, JobStore, Outcome
+from .store import BookedPoll, Fence, JobStore, Outcome
 from .upstream import (
     IN_PROGRESS,
     Rejected,
@@ -72,6 +72,9 @@ class Runtime:
     rng: random.Random = field(default_factory=random.Random)
     # Webhook deliveries (guarded against internal addresses); None: webhooks are off.
     http: BoundedHttp | None = None
+    # In a batch tick: where a poll step that goes on books its next poll, noted and
+    # fenced in one script with the rest of the tick's (see ``worker.ticks``).
+    booked: list[BookedPoll] | None = None
 
     @property
     def upstream_timeout(self) -> float:
@@ -666,6 +669,18 @@ def _next_poll(
         )
         return
     countdown = _clamp(rt, delay, deadline_at, now)
+    logs.event(
+        "poll.scheduled",
+        level=logging.DEBUG,
+        job_id=job_id,
+        state="generating",
+        attempt=seq,
+        upstream_status=upstream_status,
+        next_poll_in=countdown,
+    )
+    if rt.booked is not None:  # batch mode: noted and booked with the tick's others
+        rt.booked.append(BookedPoll(job_id, now + countdown, errors, seq, last_error))
+        return None
     noted = rt.store.transition(
         job_id,
         [JobState.GENERATING],
@@ -677,15 +692,6 @@ def _next_poll(
     )
     if noted is not Outcome.APPLIED:
         return _drop(job_id, "poll", seq, "record moved on", rt.store.get(job_id))
-    logs.event(
-        "poll.scheduled",
-        level=logging.DEBUG,
-        job_id=job_id,
-        state="generating",
-        attempt=seq,
-        upstream_status=upstream_status,
-        next_poll_in=countdown,
-    )
     rt.scheduler.poll(job_id, deadline_at, seq + 1, errors, countdown=countdown)
     return None
 

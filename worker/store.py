@@ -266,6 +266,20 @@ class ClaimedPoll:
     generation_id: str
 
 
+@dataclass(frozen=True)
+class BookedPoll:
+    """A poll to put in batch mode's book. ``seq``: the number of the poll step that
+    books it; the booking then also notes on the record, if that step still holds the
+    claim (``poll_seq == seq``), the next poll's time and ``last_error``, and moves the
+    job's due time in the active set. None: a first poll, booked as it is."""
+
+    job_id: str
+    due_at: float
+    errors: int = 0  # transient errors in a row, kept on the record
+    seq: int | None = None
+    last_error: str = ""
+
+
 class Outcome(Enum):
     APPLIED = "applied"
     REFUSED = "refused"  # the record was not in an expected state, or the fence moved on
@@ -646,14 +660,22 @@ class JobStore:
         ]
         return claimed, int(raw[0])
 
-    def schedule_polls(self, polls: Iterable[tuple[str, float, int]]) -> int:
-        """Batch mode: book polls ``(job id, due time, transient errors in a row)``."""
-        args: list[str | int] = [self.keys.job("")]
-        for job_id, due, errors in polls:
-            args += [job_id, repr(due), errors]
-        if len(args) == 1:
+    def schedule_polls(self, polls: Iterable[BookedPoll], now: float) -> int:
+        """Batch mode: book polls, in one script; those fenced by a poll number also
+        note their step's outcome on the record (see :class:`BookedPoll`). Returns how
+        many were booked (a fenced one whose record moved on is not)."""
+        args: list[str | int] = [self.keys.job(""), repr(now), repr(self.stall_timeout)]
+        for p in polls:
+            args += [
+                p.job_id,
+                repr(p.due_at),
+                p.errors,
+                "" if p.seq is None else p.seq,
+                p.last_error,
+            ]
+        if len(args) == 3:
             return 0
-        return int(self._schedule_polls(keys=[self.keys.polls()], args=args))
+        return int(self._schedule_polls(keys=[self.keys.polls(), self.keys.active()], args=args))
 
     def renew_poll_leases(self, job_ids: Iterable[str], lease_until: float, due_at: float) -> None:
         """Batch mode: a tick still waiting for these jobs' answers keeps its lease."""

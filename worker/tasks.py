@@ -23,7 +23,7 @@ from .intake import run_create_tick
 from .keys import CREATE_TICK_TASK, GENERATE_TASK, POLL_TASK, TICK_TASK, WEBHOOK_TASK, task_label
 from .request import RequestError, parse_request
 from .states import ErrorKind
-from .store import redis_unavailable, refuses_writes
+from .store import BookedPoll, redis_unavailable, refuses_writes
 from .ticks import TickReport, run_tick
 from .webhooks import run_webhook
 
@@ -70,7 +70,8 @@ class BatchScheduler(CeleryScheduler):
     def poll(
         self, job_id: str, deadline_at: float, seq: int, errors: int, countdown: float
     ) -> None:
-        runtime().store.schedule_polls([(job_id, time.time() + countdown, errors)])
+        now = time.time()
+        runtime().store.schedule_polls([BookedPoll(job_id, now + countdown, errors)], now)
 
     def generate(self, job_id: str, deadline_at: float, attempt: int, countdown: float) -> None:
         runtime().store.book_creates({job_id: time.time() + countdown})

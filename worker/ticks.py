@@ -36,7 +36,7 @@ import redis
 
 from . import logs
 from .chain import DEADLINE_EPSILON, Runtime, Scheduler, poll_answered, poll_out_of_time
-from .store import ClaimedPoll, JobStore
+from .store import BookedPoll, ClaimedPoll, JobStore
 from .upstream import Status, UpstreamError
 
 # How long a tick holds the polls it claimed before another tick may take them: the
@@ -76,15 +76,16 @@ class TickReport:
 
 
 class TickScheduler:
-    """The scheduler a tick's poll steps see: next polls are collected and written to
-    the book together (a job stays leased until then, so nothing is lost if the
-    worker dies first); other steps go straight to ``inner``."""
+    """The scheduler a tick's steps see: next polls are collected (the runtime's
+    ``booked``) and written to the book together, noted and fenced in one script (a
+    job stays leased until then, so nothing is lost if the worker dies first); other
+    steps go straight to ``inner``."""
 
     def __init__(self, inner: Scheduler, clock: Callable[[], float]) -> None:
         self.inner = inner
         self.clock = clock
-        self.polls: list[tuple[str, float, int]] = []
-        self.continued = 0  # poll steps that scheduled a next poll
+        self.polls: list[BookedPoll] = []
+        self.booked = 0  # polls written to the book
 
     def generate(self, job_id: str, deadline_at: float, attempt: int, countdown: float) -> None:
         self.inner.generate(job_id, deadline_at, attempt, countdown)
@@ -95,8 +96,7 @@ class TickScheduler:
     def poll(
         self, job_id: str, deadline_at: float, seq: int, errors: int, countdown: float
     ) -> None:
-        self.polls.append((job_id, self.clock() + countdown, errors))
-        self.continued += 1
+        self.polls.append(BookedPoll(job_id, self.clock() + countdown, errors))
 
 
 # Status calls for a batch, (generation id, timeout) each: each answer as it arrives,
@@ -131,7 +131,7 @@ def run_tick(rt: Runtime, tick: float, fetch: Fetch, publish: Callable[[], None]
         else:
             due.append((poll, timeout))
     collected = TickScheduler(rt.scheduler, rt.clock)
-    tick_rt = replace(rt, scheduler=collected)
+    tick_rt = replace(rt, scheduler=collected, booked=collected.polls)
     pending = {p.job_id for p, _ in due}
     answers = fetch([(p.generation_id, timeout) for p, timeout in due])
     steps: Iterator[tuple[ClaimedPoll, Status | UpstreamError | None] | None] = chain(
@@ -166,9 +166,10 @@ def run_tick(rt: Runtime, tick: float, fetch: Fetch, publish: Callable[[], None]
                 retry_at=round(lease.until, 3),
             )
         lease.renew(pending)
-    scheduled = flush_polls(store, collected)
+    flush_polls(store, collected)
+    scheduled = collected.booked
     # The rest of the claimed polls ended their job (or found it ended meanwhile).
-    report.ended = len(claimed) - report.failed - collected.continued
+    report.ended = len(claimed) - report.failed - scheduled
     logs.event(
         "tick.done",
         level=logging.DEBUG,
@@ -210,15 +211,16 @@ class _Lease:
             )
 
 
-def flush_polls(store: JobStore, collected: TickScheduler) -> int:
+def flush_polls(store: JobStore, collected: TickScheduler) -> None:
     """Write the next polls collected so far to the book. If Redis fails here, those
     jobs stay leased: the first tick after the lease (or the sweeper) polls them
     again."""
-    polls, collected.polls = collected.polls, []
+    polls = collected.polls[:]
+    del collected.polls[:]  # the list is the runtime's ``booked``: emptied in place
     if not polls:
-        return 0
+        return
     try:
-        store.schedule_polls(polls)
+        collected.booked += store.schedule_polls(polls, collected.clock())
     except redis.RedisError as exc:
         logs.event(
             "tick.schedule_failed",
@@ -226,5 +228,3 @@ def flush_polls(store: JobStore, collected: TickScheduler) -> int:
             polls=len(polls),
             error=f"{type(exc).__name__}: {str(exc)[:200]}",
         )
-        return 0
-    return len(polls)

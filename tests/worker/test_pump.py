@@ -10,7 +10,7 @@ from tests.fakes import FakeClock
 from worker.keys import CREATE_TICK_TASK, TICK_TASK
 from worker.pump import MIN_WAIT, Pump
 from worker.settings import Settings
-from worker.store import JobStore, connect
+from worker.store import BookedPoll, JobStore, connect
 
 TICK = 0.25
 
@@ -34,7 +34,7 @@ def test_nothing_due_sends_nothing_and_sleeps_until_the_first_entry(pumps: tuple
     store, clock, sent, make = pumps
     pump = make()
     assert pump.once() == TICK  # empty books: look again in a slot
-    store.schedule_polls([("a", clock() + 0.1, 0)])
+    store.schedule_polls([BookedPoll("a", clock() + 0.1)], clock())
     assert pump.once() == pytest.approx(0.1)  # wakes when the poll is due
     assert sent == []
 
@@ -42,7 +42,7 @@ def test_nothing_due_sends_nothing_and_sleeps_until_the_first_entry(pumps: tuple
 def test_due_work_gets_one_tick_per_slot_and_book_across_pumps(pumps: tuple) -> None:
     store, clock, sent, make = pumps
     first, second = make(), make()  # two workers' pumps
-    store.schedule_polls([("a", clock() - 1, 0)])
+    store.schedule_polls([BookedPoll("a", clock() - 1)], clock())
     store.book_creates({"b": clock()})
     wait = first.once()
     assert sorted(sent) == [(CREATE_TICK_TASK, 1000.25), (TICK_TASK, 1000.25)]
@@ -58,7 +58,7 @@ def test_a_leased_poll_of_a_dead_tick_is_sent_for_when_the_lease_ends(pumps: tup
     store, clock, sent, make = pumps
     pump = make()
     store.redis.hset(store.keys.job("a"), mapping={"state": "generating", "generation_id": "g"})
-    store.schedule_polls([("a", clock(), 0)])
+    store.schedule_polls([BookedPoll("a", clock())], clock())
     now = clock()
     [_claimed], _ = store.claim_due_polls(now, 10, now, now + 3.0, now + 60)  # then dies
     assert pump.once() == TICK and sent == []

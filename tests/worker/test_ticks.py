@@ -9,6 +9,7 @@ import pytest
 from tests.worker.conftest import World
 from worker.chain import poll_answered
 from worker.states import JobState
+from worker.store import BookedPoll
 from worker.ticks import LEASE_RENEWAL, POLL_LEASE, TickReport, run_tick, tick_of
 from worker.upstream import Status, Transient
 
@@ -31,7 +32,7 @@ class BookScheduler:
     def poll(
         self, job_id: str, deadline_at: float, seq: int, errors: int, countdown: float
     ) -> None:
-        self.w.store.schedule_polls([(job_id, self.w.clock() + countdown, errors)])
+        self.w.store.schedule_polls([BookedPoll(job_id, self.w.clock() + countdown, errors)], 0.0)
 
     def publish(self) -> None:
         self.published += 1
@@ -240,9 +241,34 @@ def test_a_poll_at_the_deadline_times_the_job_out_without_a_call(
     w, s = batch_world(world, poll_interval=10.0, deadline=30.0)
     start(w, "a")
     w.clock.now = w.deadline_at  # the clamped last step, due at the deadline
-    w.store.schedule_polls([("a", w.clock(), 2)])
+    w.store.schedule_polls([BookedPoll("a", w.clock(), 2)], w.clock())
     assert tick(w, s).taken == 1
     assert w.upstream.polls == []
     job = w.store.get("a")
     assert job is not None and job.state is JobState.TIMED_OUT
     assert job.error is not None and "unreachable" in job.error.message
+
+
+def test_a_next_poll_is_noted_and_booked_only_while_its_step_holds_the_claim(
+    world: Callable[..., World],
+) -> None:
+    """The tick writes its next polls in one script, fenced by each step's poll number:
+    a job cancelled (or claimed by a later poll) meanwhile is not booked again."""
+    w, s = batch_world(world, poll_interval=10.0)
+    start(w, "a", "b")
+    w.clock.advance(10.0)
+
+    def fetch(calls: Sequence[tuple[str, float]]) -> Iterator[tuple[int, Status | Transient]]:
+        w.store.transition("a", [JobState.GENERATING], JobState.CANCELLED)
+        for index in range(len(calls)):
+            yield index, Transient("HTTP 503", kind="server_error")
+
+    report = run_tick(w.rt, tick_of(w.clock(), TICK), fetch, s.publish)
+    assert report.taken == 2 and report.ended == 1  # a's step found it ended
+    assert due_at(w, "a") is None
+    b = w.store.redis.hgetall(w.store.keys.job("b"))
+    assert b["last_error"] == "HTTP 503" and b["poll_errors"] == "1"
+    assert float(b["next_poll_at"]) == due_at(w, "b")
+    active = w.store.redis.zscore(w.store.keys.active(), "b")
+    assert active == pytest.approx(float(b["next_poll_at"]) + w.rt.settings.stall_timeout)
+    assert w.store.redis.hget(w.store.keys.job("a"), "next_poll_at") != b["next_poll_at"]

@@ -1,13 +1,39 @@
--- Batch mode: put polls in the book, each scored by when it is due, with the job's
--- count of transient errors in a row kept on its record (the next claim reads it).
+-- Batch mode: book polls, each scored by when it is due. A poll step that goes on
+-- books its job's next poll here, with what it notes on the record (the due time, the
+-- last transient error, the count of them in a row), fenced by its own poll number:
+-- one script for a whole tick's next polls, instead of a write per job. A job whose
+-- record moved on meanwhile (cancelled, or a later poll claimed it) is not booked.
+-- A first poll (just created) has no fence and notes nothing but the error count.
 --
--- KEYS[1] polls. ARGV[1] job key prefix, then triples (job id, due time, errors).
-for i = 2, #ARGV, 3 do
+-- KEYS[1] polls, KEYS[2] the active set.
+-- ARGV[1] job key prefix, ARGV[2] now, ARGV[3] stall timeout, then quintuples (job
+-- id, due time, errors in a row, poll number or '' (no fence), last error).
+-- Returns the number of polls booked.
+finite(ARGV[2], 'now')
+finite(ARGV[3], 'stall timeout')
+for i = 4, #ARGV, 5 do
   finite(ARGV[i + 1], 'due time')
   finite(ARGV[i + 2], 'errors')
+  if ARGV[i + 3] ~= '' then finite(ARGV[i + 3], 'poll number') end
 end
-for i = 2, #ARGV, 3 do
-  redis.call('ZADD', KEYS[1], ARGV[i + 1], ARGV[i])
-  redis.call('HSET', ARGV[1] .. ARGV[i], 'poll_errors', ARGV[i + 2])
+local booked = 0
+for i = 4, #ARGV, 5 do
+  local id, due = ARGV[i], ARGV[i + 1]
+  local key = ARGV[1] .. id
+  local ok = true
+  if ARGV[i + 3] ~= '' then
+    local f = redis.call('HMGET', key, 'state', 'poll_seq')
+    ok = f[1] == 'generating' and tonumber(f[2]) == tonumber(ARGV[i + 3])
+    if ok then
+      redis.call('HSET', key, 'next_poll_at', due, 'last_error', ARGV[i + 4],
+                 'updated_at', ARGV[2])
+      redis.call('ZADD', KEYS[2], tonumber(due) + tonumber(ARGV[3]), id)
+    end
+  end
+  if ok then
+    redis.call('HSET', key, 'poll_errors', ARGV[i + 2])
+    redis.call('ZADD', KEYS[1], due, id)
+    booked = booked + 1
+  end
 end
-return (#ARGV - 1) / 3
+return booked
