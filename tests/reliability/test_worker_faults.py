@@ -102,13 +102,15 @@ def test_sigkill_all_workers_then_restart_one(rig: Any) -> None:
 
 
 def test_sigterm_warm_shutdown_hands_back_held_tasks(rig: Any) -> None:
-    """With the sweeper off and a long visibility timeout, only the warm shutdown's
-    hand-back can get the stopped worker's countdown tasks to the other worker."""
+    """Chain mode (batch mode holds no countdown tasks): with the sweeper off and a long
+    visibility timeout, only the warm shutdown's hand-back can get the stopped worker's
+    countdown tasks to the other worker."""
     r = rig(
         workers=2,
         concurrency=2,
         generation_time=GEN,
         poll_interval=2.0,
+        poll_mode="chain",
         sweep_interval=0,
         visibility_timeout=600,
     )
