@@ -60,7 +60,7 @@ def run_create_tick(
     """Start the creates due by ``tick`` (up to a batch); ``publish()`` sends another
     create tick now, for the rest of a burst."""
     now = rt.clock()
-    ids, more = rt.store.take_creates(max(now, tick), rt.settings.poll_batch, now + CREATE_LEASE)
+    ids, more = rt.store.take_creates(now, rt.settings.poll_batch, now + CREATE_LEASE)
     report = TickReport("create-tick", taken=len(ids), more=more)
     if more:
         publish()

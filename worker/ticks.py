@@ -105,7 +105,8 @@ Fetch = Callable[[Sequence[tuple[str, float]]], Iterable[tuple[int, Status | Ups
 
 
 def run_tick(rt: Runtime, tick: float, fetch: Fetch, publish: Callable[[], None]) -> TickReport:
-    """Poll every job due by ``tick`` (up to a batch).
+    """Poll every job due now (up to a batch); ``tick`` is the slot the pump sent it
+    for (logged).
 
     ``fetch`` makes the status calls of the whole batch (the worker's
     :meth:`UpstreamClient.each_status`) and gives each answer as it arrives;
@@ -114,10 +115,8 @@ def run_tick(rt: Runtime, tick: float, fetch: Fetch, publish: Callable[[], None]
     settings, store = rt.settings, rt.store
     now = rt.clock()
     lease = _Lease(rt, now)
-    # The pump sends a tick as its slot opens: polls due by the slot's end are taken.
-    claimed, more = store.claim_due_polls(
-        max(now, tick), settings.poll_batch, now, lease.until, lease.due_at
-    )
+    # Polls due by now, never earlier (a job is never polled before its interval).
+    claimed, more = store.claim_due_polls(now, settings.poll_batch, now, lease.until, lease.due_at)
     report = TickReport("tick", taken=len(claimed), more=more)
     if more:
         publish()  # the rest of this tick, for another pool slot or worker
