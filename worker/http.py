@@ -238,6 +238,8 @@ class BoundedHttp:
                 ),
                 headers=self.headers,
                 trust_env=False,
+                # No peer's cookie is ever sent back (and none is kept or parsed).
+                cookie_jar=aiohttp.DummyCookieJar(),
                 trace_configs=[trace],
             )
             self._session = (running, session)

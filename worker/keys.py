@@ -88,6 +88,12 @@ class Keys:
             return f"{self.prefix}:idem@{owner}:{key}"
         return f"{self.prefix}:idem:{key}"
 
+    def request(self, job_id: str) -> str:
+        """String: the request (JSON) the record shows, inline images replaced by
+        placeholders; written with the record, with the same lifetime. Kept out of
+        the record's hash so that the hash stays in Redis's compact encoding."""
+        return f"{self.prefix}:request:{job_id}"
+
     def payload(self, job_id: str) -> str:
         """String: the full request (JSON) of a job whose record holds placeholders for
         inline ``data:`` images; written with the record, with the same lifetime."""

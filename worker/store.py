@@ -48,9 +48,10 @@ end
 # KEYS[5] the line for slots, KEYS[6] the full request's key or "" (when the record's
 # request is the same as the full one), KEYS[7] the creates book or "" (batch mode:
 # the job's create is due at once, with no message).
+# KEYS[8] the request's key.
 # ARGV: job id, ttl, fingerprint, job-key prefix, due time, "1" to join the line (the
-# cap is on), acceptance time, the full request (JSON; "" with no KEYS[6]), then
-# field/value pairs.
+# cap is on), acceptance time, the full request (JSON; "" with no KEYS[6]), the
+# request as the record shows it (JSON), then field/value pairs.
 # Returns "" when created, else "<existing job id> <fingerprint>". A job id that
 # exists already (a redelivered message) is never overwritten.
 _CREATE = (
@@ -59,8 +60,8 @@ _CREATE = (
 finite(ARGV[2], 'ttl')
 finite(ARGV[5], 'due time')
 finite(ARGV[7], 'acceptance time')
-if (#ARGV - 8) % 2 ~= 0 then error('videoq: fields must come in pairs') end
-for i = 9, #ARGV, 2 do
+if (#ARGV - 9) % 2 ~= 0 then error('videoq: fields must come in pairs') end
+for i = 10, #ARGV, 2 do
   local name = ARGV[i]
   if name == 'created_at' or name == 'updated_at' or name == 'deadline_at' then
     finite(ARGV[i + 1], name)
@@ -74,8 +75,9 @@ if KEYS[2] ~= '' then
     if redis.call('EXISTS', ARGV[4] .. existing_id) == 1 then return existing end
   end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 9))
+redis.call('HSET', KEYS[1], unpack(ARGV, 10))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[8], ARGV[9], 'EX', ARGV[2])
 if KEYS[6] ~= '' then redis.call('SET', KEYS[6], ARGV[8], 'EX', ARGV[2]) end
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
 if ARGV[6] == '1' then redis.call('ZADD', KEYS[5], ARGV[7], ARGV[1]) end
@@ -415,10 +417,11 @@ class JobStore:
         ttl = int(self.retention + max(0.0, deadline_at - accepted_at)) + 1
         shown = _without_inline_images(stored)
         full = json.dumps(stored, sort_keys=True)
+        # The request has a key of its own: a record whose values are all short stays
+        # in Redis's compact hash encoding (a listpack), about a third of the memory.
         fields: dict[str, object] = {
             "id": job_id,
             "state": JobState.QUEUED,
-            "request": json.dumps(shown, sort_keys=True),
             "created_at": accepted_at,
             "updated_at": accepted_at,
             "deadline_at": deadline_at,
@@ -441,6 +444,7 @@ class JobStore:
                 self.keys.waiting(),
                 payload_key,
                 self.keys.creates() if book else "",
+                self.keys.request(job_id),
             ],
             args=[
                 job_id,
@@ -451,6 +455,7 @@ class JobStore:
                 "1" if self.max_in_flight else "0",
                 repr(accepted_at),
                 full if payload_key else "",
+                json.dumps(shown, sort_keys=True),
                 *_pairs(fields),
             ],
         )
@@ -484,7 +489,7 @@ class JobStore:
         self.redis.hincrby(self.keys.stats(), f"error_kind:{_fmt(kind)}", 1)
 
     def get(self, job_id: str) -> Job | None:
-        return _job(self.redis.hgetall(self.keys.job(job_id)))
+        return self.get_many([job_id])[0]
 
     def full_request(self, job: Job) -> dict[str, Any]:
         """The job's request as submitted, inline images included: the payload key
@@ -718,11 +723,13 @@ class JobStore:
         return {str(i) for i in claimed}
 
     def get_many(self, job_ids: list[str]) -> list[Job | None]:
-        """Several records in one round trip."""
+        """Several records (each with its request) in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
         for job_id in job_ids:
             pipe.hgetall(self.keys.job(job_id))
-        return [_job(raw) for raw in pipe.execute()]
+            pipe.get(self.keys.request(job_id))
+        raw = pipe.execute()
+        return [_job(raw[i], raw[i + 1]) for i in range(0, len(raw), 2)]
 
     # --- metrics -----------------------------------------------------------------------
 
@@ -788,10 +795,15 @@ class JobStore:
         return {1: Outcome.APPLIED, 0: Outcome.REFUSED}.get(int(result), Outcome.MISSING)
 
 
-def _job(raw: Mapping[Any, Any] | None) -> Job | None:
+def _job(raw: Mapping[Any, Any] | None, request: str | None) -> Job | None:
+    """A record from its hash and its request's key (older records, and refused ones,
+    keep the request in the hash)."""
     if not raw or "state" not in raw:
         return None
-    return Job.from_hash({str(k): str(v) for k, v in raw.items()})
+    fields = {str(k): str(v) for k, v in raw.items()}
+    if request is not None and "request" not in fields:
+        fields["request"] = str(request)
+    return Job.from_hash(fields)
 
 
 def _pairs(fields: Mapping[str, object]) -> list[str]:
