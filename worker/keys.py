@@ -44,7 +44,8 @@ class Keys:
 
     def stats(self) -> str:
         """Hash: counters for the metrics (jobs by state, latency buckets, errors,
-        credits), kept up to date by the store's scripts."""
+        credits), kept up to date by the store's scripts, and the rate limit's
+        upstream call counters (``upstream_calls:<kind>``, ``upstream_throttled:<kind>``)."""
         return f"{self.prefix}:stats"
 
     def slots(self) -> str:
@@ -63,6 +64,14 @@ class Keys:
         """Sorted set (batch mode): generating jobs scored by when their next poll is
         due, or, while a tick holds them, by when that tick's lease ends."""
         return f"{self.prefix}:polls"
+
+    def rate(self) -> str:
+        """Hash: the fleet-wide upstream rate limit (``worker/lua/rate.lua``): the
+        schedule's next free start (``tat``), each kind's half-rate meter
+        (``tat:create``, ``tat:poll``), when each kind last had calls held back
+        (``pressed:<kind>``) and the fleet pause's end (``pause``), all on Redis's
+        clock. Its counters are in :meth:`stats`."""
+        return f"{self.prefix}:rate"
 
     def tick_prefix(self) -> str:
         """Strings ``<prefix>:tick:<ms>``, expiring a few seconds after their tick: set
