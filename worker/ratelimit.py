@@ -105,6 +105,7 @@ class RateLimiter:
         self._clock = clock
         self._paused_until = 0.0  # time.monotonic() at which this process's view ends
         self._checked_at = -math.inf
+        self._reading: asyncio.Future[float] | None = None  # a pause read under way
 
     # --- reservations --------------------------------------------------------------------
 
@@ -144,8 +145,8 @@ class RateLimiter:
         return self._refused(kind, slots)
 
     async def wait(self, start: float) -> Refused | None:
-        """Wait on the running loop until ``start``; then the pause, if this process
-        has learnt of one meanwhile (the call must then not be sent), else None."""
+        """Wait on the running loop until ``start``; then the pause, if the fleet has
+        been paused meanwhile (the call must then not be sent), else None."""
         delay = start - time.monotonic()
         if delay > 0:
             # A timer on the loop (what asyncio.sleep does; this module never blocks).
@@ -156,6 +157,7 @@ class RateLimiter:
                 await done
             finally:
                 timer.cancel()
+            await self._recheck()
         left = self.paused_for()
         return Refused(left, "paused") if left > 0 else None
 
@@ -212,6 +214,17 @@ class RateLimiter:
         self._checked_at = now
         self._paused_until = max(self._paused_until, now + left)
         return left
+
+    async def _recheck(self) -> None:
+        """After a wait: the pause read again if this process's view is older than
+        REFRESH (another worker may have met a 429 meanwhile). Read from a thread, one
+        read shared by every waiter, awaited at most REFRESH: the loop never blocks."""
+        if self._reading is None or self._reading.done():
+            if time.monotonic() - self._checked_at < REFRESH:
+                return
+            self._reading = asyncio.get_running_loop().run_in_executor(None, self._fresh_pause)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._reading), REFRESH)
 
     def _fresh_pause(self) -> float:
         """The pause left, read again from Redis if the view is older than REFRESH."""

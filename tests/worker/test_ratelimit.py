@@ -7,6 +7,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -37,6 +38,7 @@ class World:
         self.keys = Keys(prefix)
         self.clock = FakeClock(1_000.0)
         self.script_calls = 0
+        self.ops: list[str] = []  # each script call's op: reserve, pause, peek
 
     def limiter(self, rate: float, *, fake_clock: bool = True) -> RateLimiter:
         limiter = RateLimiter(self.redis, self.keys, rate, clock=self.clock if fake_clock else None)
@@ -44,6 +46,7 @@ class World:
 
         def counted(*args: Any, **kwargs: Any) -> Any:
             self.script_calls += 1
+            self.ops.append(kwargs["args"][0])
             return script(*args, **kwargs)
 
         limiter._script = counted  # type: ignore[assignment]
@@ -294,9 +297,11 @@ def test_a_batch_reserves_once_sends_the_granted_spread_and_throttles_the_rest(
     ids = _generations(client_for(sim, world.limiter(0.0, fake_clock=False)), 20)
     sent_before = len(sim.requests())
     client = client_for(sim, world.limiter(8.0, fake_clock=False))
-    calls = world.script_calls
+    world.ops.clear()
     answers = client.statuses([(g, 10.0) for g in ids])
-    assert world.script_calls == calls + 1  # one reservation for the whole batch
+    assert world.ops.count("reserve") == 1  # one reservation for the whole batch
+    # ... and, while the granted calls wait, the pause is read again at most every REFRESH
+    assert world.ops.count("peek") <= HORIZON / REFRESH + 1
     done = [a for a in answers if isinstance(a, Status)]
     throttled = [a for a in answers if isinstance(a, Throttled)]
     assert len(done) + len(throttled) == 20 and 8 <= len(done) <= 9
@@ -357,6 +362,22 @@ def test_a_granted_call_waits_for_its_slot_within_its_timeout(
     assert time.monotonic() - began >= 0.45
     polls = sim.polls(gen)
     assert polls[-1].t - polls[-2].t >= 0.45
+
+
+def test_a_waiting_call_is_not_sent_when_another_process_pauses_the_fleet(
+    world: World, sim: Simulator, client_for: Callable[..., UpstreamClient]
+) -> None:
+    [gen] = _generations(client_for(sim, world.limiter(0.0, fake_clock=False)), 1)
+    client = client_for(sim, world.limiter(2.0, fake_clock=False))
+    client.status(gen)
+    sent = len(sim.requests())
+    # Another process meets a 429 while this one waits for its next slot (0.5 s on).
+    other = world.limiter(2.0, fake_clock=False)
+    threading.Timer(0.2, other.pause, args=(3.0,)).start()
+    with pytest.raises(Throttled) as held:
+        client.status(gen)
+    assert held.value.reason == "paused" and 2.0 < (held.value.retry_after or 0) <= 3.0
+    assert len(sim.requests()) == sent
 
 
 # --- settings and metrics ------------------------------------------------------------------
