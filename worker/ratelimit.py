@@ -125,13 +125,7 @@ class RateLimiter:
         try:
             reply = self._run("reserve", self.rate, kind, self.horizon, PRESSED_FOR, *horizons)
         except redis.RedisError as exc:
-            logs.event(
-                "upstream.limiter_unavailable",
-                level=logging.WARNING,
-                kind=kind,
-                calls=n,
-                error=f"{type(exc).__name__}: {str(exc)[:200]}",
-            )
+            _failed("upstream.limiter_unavailable", exc, logging.WARNING, kind=kind, calls=n)
             return [Refused(UNAVAILABLE_RETRY, "unavailable")] * n
         now = time.monotonic()
         paused = self._note_pause(float(reply[0]), now) > 0
@@ -193,12 +187,7 @@ class RateLimiter:
         try:
             reply = self._run("pause", seconds)
         except redis.RedisError as exc:
-            logs.event(
-                "upstream.pause_unshared",
-                level=logging.WARNING,
-                seconds=seconds,
-                error=f"{type(exc).__name__}: {str(exc)[:200]}",
-            )
+            _failed("upstream.pause_unshared", exc, logging.WARNING, seconds=seconds)
             return
         self._note_pause(float(reply[0]), time.monotonic())
 
@@ -234,11 +223,7 @@ class RateLimiter:
             try:
                 self._note_pause(float(self._run("peek")[0]), time.monotonic())
             except redis.RedisError as exc:
-                logs.event(
-                    "upstream.pause_unread",
-                    level=logging.DEBUG,
-                    error=f"{type(exc).__name__}: {str(exc)[:200]}",
-                )
+                _failed("upstream.pause_unread", exc, logging.DEBUG)
         return self.paused_for()
 
     def _count_refused(self, kind: Kind, n: int) -> None:
@@ -260,6 +245,10 @@ class RateLimiter:
                 retry_after=round(min(s.retry_after for s in refused), 3),
             )
         return slots
+
+
+def _failed(event: str, exc: redis.RedisError, level: int, **fields: object) -> None:
+    logs.event(event, level=level, error=f"{type(exc).__name__}: {str(exc)[:200]}", **fields)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
