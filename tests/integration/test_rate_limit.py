@@ -92,11 +92,11 @@ def test_the_rate_holds_fleet_wide_and_no_job_or_create_starves(
 ) -> None:
     c = fleet("rate", upstream_rate=RATE)
     # 40 jobs polled every second want 40 calls a second: five times the rate.
-    first = [c.client.submit(IMG, prompt=f"rate-{i} [sim:time=8]") for i in range(40)]
+    first = [c.client.submit(IMG, prompt=f"rate-{i} [sim:time=12]") for i in range(40)]
     time.sleep(8.0)  # their creates are done: polls now saturate the rate
     submitted = {}
     late = []
-    for i in range(4):
+    for i in range(6):
         prompt = f"late-{i} [sim:time=2]"
         submitted[prompt] = time.time()
         late.append(c.client.submit(IMG, prompt=prompt))
@@ -108,13 +108,16 @@ def test_the_rate_holds_fleet_wide_and_no_job_or_create_starves(
     # upstream's own limit, although each process alone asks for far more.
     assert most_in_any_second(requests) <= RATE + JITTER
     assert sum(r.fault == "rate_limit" for r in requests) <= 1
-    stats = c.client.store.redis.hgetall(c.client.store.keys.stats())
-    assert float(stats.get("upstream_throttled:poll", 0)) > 0  # the limit did hold calls
-    for log in c.logs:
-        assert "videoq.poll_tick[" in log.read_text()  # both processes polled
+
+    # (d) creates are not starved by polls that saturate the rate: each late job is
+    # created within a few seconds: a slot within the one-second horizon, or one retry
+    # (measured: under a second).
+    for prompt, at in submitted.items():
+        [create] = sim.creates(prompt=prompt)
+        assert create.t - at <= 4.0, prompt
 
     # (b) no starvation: every job completes, polled often enough all along. Polls get
-    # at least half the rate (4/s): 44 jobs are each polled at least every 44 / 4 = 11 s
+    # at least half the rate (4/s): 46 jobs are each polled at least every 46 / 4 = 12 s
     # in a fair rotation; twice that, plus a poll interval, bounds the worst gap.
     assert {j.state for j in jobs} == {JobState.COMPLETED}
     bound = 2 * len(jobs) / (RATE / 2) + 1.0
@@ -124,11 +127,11 @@ def test_the_rate_holds_fleet_wide_and_no_job_or_create_starves(
         polls = [create] + [p.t for p in sim.polls(job.generation_id or "")]
         assert max(b - a for a, b in pairwise(polls)) <= bound, job.id
 
-    # (d) creates are not starved by polls that saturate the rate: each late job is
-    # created within a few seconds (a slot within the one-second horizon, or a retry).
-    for prompt, at in submitted.items():
-        [create] = sim.creates(prompt=prompt)
-        assert create.t - at <= 8.0, prompt
+    # The limit did hold calls back, in both processes.
+    stats = c.client.store.redis.hgetall(c.client.store.keys.stats())
+    assert float(stats.get("upstream_throttled:poll", 0)) > 0  # the limit did hold calls
+    for log in c.logs:
+        assert "videoq.poll_tick[" in log.read_text()  # both processes polled
 
 
 @pytest.mark.parametrize("rate", [0.0, RATE], ids=["unlimited", "limited"])
