@@ -78,7 +78,9 @@ def run_metrics(host: str, port: int) -> int:
     from worker.store import JobStore, connect
 
     settings = load_settings()
-    exporter = MetricsExporter(JobStore(connect(settings), settings), host, port)
+    exporter = MetricsExporter(
+        JobStore(connect(settings), settings), host, port, upstream_rate=settings.upstream_rate
+    )
     _err(f"serving job metrics on http://{host}:{exporter.port}/metrics")
     with contextlib.suppress(KeyboardInterrupt):
         exporter.serve_forever()

@@ -431,6 +431,121 @@ EXTRA += [
         ],
     ),
 ]
+RL = "tests/worker/test_ratelimit.py::"
+RI = "tests/integration/test_rate_limit.py::"
+EXTRA += [
+    (
+        "R1 rate limit: slots twice as close as the rate allows",
+        [("worker/lua/rate.lua", "local step = 1 / rate", "local step = 0.5 / rate")],
+        [
+            RL + "test_the_rate_holds_in_every_one_second_window_across_processes",
+            RI + "test_the_rate_holds_fleet_wide_and_no_job_or_create_starves",
+        ],
+    ),
+    (
+        "R2 rate limit: a tick's batch reserves one call at a time",
+        [
+            (
+                "worker/upstream.py",
+                'else limiter.reserve("poll", [t for _, t in calls])',
+                'else [s for _, t in calls for s in limiter.reserve("poll", [t])]',
+            )
+        ],
+        [RL + "test_a_batch_reserves_once_sends_the_granted_spread_and_throttles_the_rest"],
+    ),
+    (
+        "R3 rate limit: no share per kind (a flood starves the other kind)",
+        [
+            (
+                "worker/lua/rate.lua",
+                "local contended = now - num('pressed:' .. other, -math.huge) < window",
+                "local contended = false",
+            )
+        ],
+        [RL + "test_a_flood_of_one_kind_does_not_starve_the_other"],
+    ),
+    (
+        "R4 rate limit: a 429's Retry-After does not pause the fleet",
+        [("worker/lua/rate.lua", "if seconds > 0 and now + seconds > pause then", "if false then")],
+        [
+            RL + "test_a_pause_refuses_every_call_until_its_end_then_the_rate_resumes",
+            RI + "test_a_retry_after_pauses_every_worker",
+        ],
+    ),
+    (
+        "R5 rate limit: unlimited mode reads Redis for every batch",
+        [
+            (
+                "worker/ratelimit.py",
+                "            left = self._fresh_pause()",
+                "            self._checked_at = -math.inf\n            left = self._fresh_pause()",
+            )
+        ],
+        [RL + "test_unlimited_makes_no_script_call_per_call_but_honours_the_pause"],
+    ),
+    (
+        "R6 rate limit: the pause stays in the process that met the 429",
+        [
+            (
+                "worker/ratelimit.py",
+                "    def _share_pause(self, seconds: float) -> None:\n",
+                "    def _share_pause(self, seconds: float) -> None:\n        return\n",
+            )
+        ],
+        [
+            RL + "test_a_429_with_retry_after_pauses_every_process",
+            RI + "test_a_retry_after_pauses_every_worker",
+        ],
+    ),
+    (
+        "R7 rate limit: a call that waited for its slot is sent even if the fleet paused",
+        [("worker/ratelimit.py", "            await self._recheck()\n", "")],
+        [RL + "test_a_waiting_call_is_not_sent_when_another_process_pauses_the_fleet"],
+    ),
+    (
+        "R8 rate limit: polls may book 5 s ahead and no share per kind (polls that fill "
+        "the schedule starve creates)",
+        [
+            (
+                "worker/ratelimit.py",
+                "horizons = [max(0.0, min(self.horizon, t / 2)) for t in timeouts]",
+                "horizons = [5.0 if kind == 'poll' else max(0.0, min(self.horizon, t / 2)) "
+                "for t in timeouts]",
+            ),
+            (
+                "worker/lua/rate.lua",
+                "local contended = now - num('pressed:' .. other, -math.huge) < window",
+                "local contended = false",
+            ),
+        ],
+        [RI + "test_the_rate_holds_fleet_wide_and_no_job_or_create_starves"],
+    ),
+    (
+        "R9 rate limit: a refused call is told to come back 20 times too late",
+        [
+            (
+                "worker/lua/rate.lua",
+                "out[#out + 1] = '-' .. fmt(math.max(at - now, 0.01))",
+                "out[#out + 1] = '-' .. fmt(20 * math.max(at - now, 0.01))",
+            )
+        ],
+        [
+            RL + "test_a_trickle_of_creates_leaves_polls_the_rest",
+            RI + "test_the_rate_holds_fleet_wide_and_no_job_or_create_starves",
+        ],
+    ),
+    (
+        "R10 rate limit: VIDEOQ_UPSTREAM_RATE not passed to the workers' limiter",
+        [
+            (
+                "worker/upstream.py",
+                "Keys(settings.key_prefix), settings.upstream_rate,",
+                "Keys(settings.key_prefix), 0.0,",
+            )
+        ],
+        [RI + "test_the_rate_holds_fleet_wide_and_no_job_or_create_starves"],
+    ),
+]
 for item in list(EXTRA):
     if item[0].startswith(("M13 ", "M15 ")):
         EXTRA.append(

@@ -101,12 +101,14 @@ class VideoqCelery(Celery):  # type: ignore[misc]
                 return self._runtime[1]
             settings = self.videoq_settings
             loop = EventLoop()
+            store = JobStore(connect(settings), settings)
             self._runtime = (
                 pid,
                 Runtime(
                     settings=settings,
-                    store=JobStore(connect(settings), settings),
-                    upstream=UpstreamClient.from_settings(settings, loop),
+                    store=store,
+                    # the rate limiter shares the store's Redis pool
+                    upstream=UpstreamClient.from_settings(settings, loop, redis_client=store.redis),
                     scheduler=scheduler,
                     clock=time.time,
                     rng=random.Random(),

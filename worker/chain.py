@@ -38,6 +38,7 @@ from .upstream import (
     IN_PROGRESS,
     Rejected,
     Status,
+    Throttled,
     Transient,
     UpstreamClient,
     UpstreamError,
@@ -257,7 +258,8 @@ def create_answered(
     record the generation and schedule the first poll, retry, or end the job."""
     fence = Fence("claim_token", token)
     if isinstance(answer, Transient):
-        rt.store.note_upstream_error(answer.kind)
+        if not isinstance(answer, Throttled):  # not sent: counted by the rate limit
+            rt.store.note_upstream_error(answer.kind)
         if answer.outcome_unknown:
             _finish(
                 rt,
@@ -361,8 +363,12 @@ def _upstream_body(store: JobStore, job: Job) -> dict[str, object]:
 def _retry_create(
     rt: Runtime, job_id: str, deadline_at: float, attempt: int, fence: Fence, exc: Transient
 ) -> None:
+    """Release the create claim and try again later: after a backoff, or, for a create
+    the rate limit held back (:class:`Throttled`, never sent), when a slot is expected,
+    as the same attempt."""
     now = rt.clock()
-    delay = rt.backoff(attempt - 1, exc.retry_after)
+    throttled = isinstance(exc, Throttled)
+    delay = (exc.retry_after or 0.0) if throttled else rt.backoff(attempt - 1, exc.retry_after)
     if now + delay >= deadline_at:
         _finish(
             rt,
@@ -376,17 +382,34 @@ def _retry_create(
             last_error=str(exc),
         )
         return
+    # A throttled create was not made: it does not count as an attempt.
+    fields: dict[str, object] = (
+        {"claim_token": "", "attempts": attempt - 1}
+        if throttled
+        else {"claim_token": "", "last_error": str(exc)}
+    )
     released = rt.store.transition(
         job_id,
         [JobState.SUBMITTING],
         JobState.QUEUED,
-        {"claim_token": "", "last_error": str(exc)},
+        fields,
         fence=fence,
         now=now,
         due_at=now + delay + rt.settings.stall_timeout,
     )
     if released is not Outcome.APPLIED:
         return _drop(job_id, "generate", attempt, "claim lost before retry", rt.store.get(job_id))
+    if throttled:
+        logs.event(
+            "create.throttled",
+            level=logging.DEBUG,
+            job_id=job_id,
+            state="queued",
+            attempt=attempt,
+            retry_in=round(delay, 3),
+        )
+        rt.scheduler.generate(job_id, deadline_at, attempt, countdown=delay)
+        return None
     logs.event(
         "create.retry",
         level=logging.WARNING,
@@ -495,6 +518,22 @@ def poll_answered(
     fence = Fence("poll_seq", str(seq))
     if isinstance(answer, Status):
         return _after_status(rt, job_id, deadline_at, seq, fence, answer)
+    if isinstance(answer, Throttled):
+        # Not sent (the fleet's rate limit, or its pause after a 429): poll again when
+        # a slot is expected. Not the upstream's error: no backoff, no error counted,
+        # the last upstream error kept.
+        return _next_poll(
+            rt,
+            job_id,
+            deadline_at,
+            seq,
+            errors,
+            fence,
+            answer.retry_after or 0.0,
+            "still generating at the deadline (its last poll was held back by the rate limit)",
+            None,
+            None,
+        )
     rt.store.note_upstream_error(answer.kind)
     if isinstance(answer, Transient):
         return _after_transient(rt, job_id, deadline_at, seq, errors, fence, answer)
@@ -651,9 +690,11 @@ def _next_poll(
     fence: Fence,
     delay: float,
     deadline_message: str,
-    last_error: str,
+    last_error: str | None,
     upstream_status: str | None,
 ) -> None:
+    """Note the poll's outcome and schedule the next one (``last_error`` None: the
+    record's is kept)."""
     now = rt.clock()
     if deadline_at - now <= DEADLINE_EPSILON:
         _finish(
@@ -681,11 +722,14 @@ def _next_poll(
     if rt.booked is not None:  # batch mode: noted and booked with the tick's others
         rt.booked.append(BookedPoll(job_id, now + countdown, errors, seq, last_error))
         return None
+    fields: dict[str, object] = {"next_poll_at": now + countdown}
+    if last_error is not None:
+        fields["last_error"] = last_error
     noted = rt.store.transition(
         job_id,
         [JobState.GENERATING],
         JobState.GENERATING,
-        {"next_poll_at": now + countdown, "last_error": last_error},
+        fields,
         fence=fence,
         now=now,
         due_at=now + countdown + rt.settings.stall_timeout,

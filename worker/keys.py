@@ -45,7 +45,8 @@ class Keys:
 
     def stats(self) -> str:
         """Hash: counters for the metrics (jobs by state, latency buckets, errors,
-        credits), kept up to date by the store's scripts."""
+        credits), kept up to date by the store's scripts, and the rate limit's
+        upstream call counters (``upstream_calls:<kind>``, ``upstream_throttled:<kind>``)."""
         return f"{self.prefix}:stats"
 
     def slots(self) -> str:
@@ -69,6 +70,14 @@ class Keys:
         """Sorted set (batch mode): queued jobs scored by when their upstream create is
         due, or, while a create tick holds them, by when its lease ends."""
         return f"{self.prefix}:creates"
+
+    def rate(self) -> str:
+        """Hash: the fleet-wide upstream rate limit (``worker/lua/rate.lua``): the
+        schedule's next free start (``tat``), each kind's half-rate meter
+        (``tat:create``, ``tat:poll``), when each kind last had calls held back
+        (``pressed:<kind>``) and the fleet pause's end (``pause``), all on Redis's
+        clock. Its counters are in :meth:`stats`."""
+        return f"{self.prefix}:rate"
 
     def tick_prefix(self) -> str:
         """Strings ``<prefix>:tick:<book>:<ms>`` (book ``poll`` or ``create``), expiring

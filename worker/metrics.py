@@ -9,6 +9,7 @@ tasks; these cover jobs.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -25,10 +26,18 @@ def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
-def render(store: JobStore) -> str:
-    """The metrics page for one deployment (one key prefix)."""
+CALL_KINDS = ("create", "poll")
+
+
+def render(store: JobStore, upstream_rate: float = 0.0, now: float | None = None) -> str:
+    """The metrics page for one deployment (one key prefix). ``upstream_rate``: the
+    configured ``VIDEOQ_UPSTREAM_RATE``; ``now``: the clock for the poll lag."""
     stats = store.stats()
     in_flight = store.active_count()
+    # Batch mode's most overdue poll (leased polls are scored by their lease's end).
+    oldest = store.redis.zrange(store.keys.polls(), 0, 0, withscores=True)
+    now = time.time() if now is None else now
+    poll_lag = max(0.0, now - float(oldest[0][1])) if oldest else 0.0
     lines: list[str] = []
 
     def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
@@ -72,6 +81,33 @@ def render(store: JobStore) -> str:
         "Failed upstream calls, by kind (rate_limited, server_error, timeout, connection, "
         "rejected, protocol).",
         [(f'{{kind="{k}"}}', stats[f"upstream_error:{k}"]) for k in upstream],
+    )
+    metric(
+        "videoq_upstream_rate_limit",
+        "gauge",
+        "Upstream calls per second allowed across the fleet (VIDEOQ_UPSTREAM_RATE; 0: unlimited).",
+        [("", upstream_rate)],
+    )
+    metric(
+        "videoq_upstream_calls_total",
+        "counter",
+        "Upstream calls granted a slot by the rate limit, by kind (counted while "
+        "VIDEOQ_UPSTREAM_RATE is on); rate() of it is the achieved call rate.",
+        [(f'{{kind="{k}"}}', stats.get(f"upstream_calls:{k}", 0.0)) for k in CALL_KINDS],
+    )
+    metric(
+        "videoq_upstream_throttled_total",
+        "counter",
+        "Upstream calls not sent for want of a rate-limit slot or during a fleet pause "
+        "(a 429's Retry-After), by kind; each is rescheduled.",
+        [(f'{{kind="{k}"}}', stats.get(f"upstream_throttled:{k}", 0.0)) for k in CALL_KINDS],
+    )
+    metric(
+        "videoq_poll_lag_seconds",
+        "gauge",
+        "Batch mode: how far polls run behind their schedule (now minus the most overdue "
+        "poll's due time; 0 when none is overdue).",
+        [("", poll_lag)],
     )
     metric(
         "videoq_credits_used_total",
@@ -125,8 +161,14 @@ class _Server(ThreadingHTTPServer):
 class MetricsExporter:
     """Serves :func:`render` on ``/metrics``; ``start()`` runs it in a thread."""
 
-    def __init__(self, store: JobStore, host: str = "127.0.0.1", port: int = 9808) -> None:
-        self._server = _Server((host, port), lambda: render(store))
+    def __init__(
+        self,
+        store: JobStore,
+        host: str = "127.0.0.1",
+        port: int = 9808,
+        upstream_rate: float = 0.0,
+    ) -> None:
+        self._server = _Server((host, port), lambda: render(store, upstream_rate))
         self._thread: threading.Thread | None = None
 
     @property

@@ -98,6 +98,15 @@ class Settings(BaseSettings):
         "and body (default: the connect plus the read timeout). A call is also cut short "
         "at its job's deadline.",
     )
+    upstream_rate: float = Field(
+        default=0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Most upstream calls per second (creates and status polls together) "
+        "across every worker process, shared through Redis (0: unlimited). Under "
+        "contention creates and polls each get at least half; a call with no slot within "
+        "a second is not sent but rescheduled. Set the same value on every worker.",
+    )
 
     # --- Redis ----------------------------------------------------------------------------
     redis_url: str = Field(

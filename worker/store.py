@@ -279,7 +279,7 @@ class BookedPoll:
     due_at: float
     errors: int = 0  # transient errors in a row, kept on the record
     seq: int | None = None
-    last_error: str = ""
+    last_error: str | None = ""  # None: the record's is kept
 
 
 class Outcome(Enum):
@@ -676,7 +676,8 @@ class JobStore:
                 repr(p.due_at),
                 p.errors,
                 "" if p.seq is None else p.seq,
-                p.last_error,
+                "0" if p.last_error is None else "1",
+                p.last_error or "",
             ]
         if len(args) == 3:
             return 0

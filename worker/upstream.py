@@ -12,6 +12,10 @@ without guessing:
 - :class:`Rejected` (other 4xx): the upstream refused the request; never retried.
 - :class:`ProtocolError`: an answer the code cannot use (a redirect, too large, not
   JSON, missing fields).
+- :class:`Throttled` (a :class:`Transient`): the call was **not sent**: the fleet-wide
+  rate limit (``VIDEOQ_UPSTREAM_RATE``, :mod:`worker.ratelimit`) had no slot for it
+  soon enough, or the fleet is paused after a 429's ``Retry-After``. Every call draws
+  from that limit, and a 429 with ``Retry-After`` pauses every worker's calls.
 
 Upstream text is data, not trusted: error messages and ids are length-capped, their
 control characters escaped, and the API key masked before they are stored or logged.
@@ -30,11 +34,15 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
+import redis
 from pydantic import SecretStr
 
 from .http import Answer, BoundedHttp, EventLoop, HttpFailure, TooLarge
+from .keys import Keys
 from .logs import clean, mask
+from .ratelimit import Kind, RateLimiter, Refused, Slot
 from .settings import Settings
+from .store import connect
 
 MAX_BODY_BYTES = 1024 * 1024
 IN_PROGRESS = frozenset({"queued", "generating", "waiting", "active"})
@@ -63,6 +71,32 @@ class Transient(UpstreamError):
         self.retry_after = retry_after
         self.outcome_unknown = outcome_unknown
         self.kind = kind  # connection | timeout | rate_limited | server_error
+
+
+class Throttled(Transient):
+    """A call that was not sent, so that the fleet stays under its rate: retry it after
+    ``retry_after`` seconds (when a slot is expected). Never ``outcome_unknown``, and
+    not the upstream's fault. ``reason``: ``rate`` (no slot within the horizon),
+    ``paused`` (a 429's ``Retry-After`` pauses the fleet) or ``unavailable`` (Redis
+    could not be asked)."""
+
+    def __init__(self, message: str, *, retry_after: float, reason: str = "rate") -> None:
+        super().__init__(message, retry_after=retry_after, outcome_unknown=False, kind="throttled")
+        self.reason = reason
+
+
+def _throttled(what: str, refused: Refused) -> Throttled:
+    if refused.reason == "paused":
+        why = "the upstream asked for a pause (429 Retry-After)"
+    elif refused.reason == "unavailable":
+        why = "the rate limiter's Redis could not be asked"
+    else:
+        why = "no slot under VIDEOQ_UPSTREAM_RATE soon enough"
+    return Throttled(
+        f"{what} not sent: {why}; retry in {refused.retry_after:.2f}s",
+        retry_after=refused.retry_after,
+        reason=refused.reason,
+    )
 
 
 class Rejected(UpstreamError):
@@ -136,6 +170,7 @@ class UpstreamClient:
         *,
         path: Literal["legacy", "universal"] = "legacy",
         create_http: BoundedHttp | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.url = base_url.rstrip("/") + PATHS[path]
         self._key = api_key
@@ -144,11 +179,18 @@ class UpstreamClient:
         # time: a pooled one the upstream has meanwhile closed would break the create
         # after it was sent, and a paid create whose answer is lost is never repeated.
         self.create_http = create_http or http
+        # The fleet's rate limit and pause (None: calls are never held back).
+        self.limiter = limiter
         for client in {id(http): http, id(self.create_http): self.create_http}.values():
             client.headers.update(self.headers())
 
     @classmethod
-    def from_settings(cls, settings: Settings, loop: EventLoop) -> UpstreamClient:
+    def from_settings(
+        cls, settings: Settings, loop: EventLoop, redis_client: redis.Redis | None = None
+    ) -> UpstreamClient:
+        """The worker's client. Its rate limiter shares ``redis_client``'s pool (the job
+        store's); without one it makes its own (connecting on first use)."""
+
         def client(**options: Any) -> BoundedHttp:
             return BoundedHttp(
                 loop,
@@ -165,6 +207,11 @@ class UpstreamClient:
             client(concurrency=settings.poll_concurrency),
             path=settings.upstream_path,
             create_http=client(concurrency=settings.poll_concurrency, reuse=False),
+            limiter=RateLimiter(
+                redis_client if redis_client is not None else connect(settings),
+                Keys(settings.key_prefix),
+                settings.upstream_rate,
+            ),
         )
 
     def headers(self) -> dict[str, str]:
@@ -173,20 +220,43 @@ class UpstreamClient:
     # --- the calls ----------------------------------------------------------------------
 
     def create(self, body: dict[str, Any], *, timeout: float | None = None) -> Status:
-        """One create call, of at most ``timeout`` seconds (default: the total timeout)."""
-        data = self._classified(
-            lambda: self.create_http.call("POST", self.url, json=body, timeout=timeout)
-        )
+        """One create call, of at most ``timeout`` seconds (default: the total timeout),
+        its wait for a rate-limit slot included. :class:`Throttled`: not sent."""
+        data = self._limited("create", self.create_http, "POST", timeout, json=body)
         return self._status_from(data, what="create")
 
     def status(self, generation_id: str, *, timeout: float | None = None) -> Status:
-        """One status call, of at most ``timeout`` seconds."""
-        data = self._classified(
-            lambda: self.http.call(
-                "GET", self.url, params={"generation_id": generation_id}, timeout=timeout
-            )
+        """One status call, of at most ``timeout`` seconds. :class:`Throttled`: not sent."""
+        data = self._limited(
+            "poll", self.http, "GET", timeout, params={"generation_id": generation_id}
         )
         return self._status_from(data, what="status")
+
+    def _limited(
+        self, kind: Kind, http: BoundedHttp, method: str, timeout: float | None, **kw: Any
+    ) -> dict[str, Any]:
+        """One synchronous call through the rate limit: sent at once when its slot is
+        now, else after its wait on the loop, within the same total timeout."""
+        limiter = self.limiter
+        if limiter is None:
+            return self._classified(lambda: http.call(method, self.url, timeout=timeout, **kw))
+        total = http.total_timeout if timeout is None else min(timeout, http.total_timeout)
+        [slot] = limiter.reserve(kind, [total])
+        if isinstance(slot, Refused):
+            raise _throttled(kind, slot)
+        began = time.monotonic()
+        if slot <= began:
+            return self._classified(lambda: http.call(method, self.url, timeout=timeout, **kw))
+
+        async def later() -> Answer:
+            refused = await limiter.wait(slot)
+            if refused is not None:
+                raise _throttled(kind, refused)
+            left = total - (time.monotonic() - began)
+            return await http.request(method, self.url, timeout=left, **kw)
+
+        # As BoundedHttp.call: the call ends itself; the extra second covers a busy loop.
+        return self._classified(lambda: http.loop.run(later(), max(0.0, total) + 1.0))
 
     def statuses(self, calls: Sequence[tuple[str, float]]) -> list[Status | UpstreamError]:
         """Many status calls at once on the loop, each ``(generation id, timeout)``: each
@@ -204,23 +274,72 @@ class UpstreamClient:
         soon as it arrives, with its index in ``calls``: one slow peer holds back no
         other answer. While no answer arrives for ``idle`` seconds, None is given, so
         the caller can do its own work meanwhile. Every call ends by its own timeout."""
+        return self._each(
+            "poll",
+            [partial(self._status_async, g) for g, _ in calls],
+            [t for _, t in calls],
+            idle,
+        )
+
+    def each_create(
+        self, calls: Sequence[tuple[dict[str, Any], float]], idle: float = 0.25
+    ) -> Iterator[tuple[int, Status | UpstreamError] | None]:
+        """Many create calls at once on the loop, each ``(body, timeout)``: each answer
+        (the new generation, or the classified error) as it arrives, with its index,
+        and None while none arrives for ``idle`` seconds (as :meth:`each_status`)."""
+        return self._each(
+            "create",
+            [partial(self._create_async, b) for b, _ in calls],
+            [t for _, t in calls],
+            idle,
+        )
+
+    def _each(
+        self,
+        kind: Kind,
+        calls: Sequence[Callable[[float], Awaitable[Status | UpstreamError]]],
+        timeouts: Sequence[float],
+        idle: float,
+    ) -> Iterator[tuple[int, Status | UpstreamError] | None]:
+        """Run ``calls[i](timeout)`` at once on the loop, through the rate limit: the
+        whole batch's slots in one reservation; a call refused one is answered
+        :class:`Throttled` at once (not sent), a granted one waits for its slot."""
         if not calls:
             return
         arrived: queue.SimpleQueue[tuple[int, Status | UpstreamError]] = queue.SimpleQueue()
+        limiter = self.limiter
+        slots: list[Slot] = (
+            [0.0] * len(calls) if limiter is None else limiter.reserve(kind, list(timeouts))
+        )
+        granted: list[tuple[int, float]] = []  # (index, start)
+        for index, slot in enumerate(slots):
+            if isinstance(slot, Refused):
+                arrived.put((index, _throttled(kind, slot)))
+            else:
+                granted.append((index, slot))
 
-        async def one(index: int, generation_id: str, timeout: float) -> None:
-            arrived.put((index, await self._status_async(generation_id, timeout)))
+        async def one(index: int, start: float) -> None:
+            timeout = timeouts[index]
+            began = time.monotonic()
+            if limiter is not None and start > began:
+                refused = await limiter.wait(start)
+                if refused is not None:
+                    arrived.put((index, _throttled(kind, refused)))
+                    return
+                timeout -= time.monotonic() - began
+            arrived.put((index, await calls[index](timeout)))
 
         async def every() -> None:
-            await asyncio.gather(*(one(i, g, t) for i, (g, t) in enumerate(calls)))
+            await asyncio.gather(*(one(i, start) for i, start in granted))
 
-        future = self.http.loop.submit(every())
-        give_up = time.monotonic() + max(t for _, t in calls) + 5.0
+        future = self.http.loop.submit(every()) if granted else None
+        give_up = time.monotonic() + max(timeouts) + 5.0
         pending = set(range(len(calls)))
         while pending:
             left = give_up - time.monotonic()
             if left <= 0:  # the loop is too busy to end the calls itself
-                future.cancel()
+                if future is not None:
+                    future.cancel()
                 for index in sorted(pending):
                     yield (
                         index,
@@ -239,19 +358,6 @@ class UpstreamClient:
             pending.discard(index)
             yield index, answer
 
-    def each_create(
-        self, calls: Sequence[tuple[dict[str, Any], float]], idle: float = 0.25
-    ) -> Iterator[tuple[int, Status | UpstreamError] | None]:
-        """Many create calls at once on the loop, each ``(body, timeout)``: each answer
-        (the new generation, or the classified error) as it arrives, with its index,
-        and None while none arrives for ``idle`` seconds (as :meth:`each_status`)."""
-        return _as_they_arrive(
-            self.create_http.loop,
-            [partial(self._create_async, b, t) for b, t in calls],
-            max((t for _, t in calls), default=0.0),
-            idle,
-        )
-
     async def _create_async(self, body: dict[str, Any], timeout: float) -> Status | UpstreamError:
         try:
             try:
@@ -260,7 +366,7 @@ class UpstreamClient:
                 )
             except HttpFailure as exc:
                 raise _transient(exc) from None
-            return self._status_from(self._decoded(answer), what="create")
+            return self._status_from(self._decoded(answer, on_loop=True), what="create")
         except UpstreamError as exc:
             return exc
         except Exception as exc:  # one unreadable answer must not sink the whole batch
@@ -274,7 +380,7 @@ class UpstreamClient:
                 )
             except HttpFailure as exc:
                 raise _transient(exc) from None
-            return self._status_from(self._decoded(answer), what="status")
+            return self._status_from(self._decoded(answer, on_loop=True), what="status")
         except UpstreamError as exc:
             return exc
         except Exception as exc:  # one unreadable answer must not sink the whole batch
@@ -287,10 +393,19 @@ class UpstreamClient:
             raise _transient(exc) from None
         return self._decoded(answer)
 
-    def _decoded(self, answer: Answer) -> dict[str, Any]:
-        return self.decode(
-            answer.status, answer.reason, answer.headers.get("Retry-After"), answer.body
-        )
+    def _decoded(self, answer: Answer, *, on_loop: bool = False) -> dict[str, Any]:
+        """:meth:`decode`; a 429 with ``Retry-After`` also pauses the fleet's calls."""
+        try:
+            return self.decode(
+                answer.status, answer.reason, answer.headers.get("Retry-After"), answer.body
+            )
+        except Transient as exc:
+            if self.limiter is not None and exc.kind == "rate_limited" and exc.retry_after:
+                if on_loop:
+                    self.limiter.pause_soon(exc.retry_after)
+                else:
+                    self.limiter.pause(exc.retry_after)
+            raise
 
     # --- reading answers ------------------------------------------------------------------
 
@@ -369,52 +484,6 @@ def _credits(data: dict[str, Any]) -> tuple[float | None, str | None]:
             return number, None
     shown = clean(repr(value), 40)
     return None, f"ignored credits_used={shown} from the upstream: not a finite number >= 0"
-
-
-def _as_they_arrive(
-    loop: EventLoop,
-    calls: Sequence[Callable[[], Awaitable[Status | UpstreamError]]],
-    longest: float,
-    idle: float,
-) -> Iterator[tuple[int, Status | UpstreamError] | None]:
-    """Run ``calls`` at once on ``loop``; give each answer as it arrives, with its index,
-    or None while none arrives for ``idle`` seconds. Every call ends by its own
-    timeout (at most ``longest``); if the loop is too busy to end them, the ones left
-    end as timeouts whose outcome is unknown."""
-    if not calls:
-        return
-    arrived: queue.SimpleQueue[tuple[int, Status | UpstreamError]] = queue.SimpleQueue()
-
-    async def one(index: int) -> None:
-        arrived.put((index, await calls[index]()))
-
-    async def every() -> None:
-        await asyncio.gather(*(one(i) for i in range(len(calls))))
-
-    future = loop.submit(every())
-    give_up = time.monotonic() + longest + 5.0
-    pending = set(range(len(calls)))
-    while pending:
-        left = give_up - time.monotonic()
-        if left <= 0:
-            future.cancel()
-            for index in sorted(pending):
-                yield (
-                    index,
-                    Transient(
-                        "no answer in time (the event loop is overloaded)",
-                        outcome_unknown=True,
-                        kind="timeout",
-                    ),
-                )
-            return
-        try:
-            index, answer = arrived.get(timeout=min(idle, left))
-        except queue.Empty:
-            yield None
-            continue
-        pending.discard(index)
-        yield index, answer
 
 
 def _transient(exc: HttpFailure) -> UpstreamError:

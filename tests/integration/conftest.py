@@ -97,6 +97,7 @@ def cluster_env(settings: Settings) -> dict[str, str]:
         "VIDEOQ_STALL_TIMEOUT": str(settings.stall_timeout),
         "VIDEOQ_SWEEP_INTERVAL": str(settings.sweep_interval),
         "VIDEOQ_MAX_IN_FLIGHT": str(settings.max_in_flight),
+        "VIDEOQ_UPSTREAM_RATE": str(settings.upstream_rate),
         "VIDEOQ_WEBHOOK_SECRET": settings.webhook_secret.get_secret_value(),
         "VIDEOQ_WEBHOOK_WINDOW": str(settings.webhook_window),
         "VIDEOQ_ALLOW_PRIVATE_URLS": "true" if settings.allow_private_urls else "false",

@@ -6,18 +6,19 @@
 -- A first poll (just created) has no fence and notes nothing but the error count.
 --
 -- KEYS[1] polls, KEYS[2] the active set.
--- ARGV[1] job key prefix, ARGV[2] now, ARGV[3] stall timeout, then quintuples (job
--- id, due time, errors in a row, poll number or '' (no fence), last error).
+-- ARGV[1] job key prefix, ARGV[2] now, ARGV[3] stall timeout, then sextuples (job
+-- id, due time, errors in a row, poll number or '' (no fence), '1' to note the last
+-- error or '0' to keep the record's, the last error).
 -- Returns the number of polls booked.
 finite(ARGV[2], 'now')
 finite(ARGV[3], 'stall timeout')
-for i = 4, #ARGV, 5 do
+for i = 4, #ARGV, 6 do
   finite(ARGV[i + 1], 'due time')
   finite(ARGV[i + 2], 'errors')
   if ARGV[i + 3] ~= '' then finite(ARGV[i + 3], 'poll number') end
 end
 local booked = 0
-for i = 4, #ARGV, 5 do
+for i = 4, #ARGV, 6 do
   local id, due = ARGV[i], ARGV[i + 1]
   local key = ARGV[1] .. id
   local ok = true
@@ -25,8 +26,8 @@ for i = 4, #ARGV, 5 do
     local f = redis.call('HMGET', key, 'state', 'poll_seq')
     ok = f[1] == 'generating' and tonumber(f[2]) == tonumber(ARGV[i + 3])
     if ok then
-      redis.call('HSET', key, 'next_poll_at', due, 'last_error', ARGV[i + 4],
-                 'updated_at', ARGV[2])
+      redis.call('HSET', key, 'next_poll_at', due, 'updated_at', ARGV[2])
+      if ARGV[i + 4] == '1' then redis.call('HSET', key, 'last_error', ARGV[i + 5]) end
       redis.call('ZADD', KEYS[2], tonumber(due) + tonumber(ARGV[3]), id)
     end
   end
