@@ -520,8 +520,9 @@ def poll_answered(
         return _after_status(rt, job_id, deadline_at, seq, fence, answer)
     if isinstance(answer, Throttled):
         # Not sent (the fleet's rate limit, or its pause after a 429): poll again when
-        # a slot is expected. Not the upstream's error: no backoff, no error counted,
-        # the last upstream error kept.
+        # a slot is expected. No backoff and no error counted; a pause (the upstream's
+        # 429) is noted as the last error, the local limit keeps the record's.
+        paused = answer.reason == "paused"
         return _next_poll(
             rt,
             job_id,
@@ -530,8 +531,8 @@ def poll_answered(
             errors,
             fence,
             answer.retry_after or 0.0,
-            "still generating at the deadline (its last poll was held back by the rate limit)",
-            None,
+            f"still generating at the deadline; its last poll was held back: {answer}",
+            str(answer) if paused else None,
             None,
         )
     rt.store.note_upstream_error(answer.kind)
