@@ -245,8 +245,14 @@ def main(argv: list[str] | None = None) -> int:
         "its rate is what counts; it runs for two generations' time if that is longer)",
     )
     parser.add_argument("--workers", type=int, default=2, help="videoq worker processes")
-    parser.add_argument("--pool", default="threads", help="videoq worker pool")
-    parser.add_argument("--concurrency", type=int, default=8, help="videoq pool size")
+    # The plain ``videoq worker`` on this 2-core machine: prefork, one process per core.
+    parser.add_argument("--pool", default="prefork", help="videoq worker pool (default prefork)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=2,
+        help="videoq pool size (default 2, Celery's default here)",
+    )
     parser.add_argument(
         "--blocking-concurrency",
         type=int,
