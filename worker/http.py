@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
+import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 T = TypeVar("T")
@@ -269,8 +270,10 @@ class BoundedHttp:
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
         max_bytes: int | None = None,
+        encoded: bool = False,
     ) -> Answer:
-        """One call, awaited on this object's loop. Raises :class:`HttpFailure`."""
+        """One call, awaited on this object's loop. Raises :class:`HttpFailure`.
+        ``encoded``: ``url`` is already percent-encoded (taken as it is, unparsed)."""
         total = self.total_timeout if timeout is None else min(timeout, self.total_timeout)
         cap = self.max_bytes if max_bytes is None else max_bytes
         if total <= 0:
@@ -285,7 +288,7 @@ class BoundedHttp:
             async with asyncio.timeout(total):
                 async with self._client().request(
                     method,
-                    url,
+                    yarl.URL(url, encoded=True) if encoded else url,
                     params=params,
                     json=json,
                     data=data,

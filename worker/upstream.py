@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
+from urllib.parse import quote
 
 import redis
 from pydantic import SecretStr
@@ -375,9 +376,9 @@ class UpstreamClient:
     async def _status_async(self, generation_id: str, timeout: float) -> Status | UpstreamError:
         try:
             try:
-                answer = await self.http.request(
-                    "GET", self.url, params={"generation_id": generation_id}, timeout=timeout
-                )
+                # The URL built once per call and passed as encoded: no query parsing.
+                url = f"{self.url}?generation_id={quote(generation_id, safe='')}"
+                answer = await self.http.request("GET", url, timeout=timeout, encoded=True)
             except HttpFailure as exc:
                 raise _transient(exc) from None
             return self._status_from(self._decoded(answer, on_loop=True), what="status")

@@ -203,3 +203,16 @@ def test_a_call_with_no_time_left_is_not_made(
     assert isinstance(answer, Transient) and answer.kind == "timeout"
     assert not answer.outcome_unknown
     assert len(sim.requests()) == before
+
+
+def test_a_generation_id_of_any_characters_reaches_the_upstream_as_it_is(
+    sim: Simulator,
+    client_for: Callable[..., UpstreamClient],
+) -> None:
+    """Status URLs are built once, percent-encoded: an id with query syntax in it
+    (``&``, ``=``, ``#``, spaces, non-ASCII) is one parameter, not several."""
+    odd = "a b&generation_id=x#frag/é%20?"
+    [answer] = client_for(sim.base_url).statuses([(odd, 5.0)])
+    assert isinstance(answer, Rejected) and answer.status_code == 404
+    [logged] = [r for r in sim.requests() if r.method == "GET"]
+    assert logged.generation_id == odd
