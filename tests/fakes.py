@@ -47,14 +47,20 @@ class FakeUpstream:
     # A batch's calls, one after another, each answer given as it comes (a tick's
     # ``fetch``; the real client makes them at once on its event loop).
 
+    def reserve(self, kind: str, count: int, timeout: float) -> list[float] | None:
+        return None  # no rate limit
+
     def each_status(
-        self, calls: Sequence[tuple[str, float]], idle: float = 0.25
+        self, calls: Sequence[tuple[str, float]], idle: float = 0.25, slots: object = None
     ) -> Iterator[tuple[int, Status | UpstreamError]]:
         for index, (generation_id, timeout) in enumerate(calls):
             yield index, _caught(lambda g=generation_id, t=timeout: self.status(g, timeout=t))
 
     def each_create(
-        self, calls: Sequence[tuple[dict[str, Any], float]], idle: float = 0.25
+        self,
+        calls: Sequence[tuple[dict[str, Any], float]],
+        idle: float = 0.25,
+        slots: object = None,
     ) -> Iterator[tuple[int, Status | UpstreamError]]:
         for index, (body, timeout) in enumerate(calls):
             yield index, _caught(lambda b=body, t=timeout: self.create(b, timeout=t))

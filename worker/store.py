@@ -683,6 +683,14 @@ class JobStore:
             return 0
         return int(self._schedule_polls(keys=[self.keys.polls(), self.keys.active()], args=args))
 
+    def due_polls(self, now: float) -> int:
+        """Batch mode: how many polls are due by ``now``."""
+        return int(self.redis.zcount(self.keys.polls(), "-inf", repr(now)))
+
+    def due_creates(self, now: float) -> int:
+        """Batch mode: how many creates are due by ``now``."""
+        return int(self.redis.zcount(self.keys.creates(), "-inf", repr(now)))
+
     def renew_poll_leases(self, job_ids: Iterable[str], lease_until: float, due_at: float) -> None:
         """Batch mode: a tick still waiting for these jobs' answers keeps its lease."""
         ids = list(job_ids)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from itertools import chain
 
@@ -36,6 +36,7 @@ import redis
 
 from . import logs
 from .chain import DEADLINE_EPSILON, Runtime, Scheduler, poll_answered, poll_out_of_time
+from .ratelimit import Kind, Slot
 from .store import BookedPoll, ClaimedPoll, JobStore
 from .upstream import Status, UpstreamError
 
@@ -99,9 +100,20 @@ class TickScheduler:
         self.polls.append(BookedPoll(job_id, self.clock() + countdown, errors))
 
 
-# Status calls for a batch, (generation id, timeout) each: each answer as it arrives,
-# with its index among the calls, or None now and then while none arrives.
-Fetch = Callable[[Sequence[tuple[str, float]]], Iterable[tuple[int, Status | UpstreamError] | None]]
+# Status calls for a batch, (generation id, timeout) each, and ``slots=`` the rate
+# limit's slots reserved for them (or None): each answer as it arrives, with its index
+# among the calls, or None now and then while none arrives.
+Fetch = Callable[..., Iterable[tuple[int, Status | UpstreamError] | None]]
+
+
+def reserve_slots(rt: Runtime, kind: Kind, due: Callable[[float], int]) -> list[Slot] | None:
+    """Under a rate limit (or the fleet's pause): the slots for a tick's calls,
+    reserved before anything is taken from the book, at most a batch and at most as
+    many as are due. None: no limit, and no pause."""
+    if rt.settings.upstream_rate <= 0:  # no Redis round trip unless the fleet is paused
+        return rt.upstream.reserve(kind, rt.settings.poll_batch, rt.upstream_timeout)
+    count = min(rt.settings.poll_batch, due(rt.clock()))
+    return rt.upstream.reserve(kind, count, rt.upstream_timeout) if count else []
 
 
 def run_tick(rt: Runtime, tick: float, fetch: Fetch, publish: Callable[[], None]) -> TickReport:
@@ -115,10 +127,16 @@ def run_tick(rt: Runtime, tick: float, fetch: Fetch, publish: Callable[[], None]
     settings, store = rt.settings, rt.store
     now = rt.clock()
     lease = _Lease(rt, now)
-    # Polls due by now, never earlier (a job is never polled before its interval).
-    claimed, more = store.claim_due_polls(now, settings.poll_batch, now, lease.until, lease.due_at)
+    slots = reserve_slots(rt, "poll", store.due_polls)
+    if slots is not None and not slots:
+        return TickReport("tick")  # no slot (rate limit, or paused): the next slot's tick
+    want = settings.poll_batch if slots is None else len(slots)
+    # Polls due by now, never earlier (a job is never polled before its interval), the
+    # longest due first; under a rate limit only as many as have a slot, so that the
+    # rest keep their place in line and every job is polled in turn.
+    claimed, more = store.claim_due_polls(now, want, now, lease.until, lease.due_at)
     report = TickReport("tick", taken=len(claimed), more=more)
-    if more:
+    if more and slots is None:
         publish()  # the rest of this tick, for another pool slot or worker
     # A poll at its job's deadline has no time left for a call: it times the job out.
     late: list[ClaimedPoll] = []
@@ -132,7 +150,7 @@ def run_tick(rt: Runtime, tick: float, fetch: Fetch, publish: Callable[[], None]
     collected = TickScheduler(rt.scheduler, rt.clock)
     tick_rt = replace(rt, scheduler=collected, booked=collected.polls)
     pending = {p.job_id for p, _ in due}
-    answers = fetch([(p.generation_id, timeout) for p, timeout in due])
+    answers = fetch([(p.generation_id, timeout) for p, timeout in due], slots=slots)
     steps: Iterator[tuple[ClaimedPoll, Status | UpstreamError | None] | None] = chain(
         ((p, None) for p in late),
         (None if item is None else (due[item[0]][0], item[1]) for item in answers),

@@ -268,8 +268,25 @@ class UpstreamClient:
                 answers[item[0]] = item[1]
         return [a for a in answers if a is not None]
 
+    def reserve(self, kind: Kind, count: int, timeout: float) -> list[Slot] | None:
+        """The slots (start times) of those of ``count`` calls of ``kind`` (each of at
+        most ``timeout`` s) that may start within the rate limit's horizon, reserved in
+        one round trip. A tick asks this first and takes only that many entries from
+        its book, so that the rest keep their place in line; it hands the slots to
+        :meth:`each_status` or :meth:`each_create`. None: no limit is on and the
+        fleet is not paused."""
+        limiter = self.limiter
+        if limiter is None or (limiter.rate <= 0 and limiter.paused_for() <= 0):
+            return None
+        if count <= 0:
+            return []
+        return [s for s in limiter.reserve(kind, [timeout] * count) if not isinstance(s, Refused)]
+
     def each_status(
-        self, calls: Sequence[tuple[str, float]], idle: float = 0.25
+        self,
+        calls: Sequence[tuple[str, float]],
+        idle: float = 0.25,
+        slots: list[Slot] | None = None,
     ) -> Iterator[tuple[int, Status | UpstreamError] | None]:
         """The calls of :meth:`statuses`, made at once on the loop, each answer given as
         soon as it arrives, with its index in ``calls``: one slow peer holds back no
@@ -280,19 +297,25 @@ class UpstreamClient:
             [partial(self._status_async, g) for g, _ in calls],
             [t for _, t in calls],
             idle,
+            slots,
         )
 
     def each_create(
-        self, calls: Sequence[tuple[dict[str, Any], float]], idle: float = 0.25
+        self,
+        calls: Sequence[tuple[dict[str, Any], float]],
+        idle: float = 0.25,
+        slots: list[Slot] | None = None,
     ) -> Iterator[tuple[int, Status | UpstreamError] | None]:
         """Many create calls at once on the loop, each ``(body, timeout)``: each answer
         (the new generation, or the classified error) as it arrives, with its index,
-        and None while none arrives for ``idle`` seconds (as :meth:`each_status`)."""
+        and None while none arrives for ``idle`` seconds (as :meth:`each_status`).
+        ``slots``: reserved by :meth:`reserve`, one per call in order."""
         return self._each(
             "create",
             [partial(self._create_async, b) for b, _ in calls],
             [t for _, t in calls],
             idle,
+            slots,
         )
 
     def _each(
@@ -301,17 +324,23 @@ class UpstreamClient:
         calls: Sequence[Callable[[float], Awaitable[Status | UpstreamError]]],
         timeouts: Sequence[float],
         idle: float,
+        reserved: list[Slot] | None = None,
     ) -> Iterator[tuple[int, Status | UpstreamError] | None]:
         """Run ``calls[i](timeout)`` at once on the loop, through the rate limit: the
-        whole batch's slots in one reservation; a call refused one is answered
-        :class:`Throttled` at once (not sent), a granted one waits for its slot."""
+        whole batch's slots in one reservation (or those :meth:`reserve` took, in
+        order); a call without one is answered :class:`Throttled` at once (not sent), a
+        granted one waits for its slot."""
         if not calls:
             return
         arrived: queue.SimpleQueue[tuple[int, Status | UpstreamError]] = queue.SimpleQueue()
         limiter = self.limiter
-        slots: list[Slot] = (
-            [0.0] * len(calls) if limiter is None else limiter.reserve(kind, list(timeouts))
-        )
+        if reserved is not None:
+            slots: list[Slot] = reserved[: len(calls)]
+            slots += [Refused(limiter.horizon if limiter else 1.0, "rate")] * (
+                len(calls) - len(slots)
+            )
+        else:
+            slots = [0.0] * len(calls) if limiter is None else limiter.reserve(kind, list(timeouts))
         granted: list[tuple[int, float]] = []  # (index, start)
         for index, slot in enumerate(slots):
             if isinstance(slot, Refused):

@@ -55,7 +55,9 @@ def test_two_ticks_racing_for_the_same_creates_make_each_create_once(
     submit(w, "a", "b")
     inner: list[TickReport] = []
 
-    def racing(calls: Sequence[tuple[dict[str, Any], float]]) -> Iterator[tuple[int, Status]]:
+    def racing(
+        calls: Sequence[tuple[dict[str, Any], float]], slots: object = None
+    ) -> Iterator[tuple[int, Status]]:
         # While the first tick's calls are out, a second tick runs (another worker).
         inner.append(create_tick(w, s))
         for index, _ in enumerate(calls):

@@ -82,3 +82,31 @@ def test_a_throttled_create_is_released_and_tried_again_as_the_same_attempt(
         w.generate("a", attempt=1)
     job = w.store.get("a")
     assert job is not None and job.state is JobState.GENERATING and job.attempts == 1
+
+
+def test_under_a_rate_limit_a_tick_takes_only_polls_with_a_slot_longest_due_first(
+    world: Callable[..., World],
+) -> None:
+    """The rest keep their place in line (their due time): every job is polled in turn,
+    none is pushed back behind polls that fell due after it."""
+    w, s = batch_world(world, poll_interval=10.0, upstream_rate=5.0)
+    granted: list[int] = []
+
+    def reserve(kind: str, count: int, timeout: float) -> list[float]:
+        granted.append(count)
+        return [0.0] * min(count, 2)  # two slots within the horizon
+
+    w.upstream.reserve = reserve  # type: ignore[method-assign]
+    start(w, "a", "b", "c", "d", "e")
+    w.clock.advance(10.0)
+    for job_id in "abcde":  # due one after another, a first
+        w.store.redis.zadd(w.store.keys.polls(), {job_id: w.clock() - 5 + "abcde".index(job_id)})
+    dues = {j: due_at(w, j) for j in "cde"}
+    w.upstream.status_answers.extend(Status("g", "generating") for _ in range(5))
+    assert tick(w, s).taken == 2
+    assert w.upstream.polls == ["gen-a", "gen-b"]
+    assert granted == [5]  # asked for as many as were due
+    assert {j: due_at(w, j) for j in "cde"} == dues  # untouched: still first in line
+    assert tick(w, s).taken == 2
+    assert w.upstream.polls[2:] == ["gen-c", "gen-d"]
+    assert s.published == 0  # no extra tick at once: the pump sends the next one

@@ -140,7 +140,9 @@ def test_a_slow_call_keeps_its_lease_while_it_is_out(
     w.clock.advance(10.0)
     others: list[int] = []
 
-    def slow(calls: Sequence[tuple[str, float]]) -> Iterator[tuple[int, Status] | None]:
+    def slow(
+        calls: Sequence[tuple[str, float]], slots: object = None
+    ) -> Iterator[tuple[int, Status] | None]:
         for _ in range(4):  # four idle periods: twice the lease in all
             w.clock.advance(POLL_LEASE / 2)
             yield None
@@ -193,7 +195,7 @@ def test_a_tick_that_dies_mid_call_leaves_its_jobs_leased_only_for_the_lease(
     start(w, "a")
     w.clock.advance(10.0)
 
-    def killed(calls: object) -> list[Status]:
+    def killed(calls: object, slots: object = None) -> list[Status]:
         raise RuntimeError("the worker died during the status calls")
 
     with pytest.raises(RuntimeError):
@@ -218,7 +220,7 @@ def test_answers_are_taken_as_they_arrive_and_next_polls_written_meanwhile(
     book_while_c_is_out: list[float | None] = []
 
     def fetch(
-        calls: Sequence[tuple[str, float]],
+        calls: Sequence[tuple[str, float]], slots: object = None
     ) -> Iterator[tuple[int, Status] | None]:
         slow = next(i for i, (g, _) in enumerate(calls) if g == "gen-c")
         for index, (generation_id, _) in enumerate(calls):
@@ -258,7 +260,9 @@ def test_a_next_poll_is_noted_and_booked_only_while_its_step_holds_the_claim(
     start(w, "a", "b")
     w.clock.advance(10.0)
 
-    def fetch(calls: Sequence[tuple[str, float]]) -> Iterator[tuple[int, Status | Transient]]:
+    def fetch(
+        calls: Sequence[tuple[str, float]], slots: object = None
+    ) -> Iterator[tuple[int, Status | Transient]]:
         w.store.transition("a", [JobState.GENERATING], JobState.CANCELLED)
         for index in range(len(calls)):
             yield index, Transient("HTTP 503", kind="server_error")
