@@ -4,11 +4,9 @@ one-second window and logs every request it receives (the oracle)."""
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Iterator
 from itertools import pairwise
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +14,7 @@ import pytest
 from simulator import Simulator
 from simulator.server import LoggedRequest
 from tests.conftest import TEST_KEY
-from tests.integration.conftest import Cluster, make_cluster
+from tests.integration.conftest import Cluster
 from worker.states import JobState
 
 pytestmark = pytest.mark.integration
@@ -37,12 +35,9 @@ def sim() -> Iterator[Simulator]:
 
 
 @pytest.fixture
-def fleet(
-    redis_url: str, sim: Simulator, tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[Callable[..., Cluster]]:
+def fleet(sim: Simulator, clusters: Callable[..., Cluster]) -> Callable[..., Cluster]:
     """``fleet(name, **settings)``: two worker processes (4 threads each) in batch mode
     with a one-second poll interval, on a freshly reset simulator."""
-    made: list[Cluster] = []
 
     def make(name: str, **overrides: Any) -> Cluster:
         with sim.state.lock:  # this test's requests only
@@ -57,19 +52,12 @@ def fleet(
             "retry_backoff_max": 2.0,
         }
         settings.update(overrides)
-        cluster = make_cluster(redis_url, tmp_path, name, sim, **settings)
-        made.append(cluster)
+        cluster = clusters(name, **settings)
         for _ in range(2):
             cluster.start_worker(concurrency=4, extra=["--pool", "threads"])
         return cluster
 
-    yield make
-    for cluster in made:
-        cluster.stop()
-        if request.session.testsfailed:
-            sys.stderr.write(
-                f"\n--- worker logs ({request.node.name}) ---\n{cluster.log_text()[-4000:]}\n"
-            )
+    return make
 
 
 def most_in_any_second(requests: list[LoggedRequest]) -> int:
