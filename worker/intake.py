@@ -39,16 +39,16 @@ from .chain import (
 )
 from .job import Job
 from .states import JobState
-from .ticks import TickReport, TickScheduler, flush_polls, reserve_slots
+from .ticks import TickReport, TickScheduler, flush_polls
 from .upstream import Status, UpstreamError
 
 # How long a create tick holds the creates it took before another tick may take them
 # (a tick claims them within milliseconds; this only covers a tick that dies first).
 CREATE_LEASE = 3.0
 
-# Create calls for a batch, (body, timeout) each, and ``slots=`` the rate limit's slots
-# reserved for them (or None): each answer as it arrives, with its index among the
-# calls, or None now and then while none arrives.
+# Create calls for a batch, (body, timeout) each, through the rate limit (a create it
+# holds back is released and booked again): each answer as it arrives, with its index
+# among the calls, or None now and then while none arrives.
 FetchCreates = Callable[..., Iterable[tuple[int, Status | UpstreamError] | None]]
 
 
@@ -58,14 +58,9 @@ def run_create_tick(
     """Start the creates due by ``tick`` (up to a batch); ``publish()`` sends another
     create tick now, for the rest of a burst."""
     now = rt.clock()
-    # Under a rate limit, only as many as have a slot: the rest keep their place.
-    slots = reserve_slots(rt, "create", rt.store.due_creates)
-    if slots is not None and not slots:
-        return TickReport("create-tick")
-    want = rt.settings.poll_batch if slots is None else len(slots)
-    ids, more = rt.store.take_creates(now, want, now + CREATE_LEASE)
+    ids, more = rt.store.take_creates(now, rt.settings.poll_batch, now + CREATE_LEASE)
     report = TickReport("create-tick", taken=len(ids), more=more)
-    if more and slots is None:
+    if more:
         publish()
     collected = TickScheduler(rt.scheduler, rt.clock)
     tick_rt = replace(rt, scheduler=collected)
@@ -85,7 +80,7 @@ def run_create_tick(
     token, claimed = claim_batch(tick_rt, {i: j.attempts + 1 for i, (j, _) in ready.items()})
     started = [(i, *ready[i]) for i in ready if i in claimed]
     calls = [(body, rt.call_timeout(job.deadline_at or now)) for _, job, body in started]
-    for item in fetch(calls, slots=slots):
+    for item in fetch(calls):
         if item is None:
             flush_polls(rt.store, collected)
             continue

@@ -266,6 +266,7 @@ class ClaimedPoll:
     seq: int
     errors: int  # transient errors in a row (batch mode keeps them on the record)
     generation_id: str
+    due_at: float = 0.0  # when it was due (its place in line in batch mode's book)
 
 
 @dataclass(frozen=True)
@@ -660,8 +661,9 @@ class JobStore:
                 int(raw[i + 2]),
                 int(raw[i + 3] or 0),
                 str(raw[i + 4]),
+                float(raw[i + 5]),
             )
-            for i in range(1, len(raw), 5)
+            for i in range(1, len(raw), 6)
         ]
         return claimed, int(raw[0])
 
@@ -682,14 +684,6 @@ class JobStore:
         if len(args) == 3:
             return 0
         return int(self._schedule_polls(keys=[self.keys.polls(), self.keys.active()], args=args))
-
-    def due_polls(self, now: float) -> int:
-        """Batch mode: how many polls are due by ``now``."""
-        return int(self.redis.zcount(self.keys.polls(), "-inf", repr(now)))
-
-    def due_creates(self, now: float) -> int:
-        """Batch mode: how many creates are due by ``now``."""
-        return int(self.redis.zcount(self.keys.creates(), "-inf", repr(now)))
 
     def renew_poll_leases(self, job_ids: Iterable[str], lease_until: float, due_at: float) -> None:
         """Batch mode: a tick still waiting for these jobs' answers keeps its lease."""

@@ -36,9 +36,9 @@ import redis
 
 from . import logs
 from .chain import DEADLINE_EPSILON, Runtime, Scheduler, poll_answered, poll_out_of_time
-from .ratelimit import Kind, Slot
+from .ratelimit import Kind, Refused, Slot
 from .store import BookedPoll, ClaimedPoll, JobStore
-from .upstream import Status, UpstreamError
+from .upstream import Status, UpstreamError, throttled_error
 
 # How long a tick holds the polls it claimed before another tick may take them: the
 # longest a killed worker's jobs wait (plus one tick). Renewed every
@@ -106,14 +106,19 @@ class TickScheduler:
 Fetch = Callable[..., Iterable[tuple[int, Status | UpstreamError] | None]]
 
 
-def reserve_slots(rt: Runtime, kind: Kind, due: Callable[[float], int]) -> list[Slot] | None:
-    """Under a rate limit (or the fleet's pause): the slots for a tick's calls,
-    reserved before anything is taken from the book, at most a batch and at most as
-    many as are due. None: no limit, and no pause."""
-    if rt.settings.upstream_rate <= 0:  # no Redis round trip unless the fleet is paused
-        return rt.upstream.reserve(kind, rt.settings.poll_batch, rt.upstream_timeout)
-    count = min(rt.settings.poll_batch, due(rt.clock()))
-    return rt.upstream.reserve(kind, count, rt.upstream_timeout) if count else []
+def _held_note(refused: Refused) -> str | None:
+    """What a poll held back without a call notes as its last error: the fleet's pause
+    (the upstream's 429), not the local rate limit (the record's is kept)."""
+    return str(throttled_error("poll", refused)) if refused.reason == "paused" else None
+
+
+def reserve_slots(rt: Runtime, kind: Kind, count: int) -> list[Slot] | None:
+    """Under a rate limit (or the fleet's pause): the slots of ``count`` calls, in
+    order, each a start time or :class:`Refused`, reserved in one round trip. None: no
+    limit and no pause (then no Redis round trip is made)."""
+    if not count:
+        return None
+    return rt.upstream.reserve(kind, count, rt.upstream_timeout)
 
 
 def run_tick(rt: Runtime, tick: float, fetch: Fetch, publish: Callable[[], None]) -> TickReport:
@@ -127,17 +132,10 @@ def run_tick(rt: Runtime, tick: float, fetch: Fetch, publish: Callable[[], None]
     settings, store = rt.settings, rt.store
     now = rt.clock()
     lease = _Lease(rt, now)
-    slots = reserve_slots(rt, "poll", store.due_polls)
-    if slots is not None and not slots:
-        return TickReport("tick")  # no slot (rate limit, or paused): the next slot's tick
-    want = settings.poll_batch if slots is None else len(slots)
-    # Polls due by now, never earlier (a job is never polled before its interval), the
-    # longest due first; under a rate limit only as many as have a slot, so that the
-    # rest keep their place in line and every job is polled in turn.
-    claimed, more = store.claim_due_polls(now, want, now, lease.until, lease.due_at)
+    # Polls due by now, never earlier (a job is never polled before its interval),
+    # longest due first.
+    claimed, more = store.claim_due_polls(now, settings.poll_batch, now, lease.until, lease.due_at)
     report = TickReport("tick", taken=len(claimed), more=more)
-    if more and slots is None:
-        publish()  # the rest of this tick, for another pool slot or worker
     # A poll at its job's deadline has no time left for a call: it times the job out.
     late: list[ClaimedPoll] = []
     due: list[tuple[ClaimedPoll, float]] = []
@@ -147,7 +145,25 @@ def run_tick(rt: Runtime, tick: float, fetch: Fetch, publish: Callable[[], None]
             late.append(poll)
         else:
             due.append((poll, timeout))
+    # Under a rate limit (or the fleet's pause after a 429), the calls get their slots
+    # first; the polls left without one go back to the book at the time they were due:
+    # they keep their place in line, so every job is polled in turn, and the next tick
+    # takes them first.
+    slots = reserve_slots(rt, "poll", len(due))
+    held: list[BookedPoll] = []
+    if slots is not None:
+        kept = [(d, s) for d, s in zip(due, slots, strict=True) if not isinstance(s, Refused)]
+        held = [
+            BookedPoll(p.job_id, p.due_at, p.errors, p.seq, _held_note(s))
+            for (p, _), s in zip(due, slots, strict=True)
+            if isinstance(s, Refused)
+        ]
+        due = [d for d, _ in kept]
+        slots = [s for _, s in kept]
+    if more and not held:
+        publish()  # the rest of this tick, for another pool slot or worker
     collected = TickScheduler(rt.scheduler, rt.clock)
+    collected.polls.extend(held)
     tick_rt = replace(rt, scheduler=collected, booked=collected.polls)
     pending = {p.job_id for p, _ in due}
     answers = fetch([(p.generation_id, timeout) for p, timeout in due], slots=slots)

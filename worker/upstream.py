@@ -86,7 +86,8 @@ class Throttled(Transient):
         self.reason = reason
 
 
-def _throttled(what: str, refused: Refused) -> Throttled:
+def throttled_error(what: str, refused: Refused) -> Throttled:
+    """The :class:`Throttled` error of a ``what`` call the rate limit refused."""
     if refused.reason == "paused":
         why = "the upstream asked for a pause (429 Retry-After)"
     elif refused.reason == "unavailable":
@@ -244,7 +245,7 @@ class UpstreamClient:
         total = http.total_timeout if timeout is None else min(timeout, http.total_timeout)
         [slot] = limiter.reserve(kind, [total])
         if isinstance(slot, Refused):
-            raise _throttled(kind, slot)
+            raise throttled_error(kind, slot)
         began = time.monotonic()
         if slot <= began:
             return self._classified(lambda: http.call(method, self.url, timeout=timeout, **kw))
@@ -252,7 +253,7 @@ class UpstreamClient:
         async def later() -> Answer:
             refused = await limiter.wait(slot)
             if refused is not None:
-                raise _throttled(kind, refused)
+                raise throttled_error(kind, refused)
             left = total - (time.monotonic() - began)
             return await http.request(method, self.url, timeout=left, **kw)
 
@@ -269,18 +270,15 @@ class UpstreamClient:
         return [a for a in answers if a is not None]
 
     def reserve(self, kind: Kind, count: int, timeout: float) -> list[Slot] | None:
-        """The slots (start times) of those of ``count`` calls of ``kind`` (each of at
-        most ``timeout`` s) that may start within the rate limit's horizon, reserved in
-        one round trip. A tick asks this first and takes only that many entries from
-        its book, so that the rest keep their place in line; it hands the slots to
-        :meth:`each_status` or :meth:`each_create`. None: no limit is on and the
-        fleet is not paused."""
+        """The slots of ``count`` calls of ``kind`` (each of at most ``timeout`` s), in
+        order: a start time within the rate limit's horizon, or :class:`Refused`; in
+        one round trip. A tick asks this before its calls, keeps the polls that got
+        none in their place in line, and hands the slots to :meth:`each_status`.
+        None: no limit is on and the fleet is not paused (no Redis round trip)."""
         limiter = self.limiter
         if limiter is None or (limiter.rate <= 0 and limiter.paused_for() <= 0):
             return None
-        if count <= 0:
-            return []
-        return [s for s in limiter.reserve(kind, [timeout] * count) if not isinstance(s, Refused)]
+        return limiter.reserve(kind, [timeout] * count)
 
     def each_status(
         self,
@@ -344,7 +342,7 @@ class UpstreamClient:
         granted: list[tuple[int, float]] = []  # (index, start)
         for index, slot in enumerate(slots):
             if isinstance(slot, Refused):
-                arrived.put((index, _throttled(kind, slot)))
+                arrived.put((index, throttled_error(kind, slot)))
             else:
                 granted.append((index, slot))
 
@@ -354,7 +352,7 @@ class UpstreamClient:
             if limiter is not None and start > began:
                 refused = await limiter.wait(start)
                 if refused is not None:
-                    arrived.put((index, _throttled(kind, refused)))
+                    arrived.put((index, throttled_error(kind, refused)))
                     return
                 timeout -= time.monotonic() - began
             arrived.put((index, await calls[index](timeout)))

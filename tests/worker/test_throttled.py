@@ -10,6 +10,7 @@ import pytest
 from tests.worker.conftest import World
 from tests.worker.test_intake import booked, create_tick, submit
 from tests.worker.test_ticks import batch_world, due_at, start, tick
+from worker.ratelimit import Refused
 from worker.states import JobState
 from worker.upstream import Status, Throttled, Transient
 
@@ -84,17 +85,18 @@ def test_a_throttled_create_is_released_and_tried_again_as_the_same_attempt(
     assert job is not None and job.state is JobState.GENERATING and job.attempts == 1
 
 
-def test_under_a_rate_limit_a_tick_takes_only_polls_with_a_slot_longest_due_first(
+def test_under_a_rate_limit_polls_without_a_slot_keep_their_place_in_line(
     world: Callable[..., World],
 ) -> None:
-    """The rest keep their place in line (their due time): every job is polled in turn,
-    none is pushed back behind polls that fell due after it."""
+    """A tick reserves slots for its due polls, longest due first; those left without
+    one go back to the book at the time they were due, so the next tick takes them
+    first: every job is polled in turn, none is pushed behind polls due after it."""
     w, s = batch_world(world, poll_interval=10.0, upstream_rate=5.0)
-    granted: list[int] = []
+    asked: list[int] = []
 
-    def reserve(kind: str, count: int, timeout: float) -> list[float]:
-        granted.append(count)
-        return [0.0] * min(count, 2)  # two slots within the horizon
+    def reserve(kind: str, count: int, timeout: float) -> list[float | Refused]:
+        asked.append(count)
+        return [0.0, 0.0, *[Refused(0.4, "rate")] * (count - 2)]  # two slots in reach
 
     w.upstream.reserve = reserve  # type: ignore[method-assign]
     start(w, "a", "b", "c", "d", "e")
@@ -103,10 +105,32 @@ def test_under_a_rate_limit_a_tick_takes_only_polls_with_a_slot_longest_due_firs
         w.store.redis.zadd(w.store.keys.polls(), {job_id: w.clock() - 5 + "abcde".index(job_id)})
     dues = {j: due_at(w, j) for j in "cde"}
     w.upstream.status_answers.extend(Status("g", "generating") for _ in range(5))
-    assert tick(w, s).taken == 2
-    assert w.upstream.polls == ["gen-a", "gen-b"]
-    assert granted == [5]  # asked for as many as were due
-    assert {j: due_at(w, j) for j in "cde"} == dues  # untouched: still first in line
-    assert tick(w, s).taken == 2
-    assert w.upstream.polls[2:] == ["gen-c", "gen-d"]
+    assert tick(w, s).taken == 5
+    assert w.upstream.polls == ["gen-a", "gen-b"] and asked == [5]
+    assert {j: due_at(w, j) for j in "cde"} == dues  # still first in line
     assert s.published == 0  # no extra tick at once: the pump sends the next one
+    assert tick(w, s).taken == 3
+    assert w.upstream.polls[2:] == ["gen-c", "gen-d"]
+    assert due_at(w, "e") == dues["e"]
+
+
+def test_paused_polls_at_their_deadline_still_end_on_time(
+    world: Callable[..., World],
+) -> None:
+    """While the fleet is paused (a 429's Retry-After) no call is made, but a job whose
+    deadline comes is still timed out by the tick, with the pause as its last error."""
+    w, s = batch_world(world, poll_interval=10.0, deadline=30.0, upstream_rate=5.0)
+
+    def reserve(kind: str, count: int, timeout: float) -> list[Refused]:
+        return [Refused(60.0, "paused")] * count
+
+    w.upstream.reserve = reserve  # type: ignore[method-assign]
+    start(w, "a")
+    w.clock.advance(10.0)
+    assert tick(w, s).taken == 1 and w.upstream.polls == []
+    last_error = w.store.redis.hget(w.store.keys.job("a"), "last_error") or ""
+    assert "not sent" in last_error and "429" in last_error
+    w.clock.now = w.deadline_at
+    tick(w, s)
+    job = w.store.get("a")
+    assert job is not None and job.state is JobState.TIMED_OUT and w.upstream.polls == []

@@ -9,7 +9,7 @@
 -- the active set), ARGV[4] job key prefix, ARGV[5] mode, then
 --   'due': ARGV[6] horizon, ARGV[7] limit: up to limit polls due by horizon;
 --   'ids': pairs (job id, poll number): each only if poll_seq is below its number.
--- Returns {more, id, deadline, seq, errors, generation id, ...}: more is how many
+-- Returns {more, id, deadline, seq, errors, generation id, due time, ...}: more is how many
 -- polls are still due after this batch ('due'; 0 for 'ids'). A booked job that is
 -- no longer generating leaves the book; a stale or duplicate poll is not returned.
 local now = finite(ARGV[1], 'now')
@@ -36,6 +36,7 @@ for _, want in ipairs(wanted) do
   local key = prefix .. id
   local f = redis.call('HMGET', key, 'state', 'deadline_at', 'poll_seq', 'poll_errors',
                        'generation_id')
+  local due = redis.call('ZSCORE', KEYS[1], id) or ARGV[1]
   if f[1] == 'generating' and f[5] and f[5] ~= '' then
     local seq = number or (tonumber(f[3]) or 0) + 1
     if (tonumber(f[3]) or 0) < seq then
@@ -48,6 +49,7 @@ for _, want in ipairs(wanted) do
       table.insert(out, tostring(seq))
       table.insert(out, f[4] or '0')
       table.insert(out, f[5])
+      table.insert(out, due)
     end
   elseif mode == 'due' then
     redis.call('ZREM', KEYS[1], id)
