@@ -86,7 +86,7 @@ class TickScheduler:
         self.inner = inner
         self.clock = clock
         self.polls: list[BookedPoll] = []
-        self.booked = 0  # polls written to the book
+        self.written = 0  # polls written to the book (``polls`` is the runtime's ``booked``)
 
     def generate(self, job_id: str, deadline_at: float, attempt: int, countdown: float) -> None:
         self.inner.generate(job_id, deadline_at, attempt, countdown)
@@ -200,7 +200,7 @@ def run_tick(rt: Runtime, tick: float, fetch: Fetch, publish: Callable[[], None]
             )
         lease.renew(pending)
     flush_polls(store, collected)
-    scheduled = collected.booked
+    scheduled = collected.written
     # The rest of the claimed polls ended their job (or found it ended meanwhile).
     report.ended = len(claimed) - report.failed - scheduled
     logs.event(
@@ -253,7 +253,7 @@ def flush_polls(store: JobStore, collected: TickScheduler) -> None:
     if not polls:
         return
     try:
-        collected.booked += store.schedule_polls(polls, collected.clock())
+        collected.written += store.schedule_polls(polls, collected.clock())
     except redis.RedisError as exc:
         logs.event(
             "tick.schedule_failed",
