@@ -7,29 +7,31 @@ job = Client().wait(job_id)
 
 from typing import TYPE_CHECKING, Any
 
+from worker.errors import (
+    JobNotFound,
+    RequestError,
+    Unavailable,
+    VideoqError,
+    WebhookVerificationError,
+)
 from worker.job import Job, JobError
 from worker.keys import GENERATE_TASK
-from worker.request import RequestError
 from worker.states import TERMINAL_STATES, JobState
-from worker.webhooks import WebhookVerificationError
 from worker.webhooks import verify as verify_webhook
 
 if TYPE_CHECKING:
-    from .client import Client, JobNotFound, Unavailable
+    from .client import Client
 
 
 def __getattr__(name: str) -> Any:
-    # The client is imported on first use, not with the package: importing it builds
-    # the Celery app from the settings, and the CLI must be able to report refused
-    # settings in one line rather than fail while it is being imported.
-    if name in ("Client", "JobNotFound", "Unavailable"):
+    # The client is imported on first use, not with the package: it brings in Celery,
+    # kombu and redis-py, which `videoq --help` and the webhook receivers do not need.
+    if name == "Client":
         from . import client
 
         return getattr(client, name)
     raise AttributeError(f"module 'producers' has no attribute {name!r}")
 
-
-ValidationError = RequestError  # the name SPEC uses; same class
 
 __all__ = [
     "GENERATE_TASK",
@@ -41,7 +43,7 @@ __all__ = [
     "JobState",
     "RequestError",
     "Unavailable",
-    "ValidationError",
+    "VideoqError",
     "WebhookVerificationError",
     "verify_webhook",
 ]

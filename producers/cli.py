@@ -231,9 +231,9 @@ def _run_celery(app: Any, argv: list[str]) -> int:
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    from producers.client import Client, Unavailable
+    from producers.client import Client
     from producers.progress import Progress
-    from worker.request import RequestError
+    from worker.errors import RequestError, Unavailable
 
     options = {
         "negative_prompt": args.negative_prompt,
@@ -281,8 +281,9 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from producers.client import Client, JobNotFound, Unavailable
+    from producers.client import Client
     from producers.progress import describe
+    from worker.errors import JobNotFound, Unavailable
 
     try:
         job = Client().get(args.job_id)

@@ -18,13 +18,14 @@ from redis.exceptions import ResponseError as RedisResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker.app import VideoqCelery, create_app
+from worker.errors import JobNotFound, RequestError, RequestTooLarge, Unavailable, UrlRefused
 from worker.job import Job
 from worker.keys import GENERATE_TASK, WEBHOOK_TASK, task_label
-from worker.request import MAX_URL_LENGTH, RequestError, build_request
+from worker.request import MAX_URL_LENGTH, build_request
 from worker.settings import Settings, load_settings
 from worker.states import ACTIVE_STATES, ErrorKind, JobState
 from worker.store import JobStore, Outcome, connect, write_refusal
-from worker.urls import UrlRefused, check_url
+from worker.urls import check_url
 
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
 # A listing's cursor: "<SCAN cursor>.<job keys of that SCAN step already listed>".
@@ -33,30 +34,6 @@ _SCAN_COUNT = 200  # fixed: the same SCAN step must give the same keys on every 
 _LIST_EXAMINE = 5000  # most records one page reads before it returns (fewer) jobs
 _SECRET_PARAM = re.compile(r"pass|auth|token|secret|key", re.IGNORECASE)
 _MASK = "***"
-
-
-class JobNotFound(LookupError):
-    def __init__(self, job_id: str) -> None:
-        super().__init__(f"no job with id {job_id!r} (unknown, or expired after retention)")
-        self.job_id = job_id
-
-
-class RequestTooLarge(RequestError):
-    """The request is larger than ``VIDEOQ_MAX_REQUEST_BYTES`` (field ``request``)."""
-
-
-class Unavailable(RuntimeError):
-    """Redis (the queue and the job store) could not be reached, or refused a write.
-
-    The message says what is known. ``job_id`` is set whenever the job may exist: it
-    was stored but its first task could not be published (the worker's sweeper starts
-    it later), or a submit's outcome is unknown (retry with the same idempotency key,
-    or look the id up), or a read of that job failed (the job itself is unaffected).
-    """
-
-    def __init__(self, message: str, job_id: str | None = None) -> None:
-        super().__init__(message)
-        self.job_id = job_id
 
 
 def safe_url(url: str) -> str:

@@ -31,12 +31,13 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from worker.errors import JobNotFound, RequestError, RequestTooLarge, Unavailable
 from worker.job import Job
-from worker.request import GenerationRequest, RequestError
+from worker.request import GenerationRequest
 from worker.settings import Settings
 from worker.states import JobState
 
-from .client import Client, JobNotFound, RequestTooLarge, Unavailable
+from .client import Client
 
 UPSTREAM_FIELDS = set(GenerationRequest.model_fields) - {"image_url"}
 UPSTREAM_PATHS = ("/v2/generate/video/kling/generation", "/v2/video/generations")

@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker.upstream import Status, UpstreamError
+from worker.errors import UpstreamError
+from worker.upstream import Status
 
 
 @dataclass

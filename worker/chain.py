@@ -28,21 +28,14 @@ from typing import Protocol
 import redis
 
 from . import logs
+from .errors import Rejected, RequestError, Throttled, Transient, UpstreamError
 from .http import BoundedHttp
 from .job import Job
-from .request import RequestError, parse_request
+from .request import parse_request
 from .settings import Settings
 from .states import ErrorKind, JobState
 from .store import BookedPoll, Fence, JobStore, Outcome
-from .upstream import (
-    IN_PROGRESS,
-    Rejected,
-    Status,
-    Throttled,
-    Transient,
-    UpstreamClient,
-    UpstreamError,
-)
+from .upstream import IN_PROGRESS, Status, UpstreamClient
 from .urls import video_url_problem
 
 # A countdown shorter than this is "now": the chain has reached its deadline.

@@ -41,52 +41,13 @@ import aiohttp
 import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from .errors import AddressRefused, ConnectFailed, Dropped, HttpFailure, TimedOut, TooLarge
+
 T = TypeVar("T")
 
 # Given a host (a name as written in a URL, or an address), why it must not be
 # contacted, or None. See ``worker.urls``.
 Guard = Callable[[str], "str | None"]
-
-
-class HttpFailure(Exception):
-    """A call that got no usable answer. ``sent``: the request may have reached the peer."""
-
-    kind = "connection"
-
-    def __init__(self, message: str, *, sent: bool) -> None:
-        super().__init__(message)
-        self.sent = sent
-
-
-class ConnectFailed(HttpFailure):
-    """No connection was made (refused, unreachable, no such name): nothing was sent."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, sent=False)
-
-
-class AddressRefused(HttpFailure):
-    """The guard refused the host or an address it resolved to: nothing was sent."""
-
-    kind = "blocked"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, sent=False)
-
-
-class TimedOut(HttpFailure):
-    kind = "timeout"
-
-
-class Dropped(HttpFailure):
-    """The connection broke, or the answer could not be parsed, after the request went out."""
-
-
-class TooLarge(HttpFailure):
-    kind = "too_large"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, sent=True)
 
 
 @dataclass(frozen=True)

@@ -37,10 +37,11 @@ from .chain import (
     prepare_create,
     run_generate,
 )
+from .errors import UpstreamError
 from .job import Job
 from .states import JobState
 from .ticks import TickReport, TickScheduler, flush_polls
-from .upstream import Status, UpstreamError
+from .upstream import Status
 
 # How long a create tick holds the creates it took before another tick may take them
 # (a tick claims them within milliseconds; this only covers a tick that dies first).

@@ -21,22 +21,14 @@ from pydantic import (
     field_validator,
 )
 
+from .errors import RequestError, UrlRefused
 from .settings import MODEL_ID
-from .urls import UrlRefused, check_url
+from .urls import check_url
 
 MAX_URL_LENGTH = 4096
 MAX_DATA_URL_BYTES = 10 * 1024 * 1024
 MAX_PROMPT_LENGTH = 2500
 _DATA_URL = re.compile(r"^data:image/[A-Za-z0-9.+-]+;base64,(?P<data>.*)$", re.DOTALL)
-
-
-class RequestError(ValueError):
-    """A request was refused. ``field`` names the offending field (dotted path)."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 def _check_image_ref(value: str, *, allow_data: bool = True) -> str:

@@ -25,9 +25,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from .errors import IdempotencyConflict
 from .job import Job
 from .keys import LATENCY_BUCKETS, Keys
-from .request import GenerationRequest, RequestError
+from .request import GenerationRequest
 from .settings import Settings
 from .states import TERMINAL_STATES, ErrorKind, JobState
 
@@ -296,18 +297,6 @@ class Fence:
     field: str
     value: str
     op: Literal["eq", "lt"] = "eq"
-
-
-class IdempotencyConflict(RequestError):
-    """The idempotency key was used before with a different request (a bad input)."""
-
-    def __init__(self, key: str, job_id: str) -> None:
-        super().__init__(
-            "idempotency_key",
-            f"{key!r} was already used for job {job_id} with different parameters",
-        )
-        self.key = key
-        self.job_id = job_id
 
 
 def _fmt(value: object) -> str:

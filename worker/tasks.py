@@ -19,9 +19,10 @@ from redis.exceptions import RedisError
 from . import logs
 from .app import app
 from .chain import Runtime, run_generate, run_poll
+from .errors import RequestError
 from .intake import run_create_tick
 from .keys import CREATE_TICK_TASK, GENERATE_TASK, POLL_TASK, TICK_TASK, WEBHOOK_TASK, task_label
-from .request import RequestError, parse_request
+from .request import parse_request
 from .states import ErrorKind
 from .store import BookedPoll, redis_unavailable, refuses_writes
 from .ticks import TickReport, run_tick

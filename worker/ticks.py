@@ -36,9 +36,10 @@ import redis
 
 from . import logs
 from .chain import DEADLINE_EPSILON, Runtime, Scheduler, poll_answered, poll_out_of_time
+from .errors import UpstreamError
 from .ratelimit import Kind, Refused, Slot
 from .store import BookedPoll, ClaimedPoll, JobStore
-from .upstream import Status, UpstreamError, throttled_error
+from .upstream import Status, throttled_error
 
 # How long a tick holds the polls it claimed before another tick may take them: the
 # longest a killed worker's jobs wait (plus one tick). Renewed every

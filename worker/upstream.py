@@ -38,7 +38,16 @@ from urllib.parse import quote
 import redis
 from pydantic import SecretStr
 
-from .http import Answer, BoundedHttp, EventLoop, HttpFailure, TooLarge
+from .errors import (
+    HttpFailure,
+    ProtocolError,
+    Rejected,
+    Throttled,
+    TooLarge,
+    Transient,
+    UpstreamError,
+)
+from .http import Answer, BoundedHttp, EventLoop
 from .keys import Keys
 from .logs import clean, mask
 from .ratelimit import Kind, RateLimiter, Refused, Slot
@@ -51,39 +60,6 @@ PATHS = {
     "legacy": "/generate/video/kling/generation",
     "universal": "/video/generations",
 }
-
-
-class UpstreamError(Exception):
-    """Base of the classified upstream failures. ``kind`` labels the metric."""
-
-    kind = "error"
-
-
-class Transient(UpstreamError):
-    def __init__(
-        self,
-        message: str,
-        *,
-        retry_after: float | None = None,
-        outcome_unknown: bool = False,
-        kind: str = "connection",
-    ) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-        self.outcome_unknown = outcome_unknown
-        self.kind = kind  # connection | timeout | rate_limited | server_error
-
-
-class Throttled(Transient):
-    """A call that was not sent, so that the fleet stays under its rate: retry it after
-    ``retry_after`` seconds (when a slot is expected). Never ``outcome_unknown``, and
-    not the upstream's fault. ``reason``: ``rate`` (no slot within the horizon),
-    ``paused`` (a 429's ``Retry-After`` pauses the fleet) or ``unavailable`` (Redis
-    could not be asked)."""
-
-    def __init__(self, message: str, *, retry_after: float, reason: str = "rate") -> None:
-        super().__init__(message, retry_after=retry_after, outcome_unknown=False, kind="throttled")
-        self.reason = reason
 
 
 def throttled_error(what: str, refused: Refused) -> Throttled:
@@ -99,18 +75,6 @@ def throttled_error(what: str, refused: Refused) -> Throttled:
         retry_after=refused.retry_after,
         reason=refused.reason,
     )
-
-
-class Rejected(UpstreamError):
-    kind = "rejected"
-
-    def __init__(self, status_code: int, message: str) -> None:
-        super().__init__(f"HTTP {status_code}: {message}")
-        self.status_code = status_code
-
-
-class ProtocolError(UpstreamError):
-    kind = "protocol"
 
 
 MAX_ID_LENGTH = 128  # a generation id longer than this is cut (and then unusable)

@@ -31,6 +31,8 @@ from collections.abc import Callable
 from typing import TypeAlias
 from urllib.parse import unquote, urlsplit
 
+from .errors import UrlRefused
+
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 #: Longest a resolution may take before :func:`check_url` goes on without it, seconds.
@@ -53,11 +55,6 @@ _DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
 # Unicode categories refused anywhere in a URL: controls, format characters (zero-width,
 # bidi overrides), separators.
 _BAD_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
-
-
-class UrlRefused(ValueError):
-    """A URL was refused. The message says why and reads after a field name:
-    ``"points at a loopback address (127.0.0.1), not a public host"``."""
 
 
 # --- addresses ----------------------------------------------------------------------------

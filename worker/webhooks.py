@@ -36,9 +36,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import logs
-from .http import BoundedHttp, EventLoop, Guard, HttpFailure
+from .errors import HttpFailure, UrlRefused, WebhookVerificationError
+from .http import BoundedHttp, EventLoop, Guard
 from .settings import Settings
-from .urls import UrlRefused, blocked_reason, check_url, parse_host, private_allowed_reason
+from .urls import blocked_reason, check_url, parse_host, private_allowed_reason
 
 if TYPE_CHECKING:
     from .chain import Runtime
@@ -49,10 +50,6 @@ MAX_ANSWER_BYTES = 64 * 1024  # a receiver's answer is read up to this, then cut
 CONCURRENCY = 100  # deliveries one worker process makes at once
 PER_HOST = 10  # ... and to one receiver host, so one slow receiver cannot take them all
 LEASE_MARGIN = 5.0  # seconds a delivery's lease outlasts its longest attempt
-
-
-class WebhookVerificationError(ValueError):
-    """The webhook's signature, timestamp or headers do not check out."""
 
 
 def _key(secret: str) -> bytes:

@@ -173,7 +173,8 @@ def test_status_during_an_outage_says_the_job_is_not_affected(
 def test_submit_wait_that_loses_redis_after_acceptance_says_the_job_was_accepted(
     env: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from producers.client import Client, Unavailable
+    from producers.client import Client
+    from worker.errors import Unavailable
 
     def lost(self: Client, job_id: str, *args: object, **kwargs: object) -> None:
         raise Unavailable(f"could not read job {job_id}: Redis is unreachable", job_id=job_id)

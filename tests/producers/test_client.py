@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import redis
 
-from producers import Client, JobNotFound, JobState, RequestError, Unavailable, ValidationError
-from producers.client import RequestTooLarge
+from producers import Client, JobNotFound, JobState, RequestError, Unavailable
 from producers.local import free_port
+from worker.errors import RequestTooLarge
 from worker.keys import GENERATE_TASK
 from worker.settings import Settings
 
@@ -85,7 +85,7 @@ def test_in_chain_mode_submit_enqueues_the_task_by_name(
 def test_bad_input_names_the_field_and_enqueues_nothing(
     client: Client, kwargs: dict[str, object], field: str
 ) -> None:
-    with pytest.raises(ValidationError) as info:
+    with pytest.raises(RequestError) as info:
         client.submit(**kwargs)  # type: ignore[arg-type]
     assert info.value.field == field
     assert queued_messages(client) == []

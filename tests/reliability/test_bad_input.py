@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from producers import Client
 from producers.cli import EXIT_INPUT, main
 from tests.conftest import settings_for
-from worker.request import MAX_PROMPT_LENGTH, MAX_URL_LENGTH, RequestError
+from worker.errors import RequestError
+from worker.request import MAX_PROMPT_LENGTH, MAX_URL_LENGTH
 
 IMG = "https://example.com/cat.png"
 POINTS = [{"x": 1, "y": 2}, {"x": 3, "y": 4}]

@@ -25,7 +25,6 @@ from typing import Any
 import pytest
 import redis
 
-from producers.client import Unavailable
 from producers.local import RedisServer
 from simulator import Simulator
 from tests.conftest import TEST_KEY
@@ -40,6 +39,7 @@ from tests.reliability.hostile import (
     TreeRSS,
     hostile_tag,
 )
+from worker.errors import Unavailable
 from worker.job import Job
 from worker.states import JobState
 

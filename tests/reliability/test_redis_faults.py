@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from producers.client import Unavailable
 from tests.reliability.conftest import IMG, check_invariants, held_by_workers, report
+from worker.errors import Unavailable
 
 GEN = 6.0
 

@@ -15,9 +15,10 @@ from hypothesis import strategies as st
 
 from tests.worker.conftest import World
 from worker.chain import Runtime
+from worker.errors import ProtocolError, Rejected, Transient
 from worker.settings import Settings
 from worker.states import ErrorKind, JobState
-from worker.upstream import ProtocolError, Rejected, Status, Transient
+from worker.upstream import Status
 
 
 def test_happy_path_one_create_then_polls_until_completed(world: Callable[..., World]) -> None:

@@ -23,15 +23,8 @@ from tests.rawhttp import (
     trickle_body,
     trickle_headers,
 )
-from worker.http import (
-    AddressRefused,
-    Answer,
-    BoundedHttp,
-    ConnectFailed,
-    EventLoop,
-    TimedOut,
-    TooLarge,
-)
+from worker.errors import AddressRefused, ConnectFailed, TimedOut, TooLarge
+from worker.http import Answer, BoundedHttp, EventLoop
 
 # --- fixtures ---------------------------------------------------------------------------------
 

@@ -18,13 +18,14 @@ from pydantic import SecretStr, ValidationError
 
 from simulator import Simulator
 from tests.fakes import FakeClock
+from worker.errors import Throttled, Transient
 from worker.http import BoundedHttp, EventLoop
 from worker.keys import Keys
 from worker.metrics import render
 from worker.ratelimit import HORIZON, PRESSED_FOR, REFRESH, SCRIPT, RateLimiter, Refused
 from worker.settings import Settings
 from worker.store import JobStore, connect
-from worker.upstream import MAX_BODY_BYTES, Status, Throttled, Transient, UpstreamClient
+from worker.upstream import MAX_BODY_BYTES, Status, UpstreamClient
 
 KEY = "sk-rate-secret-0123"
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from worker.request import RequestError, build_request, parse_request
+from worker.errors import RequestError
+from worker.request import build_request, parse_request
 from worker.settings import MODEL_ID
 
 IMG = "https://example.com/cat.png"

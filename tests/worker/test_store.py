@@ -7,10 +7,11 @@ from collections.abc import Callable
 import pytest
 import redis
 
+from worker.errors import IdempotencyConflict
 from worker.request import parse_request
 from worker.settings import Settings
 from worker.states import TERMINAL_STATES, ErrorKind, JobState
-from worker.store import Fence, IdempotencyConflict, JobStore, Outcome, connect
+from worker.store import Fence, JobStore, Outcome, connect
 
 IMG = "https://example.com/a.png"
 

@@ -8,10 +8,11 @@ import pytest
 
 from tests.worker.conftest import World
 from worker.chain import poll_answered
+from worker.errors import Transient
 from worker.states import JobState
 from worker.store import BookedPoll
 from worker.ticks import LEASE_RENEWAL, POLL_LEASE, TickReport, run_tick, tick_of
-from worker.upstream import Status, Transient
+from worker.upstream import Status
 
 TICK = 0.25
 

@@ -15,30 +15,26 @@ import pytest
 from multidict import CIMultiDict
 from pydantic import SecretStr
 
-from worker.http import (
+from worker.errors import (
     AddressRefused,
-    Answer,
-    BoundedHttp,
     ConnectFailed,
     Dropped,
-    EventLoop,
     HttpFailure,
+    Rejected,
     TimedOut,
     TooLarge,
+    Transient,
+    UpstreamError,
 )
+from worker.errors import ProtocolError as UpstreamProtocolError
+from worker.http import Answer, BoundedHttp, EventLoop
 from worker.upstream import (
     MAX_BODY_BYTES,
     MAX_ID_LENGTH,
     PATHS,
-    Rejected,
     Status,
-    Transient,
     UpstreamClient,
-    UpstreamError,
     parse_retry_after,
-)
-from worker.upstream import (
-    ProtocolError as UpstreamProtocolError,
 )
 
 KEY = "sk-unit-secret-0123456789abcdef"

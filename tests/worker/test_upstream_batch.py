@@ -15,15 +15,9 @@ from pydantic import SecretStr
 
 from simulator import Simulator
 from tests.worker.test_upstream import silent_server  # noqa: F401 (a fixture)
+from worker.errors import ProtocolError, Rejected, Transient
 from worker.http import BoundedHttp, EventLoop
-from worker.upstream import (
-    MAX_BODY_BYTES,
-    ProtocolError,
-    Rejected,
-    Status,
-    Transient,
-    UpstreamClient,
-)
+from worker.upstream import MAX_BODY_BYTES, Status, UpstreamClient
 
 KEY = "sk-fetcher-secret-0123"
 

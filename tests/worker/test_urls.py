@@ -12,15 +12,9 @@ from collections.abc import Iterator
 import pytest
 
 from worker import urls
+from worker.errors import UrlRefused
 from worker.settings import Settings
-from worker.urls import (
-    UrlRefused,
-    blocked_reason,
-    check_url,
-    parse_host,
-    resolve_host,
-    video_url_problem,
-)
+from worker.urls import blocked_reason, check_url, parse_host, resolve_host, video_url_problem
 
 # (URL, a word the refusal names). Hosts that are addresses in some spelling.
 INTERNAL_ADDRESS_URLS = [

@@ -1,0 +1,181 @@
+"""Every error videoq raises, under one root, :class:`VideoqError`.
+
+The families, and who sees them:
+
+- **request** (:class:`RequestError`): a request, or a URL in it, was refused;
+  nothing was enqueued. ``field`` names the offending field (a dotted path).
+- **not found** (:class:`JobNotFound`): no job with that id.
+- **unavailable** (:class:`Unavailable`): Redis (the queue and the job store) could
+  not be reached or refused a write.
+- **upstream** (:class:`UpstreamError`): a classified failure of the AI/ML API, one of
+  :class:`Transient` (retry; :class:`Throttled` when videoq held the call back itself),
+  :class:`Rejected` (the upstream refused the request) or :class:`ProtocolError` (the
+  answer made no sense).
+- **transport** (:class:`HttpFailure`): an outbound HTTP call got no usable answer;
+  callers turn it into an upstream or webhook outcome.
+- **webhook verification** (:class:`WebhookVerificationError`): a delivery's
+  signature, timestamp or headers do not check out.
+
+Callers tell them apart by type, never by message text.
+"""
+
+from __future__ import annotations
+
+
+class VideoqError(Exception):
+    """The root of every error videoq raises."""
+
+
+# --- request ------------------------------------------------------------------------------
+
+
+class RequestError(VideoqError, ValueError):
+    """A request was refused. ``field`` names the offending field (dotted path)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class RequestTooLarge(RequestError):
+    """The request is larger than ``VIDEOQ_MAX_REQUEST_BYTES`` (field ``request``)."""
+
+
+class IdempotencyConflict(RequestError):
+    """The idempotency key was used before with a different request (a bad input)."""
+
+    def __init__(self, key: str, job_id: str) -> None:
+        super().__init__(
+            "idempotency_key",
+            f"{key!r} was already used for job {job_id} with different parameters",
+        )
+        self.key = key
+        self.job_id = job_id
+
+
+class UrlRefused(VideoqError, ValueError):
+    """A URL was refused. The message says why and reads after a field name:
+    ``"points at a loopback address (127.0.0.1), not a public host"``."""
+
+
+# --- not found, unavailable ---------------------------------------------------------------
+
+
+class JobNotFound(VideoqError, LookupError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job with id {job_id!r} (unknown, or expired after retention)")
+        self.job_id = job_id
+
+
+class Unavailable(VideoqError, RuntimeError):
+    """Redis (the queue and the job store) could not be reached, or refused a write.
+
+    The message says what is known. ``job_id`` is set whenever the job may exist: it
+    was stored but its first task could not be published (the worker's sweeper starts
+    it later), or a submit's outcome is unknown (retry with the same idempotency key,
+    or look the id up), or a read of that job failed (the job itself is unaffected).
+    """
+
+    def __init__(self, message: str, job_id: str | None = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
+
+# --- upstream -----------------------------------------------------------------------------
+
+
+class UpstreamError(VideoqError):
+    """Base of the classified upstream failures. ``kind`` labels the metric."""
+
+    kind = "error"
+
+
+class Transient(UpstreamError):
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        outcome_unknown: bool = False,
+        kind: str = "connection",
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.outcome_unknown = outcome_unknown
+        self.kind = kind  # connection | timeout | rate_limited | server_error
+
+
+class Throttled(Transient):
+    """A call that was not sent, so that the fleet stays under its rate: retry it after
+    ``retry_after`` seconds (when a slot is expected). Never ``outcome_unknown``, and
+    not the upstream's fault. ``reason``: ``rate`` (no slot within the horizon),
+    ``paused`` (a 429's ``Retry-After`` pauses the fleet) or ``unavailable`` (Redis
+    could not be asked)."""
+
+    def __init__(self, message: str, *, retry_after: float, reason: str = "rate") -> None:
+        super().__init__(message, retry_after=retry_after, outcome_unknown=False, kind="throttled")
+        self.reason = reason
+
+
+class Rejected(UpstreamError):
+    kind = "rejected"
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(f"HTTP {status_code}: {message}")
+        self.status_code = status_code
+
+
+class ProtocolError(UpstreamError):
+    kind = "protocol"
+
+
+# --- transport ----------------------------------------------------------------------------
+
+
+class HttpFailure(VideoqError):
+    """A call that got no usable answer. ``sent``: the request may have reached the peer."""
+
+    kind = "connection"
+
+    def __init__(self, message: str, *, sent: bool) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
+class ConnectFailed(HttpFailure):
+    """No connection was made (refused, unreachable, no such name): nothing was sent."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, sent=False)
+
+
+class AddressRefused(HttpFailure):
+    """The guard refused the host or an address it resolved to: nothing was sent."""
+
+    kind = "blocked"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, sent=False)
+
+
+class TimedOut(HttpFailure):
+    kind = "timeout"
+
+
+class Dropped(HttpFailure):
+    """The connection broke, or the answer could not be parsed, after the request went out."""
+
+
+class TooLarge(HttpFailure):
+    kind = "too_large"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, sent=True)
+
+
+# --- webhook verification -----------------------------------------------------------------
+
+
+class WebhookVerificationError(VideoqError, ValueError):
+    """The webhook's signature, timestamp or headers do not check out."""
