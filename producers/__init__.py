@@ -16,8 +16,8 @@ from worker.errors import (
 )
 from worker.job import Job, JobError
 from worker.keys import GENERATE_TASK
+from worker.signatures import verify as verify_webhook
 from worker.states import TERMINAL_STATES, JobState
-from worker.webhooks import verify as verify_webhook
 
 if TYPE_CHECKING:
     from .client import Client

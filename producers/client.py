@@ -17,11 +17,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError as RedisResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from worker.app import VideoqCelery, create_app
+from worker.config import publisher
 from worker.errors import JobNotFound, RequestError, RequestTooLarge, Unavailable, UrlRefused
 from worker.job import Job
-from worker.keys import GENERATE_TASK, WEBHOOK_TASK, task_label
 from worker.request import MAX_URL_LENGTH, build_request
+from worker.scheduling import after_terminal, scheduler_for
 from worker.settings import Settings, load_settings
 from worker.states import ACTIVE_STATES, ErrorKind, JobState
 from worker.store import JobStore, Outcome, connect, write_refusal
@@ -81,7 +81,8 @@ class Client:
         self._create_store = JobStore(
             connect(settings.model_copy(update={"redis_retries": 0})), settings
         )
-        self._app: VideoqCelery = create_app(settings)
+        # Follow-up steps are published by task name, as a worker publishes them.
+        self._scheduler = scheduler_for(settings, self.store, publisher(settings).send_task)
         # Batch mode (the default): a new job's create is booked in Redis with its
         # record, and the workers' pumps start it; chain mode sends it a message.
         self._batch = settings.poll_mode == "batch"
@@ -189,12 +190,7 @@ class Client:
         if not created or self._batch:
             return job_id  # batch mode: the create was booked with the record
         try:
-            self._app.send_task(
-                GENERATE_TASK,
-                kwargs={"job_id": job_id, "deadline_at": deadline_at, "attempt": 1},
-                queue=self.settings.queue,
-                kwargsrepr=task_label(job_id, "create", 1, "queued"),
-            )
+            self._scheduler.generate(job_id, deadline_at, 1, countdown=0)
         except Exception as exc:  # kombu raises its own errors after its publish retries
             raise Unavailable(
                 f"job {job_id} was stored but its first task could not be published to "
@@ -251,34 +247,10 @@ class Client:
         if outcome is Outcome.MISSING or job is None:
             raise JobNotFound(job_id)
         if outcome is Outcome.APPLIED:
-            self._after_cancel(job)
-        return job
-
-    def _after_cancel(self, job: Job) -> None:
-        queue = self.settings.queue
-        if job.webhook_state == "pending":
-            self._app.send_task(
-                WEBHOOK_TASK,
-                kwargs={"job_id": job.id, "attempt": 1},
-                queue=queue,
-                kwargsrepr=task_label(job.id, "webhook", 1),
+            after_terminal(
+                self.store, self._scheduler, self.settings.max_in_flight, job.id, time.time()
             )
-        if self.settings.max_in_flight:
-            waiting_jobs = self.store.next_in_line(self.settings.max_in_flight)
-            if self._batch:
-                self.store.book_creates(dict.fromkeys((w.id for w in waiting_jobs), time.time()))
-                return
-            for waiting in waiting_jobs:
-                self._app.send_task(
-                    GENERATE_TASK,
-                    queue=queue,
-                    kwargs={
-                        "job_id": waiting.id,
-                        "deadline_at": waiting.deadline_at,
-                        "attempt": waiting.attempts + 1,
-                    },
-                    kwargsrepr=task_label(waiting.id, "create", waiting.attempts + 1, "queued"),
-                )
+        return job
 
     def list_jobs(
         self,

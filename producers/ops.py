@@ -122,10 +122,10 @@ def run_serve(host: str, port: int) -> int:
 
 
 def run_sweep(force: bool) -> int:
+    from worker.app import app
     from worker.sweeper import queue_backlog, sweep
-    from worker.tasks import runtime
 
-    rt = runtime()
+    rt = app.runtime()
     try:
         backlog = queue_backlog(rt.store.redis, rt.settings.queue)
         report = sweep(rt, 0 if force else backlog)

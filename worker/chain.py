@@ -19,23 +19,20 @@ from __future__ import annotations
 
 import json
 import logging
-import random
+import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any
 
 import redis
 
 from . import logs
 from .errors import Rejected, RequestError, Throttled, Transient, UpstreamError
-from .http import BoundedHttp
 from .job import Job
 from .request import parse_request
-from .settings import Settings
+from .runtime import Runtime
 from .states import ErrorKind, JobState
 from .store import BookedPoll, Fence, JobStore, Outcome
-from .upstream import IN_PROGRESS, Status, UpstreamClient
+from .upstream import IN_PROGRESS, Status
 from .urls import video_url_problem
 
 # A countdown shorter than this is "now": the chain has reached its deadline.
@@ -44,47 +41,6 @@ DEADLINE_EPSILON = 0.05
 # upstream call's time), so that its call, bounded by the deadline, can still find a
 # finished video; the deadline itself then only times the job out.
 FINAL_LOOK = 2.0
-
-
-class Scheduler(Protocol):
-    def generate(self, job_id: str, deadline_at: float, attempt: int, countdown: float) -> None: ...
-
-    def poll(
-        self, job_id: str, deadline_at: float, seq: int, errors: int, countdown: float
-    ) -> None: ...
-
-    def webhook(self, job_id: str, attempt: int, countdown: float) -> None: ...
-
-
-@dataclass
-class Runtime:
-    settings: Settings
-    store: JobStore
-    upstream: UpstreamClient
-    scheduler: Scheduler
-    clock: Callable[[], float]
-    rng: random.Random = field(default_factory=random.Random)
-    # Webhook deliveries (guarded against internal addresses); None: webhooks are off.
-    http: BoundedHttp | None = None
-    # In a batch tick: where a poll step that goes on books its next poll, noted and
-    # fenced in one script with the rest of the tick's (see ``worker.ticks``).
-    booked: list[BookedPoll] | None = None
-
-    @property
-    def upstream_timeout(self) -> float:
-        """The longest one upstream call can take."""
-        return self.settings.upstream_call_timeout
-
-    def call_timeout(self, deadline_at: float) -> float:
-        """How long an upstream call made now may take: never past the job's deadline."""
-        return max(0.0, min(self.upstream_timeout, deadline_at - self.clock()))
-
-    def backoff(self, errors: int, retry_after: float | None, floor: float = 0.0) -> float:
-        """Exponential backoff with jitter, never below ``Retry-After`` or ``floor``."""
-        s = self.settings
-        ceiling = min(s.retry_backoff_max, s.retry_backoff * (2 ** min(errors, 30)))
-        delay: float = ceiling / 2 + self.rng.uniform(0, ceiling / 2)
-        return max(delay, retry_after or 0.0, floor)
 
 
 def _drop(job_id: str, step: str, attempt: int, reason: str, job: Job | None) -> None:
@@ -118,25 +74,10 @@ def _finish(
             error_kind=fields.get("error_kind"),
             error=fields.get("error_message"),
         )
-        after_terminal(rt, job_id)
+        rt.after_terminal(job_id)
         return True
     _drop(job_id, "finish", attempt, f"record moved on ({outcome.value})", rt.store.get(job_id))
     return False
-
-
-def after_terminal(rt: Runtime, job_id: str) -> None:
-    """A job just ended: send its webhook, and start whoever waits for its slot."""
-    job = rt.store.get(job_id)
-    if job is not None and job.webhook_state == "pending":
-        rt.scheduler.webhook(job_id, 1, countdown=0)
-    wake_waiting(rt)
-
-
-def wake_waiting(rt: Runtime) -> None:
-    """Start the jobs first in line for free slots (``VIDEOQ_MAX_IN_FLIGHT``)."""
-    if rt.settings.max_in_flight:
-        for job in rt.store.next_in_line(rt.settings.max_in_flight):
-            rt.scheduler.generate(job.id, job.deadline_at or rt.clock(), job.attempts + 1, 0)
 
 
 # --- generate -------------------------------------------------------------------------------
@@ -204,7 +145,7 @@ def prepare_create(
             in_flight=rt.store.in_flight_slots(),
             limit=limit,
         )
-        wake_waiting(rt)
+        rt.wake_waiting()
         return None
 
     try:
@@ -748,3 +689,31 @@ def _clamp(rt: Runtime, delay: float, deadline_at: float, now: float) -> float:
     if remaining - look > DEADLINE_EPSILON:
         return max(0.0, min(delay, remaining - look))
     return max(0.0, min(delay, remaining))
+
+
+# --- foreign creates ------------------------------------------------------------------------
+
+
+def accept_foreign(
+    rt: Runtime, job_id: str, request: dict[str, Any] | None, params: dict[str, Any]
+) -> tuple[str, float] | None:
+    """A create sent by an app without videoq (``send_task`` with the generation's
+    parameters): store it as a job under ``job_id`` (the task id), or record why it
+    was refused. Returns the job id and its deadline, or None when refused."""
+    payload: Any = request if request is not None else params
+    now = time.time()
+    try:
+        parsed = parse_request(payload)
+    except RequestError as exc:
+        rt.store.create_failed(job_id, payload, ErrorKind.VALIDATION, str(exc))
+        logs.event("job.refused", job_id=job_id, state="failed", attempt=0, error=str(exc))
+        return None
+    deadline_at = now + rt.settings.deadline
+    job_id, created = rt.store.create(job_id, parsed, accepted_at=now, deadline_at=deadline_at)
+    if created:
+        logs.event("job.accepted", job_id=job_id, state="queued", attempt=0, via="send_task")
+    else:
+        existing = rt.store.get(job_id)
+        if existing and existing.deadline_at:
+            deadline_at = existing.deadline_at
+    return job_id, deadline_at

@@ -31,7 +31,6 @@ import redis
 
 from . import logs
 from .chain import (
-    Runtime,
     claim_batch,
     create_answered,
     prepare_create,
@@ -39,6 +38,7 @@ from .chain import (
 )
 from .errors import UpstreamError
 from .job import Job
+from .runtime import Runtime
 from .states import JobState
 from .ticks import TickReport, TickScheduler, flush_polls
 from .upstream import Status

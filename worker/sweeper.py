@@ -30,7 +30,7 @@ import redis
 from celery import bootsteps
 
 from . import logs
-from .chain import Runtime, wake_waiting
+from .runtime import Runtime
 from .states import JobState
 
 
@@ -67,7 +67,7 @@ def sweep(rt: Runtime, backlog: int) -> SweepReport:
             logs.event("sweep.deferred", overdue=len(ids), backlog=backlog)
         return report
     _resume_webhooks(rt, now, report)
-    wake_waiting(rt)
+    rt.wake_waiting()
     for job_id in ids:
         job = rt.store.get(job_id)
         if job is None or job.is_terminal:
@@ -121,7 +121,7 @@ class SweeperThread(threading.Thread):
         interval = self.rt.settings.sweep_interval
         while not self.stopping.wait(interval):
             try:
-                self.tick()
+                self.sweep_once()
             except Exception as exc:  # Redis down, a publish failed: try next time
                 logs.event(
                     "sweep.failed",
@@ -129,7 +129,7 @@ class SweeperThread(threading.Thread):
                     error=f"{type(exc).__name__}: {exc}"[:300],
                 )
 
-    def tick(self) -> SweepReport | None:
+    def sweep_once(self) -> SweepReport | None:
         settings = self.rt.settings
         client = self.rt.store.redis
         lock_ms = max(1, int(settings.sweep_interval * 900))
@@ -154,9 +154,7 @@ class SweeperStep(bootsteps.StartStopStep):  # type: ignore[misc]
         self.thread: SweeperThread | None = None
 
     def start(self, parent: Any) -> None:
-        from .tasks import runtime  # the task module is the worker's; import it lazily
-
-        rt = runtime()
+        rt = parent.app.runtime()  # the worker's app: worker.app.VideoqCelery
         if rt.settings.sweep_interval > 0:
             self.thread = SweeperThread(rt, owner=str(parent.hostname))
             self.thread.start()

@@ -35,9 +35,11 @@ from itertools import chain
 import redis
 
 from . import logs
-from .chain import DEADLINE_EPSILON, Runtime, Scheduler, poll_answered, poll_out_of_time
+from .chain import DEADLINE_EPSILON, poll_answered, poll_out_of_time
 from .errors import UpstreamError
 from .ratelimit import Kind, Refused, Slot
+from .runtime import Runtime
+from .scheduling import Scheduler
 from .store import BookedPoll, ClaimedPoll, JobStore
 from .upstream import Status, throttled_error
 

@@ -27,7 +27,7 @@ kept. What that costs:
   is delivered again after ``VIDEOQ_VISIBILITY_TIMEOUT``; every step is fenced, so the
   copy does nothing.
 
-Celery uses it through ``broker_transport`` (``worker.app.celery_config``).
+Celery uses it through ``broker_transport`` (``worker.config.celery_config``).
 """
 
 from __future__ import annotations

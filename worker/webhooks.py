@@ -18,92 +18,33 @@ webhook starts while one is in progress, whoever asks (a duplicate message, the
 sweeper); a worker that dies mid-attempt leaves the lease to run out, and the sweeper
 then tries again.
 
-Receivers verify with :func:`verify` (also exported as ``producers.verify_webhook``).
+Signing and verifying live in ``worker.signatures`` (receivers use
+``producers.verify_webhook``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import concurrent.futures
-import hashlib
-import hmac
 import ipaddress
 import json
 import logging
-import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import logs
-from .errors import HttpFailure, UrlRefused, WebhookVerificationError
+from .errors import HttpFailure, UrlRefused
 from .http import BoundedHttp, EventLoop, Guard
 from .settings import Settings
+from .signatures import headers_for
 from .urls import blocked_reason, check_url, parse_host, private_allowed_reason
 
 if TYPE_CHECKING:
-    from .chain import Runtime
+    from .runtime import Runtime
 
-PREFIX = "whsec_"
-TOLERANCE = 300  # seconds a timestamp may differ from the receiver's clock
 MAX_ANSWER_BYTES = 64 * 1024  # a receiver's answer is read up to this, then cut off
 CONCURRENCY = 100  # deliveries one worker process makes at once
 PER_HOST = 10  # ... and to one receiver host, so one slow receiver cannot take them all
 LEASE_MARGIN = 5.0  # seconds a delivery's lease outlasts its longest attempt
-
-
-def _key(secret: str) -> bytes:
-    raw = secret.removeprefix(PREFIX)
-    try:
-        return base64.b64decode(raw, validate=True)
-    except ValueError:
-        raise WebhookVerificationError("the secret is not whsec_ + base64") from None
-
-
-def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
-    """The ``webhook-signature`` header value for one message."""
-    signed = f"{msg_id}.{timestamp}.".encode() + body
-    digest = hmac.new(_key(secret), signed, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
-
-
-def headers_for(secret: str, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
-    return {
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": sign(secret, msg_id, timestamp, body),
-        "content-type": "application/json",
-    }
-
-
-def verify(
-    secret: str,
-    headers: Mapping[str, str],
-    body: bytes,
-    *,
-    tolerance: float = TOLERANCE,
-    now: float | None = None,
-) -> dict[str, Any]:
-    """Check a received webhook and return the job record it carries.
-
-    Raises :class:`WebhookVerificationError` on a missing header, a timestamp outside
-    ``tolerance`` seconds, or no matching signature.
-    """
-    lower = {k.lower(): v for k, v in headers.items()}
-    try:
-        msg_id = lower["webhook-id"]
-        timestamp = int(lower["webhook-timestamp"])
-        signatures = lower["webhook-signature"].split()
-    except (KeyError, ValueError):
-        raise WebhookVerificationError("missing or malformed webhook headers") from None
-    now = time.time() if now is None else now
-    if abs(now - timestamp) > tolerance:
-        raise WebhookVerificationError("the timestamp is too old or too new")
-    expected = sign(secret, msg_id, timestamp, body)
-    if not any(hmac.compare_digest(expected, given) for given in signatures):
-        raise WebhookVerificationError("no signature matches")
-    record: dict[str, Any] = json.loads(body)
-    return record
 
 
 def address_guard(allow_private: bool) -> Guard:

@@ -11,9 +11,10 @@ import pytest
 
 from tests.fakes import FakeClock, FakeUpstream, RecordingScheduler
 from tests.rawhttp import Handler, RawServer
-from worker.chain import Runtime, run_generate, run_poll
+from worker.chain import run_generate, run_poll
 from worker.http import EventLoop
 from worker.request import parse_request
+from worker.runtime import Runtime
 from worker.settings import Settings
 from worker.states import JobState
 from worker.store import JobStore, connect

@@ -14,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.worker.conftest import World
-from worker.chain import Runtime
 from worker.errors import ProtocolError, Rejected, Transient
+from worker.runtime import Runtime
 from worker.settings import Settings
 from worker.states import ErrorKind, JobState
 from worker.upstream import Status

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from worker.app import celery_config
+from worker.config import celery_config
 from worker.settings import Settings
 
 

@@ -135,6 +135,6 @@ def test_a_stuck_create_is_settled_not_repeated(world: Callable[..., World]) -> 
 def test_only_one_sweeper_per_interval(world: Callable[..., World]) -> None:
     w = world(stall_timeout=5.0, sweep_interval=30.0)
     one, two = SweeperThread(w.rt, "one"), SweeperThread(w.rt, "two")
-    assert one.tick() is not None
-    assert two.tick() is None
-    assert one.tick() is None
+    assert one.sweep_once() is not None
+    assert two.sweep_once() is None
+    assert one.sweep_once() is None

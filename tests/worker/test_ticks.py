@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 import pytest
 
 from tests.worker.conftest import World
+from worker import scheduling
 from worker.chain import poll_answered
 from worker.errors import Transient
 from worker.states import JobState
@@ -17,23 +18,18 @@ from worker.upstream import Status
 TICK = 0.25
 
 
-class BookScheduler:
-    """What ``worker.tasks.BatchScheduler`` does: polls and creates go to the books."""
+class BookScheduler(scheduling.BookScheduler):
+    """Batch mode's scheduler, on the world's fake clock, recording the messages it
+    would send (webhooks) and the ticks sent for the rest of a burst."""
 
     def __init__(self, w: World) -> None:
+        super().__init__(self._send, w.rt.settings.queue, w.store, clock=w.clock)
         self.w = w
+        self.sent: list[str] = []
         self.published = 0  # ticks sent for the rest of a burst
 
-    def generate(self, job_id: str, deadline_at: float, attempt: int, countdown: float) -> None:
-        self.w.store.book_creates({job_id: self.w.clock() + countdown})
-
-    def webhook(self, job_id: str, attempt: int, countdown: float) -> None:
-        pass
-
-    def poll(
-        self, job_id: str, deadline_at: float, seq: int, errors: int, countdown: float
-    ) -> None:
-        self.w.store.schedule_polls([BookedPoll(job_id, self.w.clock() + countdown, errors)], 0.0)
+    def _send(self, name: str, **_: object) -> None:
+        self.sent.append(name)
 
     def publish(self) -> None:
         self.published += 1

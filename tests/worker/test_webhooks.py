@@ -21,9 +21,10 @@ from worker import webhooks
 from worker.errors import ConnectFailed, HttpFailure, WebhookVerificationError
 from worker.http import Answer, BoundedHttp, EventLoop
 from worker.request import parse_request
+from worker.signatures import headers_for, sign, verify
 from worker.sweeper import sweep
 from worker.upstream import Status
-from worker.webhooks import LEASE_MARGIN, headers_for, run_webhook, sign, verify, webhook_http
+from worker.webhooks import LEASE_MARGIN, run_webhook, webhook_http
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 
