@@ -81,8 +81,10 @@ class Client:
         self._create_store = JobStore(
             connect(settings.model_copy(update={"redis_retries": 0})), settings
         )
-        # Follow-up steps are published by task name, as a worker publishes them.
-        self._scheduler = scheduler_for(settings, self.store, publisher(settings).send_task)
+        # Tasks are published by name, as a worker publishes them, through a plain
+        # Celery app (the worker's is never built here).
+        self._app = publisher(settings)
+        self._scheduler = scheduler_for(settings, self.store, self._app.send_task)
         # Batch mode (the default): a new job's create is booked in Redis with its
         # record, and the workers' pumps start it; chain mode sends it a message.
         self._batch = settings.poll_mode == "batch"

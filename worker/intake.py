@@ -31,6 +31,7 @@ import redis
 
 from . import logs
 from .chain import (
+    ClaimedCreate,
     claim_batch,
     create_answered,
     prepare_create,
@@ -87,9 +88,8 @@ def run_create_tick(
             continue
         job_id, job, _ = started[item[0]]
         try:
-            create_answered(
-                tick_rt, job_id, job.deadline_at or now, job.attempts + 1, token, item[1]
-            )
+            claimed_create = ClaimedCreate(job_id, job.deadline_at or now, job.attempts + 1, token)
+            create_answered(tick_rt, claimed_create, item[1])
         except redis.RedisError as exc:
             report.failed += 1
             logs.event(

@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from . import logs
 from .app import app
-from .chain import accept_foreign, run_generate, run_poll
+from .chain import PollStep, accept_foreign, run_generate, run_poll
 from .intake import run_create_tick
 from .keys import CREATE_TICK_TASK, GENERATE_TASK, POLL_TASK, TICK_TASK, WEBHOOK_TASK
 from .runtime import Runtime
@@ -142,7 +142,7 @@ def poll_video(
     self: VideoqTask, job_id: str, deadline_at: float, seq: int, errors: int = 0
 ) -> None:
     """Ask the upstream once for a job's status; end the job or schedule the next poll."""
-    run_poll(self.runtime, job_id, float(deadline_at), int(seq), int(errors))
+    run_poll(self.runtime, PollStep(job_id, float(deadline_at), int(seq), int(errors)))
 
 
 @_task(WEBHOOK_TASK, "webhook")  # type: ignore[untyped-decorator]

@@ -35,7 +35,7 @@ from itertools import chain
 import redis
 
 from . import logs
-from .chain import DEADLINE_EPSILON, poll_answered, poll_out_of_time
+from .chain import DEADLINE_EPSILON, PollStep, poll_answered, poll_out_of_time
 from .errors import UpstreamError
 from .ratelimit import Kind, Refused, Slot
 from .runtime import Runtime
@@ -185,10 +185,11 @@ def run_tick(rt: Runtime, tick: float, fetch: Fetch, publish: Callable[[], None]
         poll, answer = step
         pending.discard(poll.job_id)
         try:
+            as_step = PollStep(poll.job_id, poll.deadline_at, poll.seq, poll.errors)
             if answer is None:
-                poll_out_of_time(tick_rt, poll.job_id, poll.seq, poll.errors)
+                poll_out_of_time(tick_rt, as_step)
             else:
-                poll_answered(tick_rt, poll.job_id, poll.deadline_at, poll.seq, poll.errors, answer)
+                poll_answered(tick_rt, as_step, answer)
         except redis.RedisError as exc:
             # The job stays leased: the first tick after the lease polls it again.
             report.failed += 1

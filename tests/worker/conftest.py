@@ -11,7 +11,7 @@ import pytest
 
 from tests.fakes import FakeClock, FakeUpstream, RecordingScheduler
 from tests.rawhttp import Handler, RawServer
-from worker.chain import run_generate, run_poll
+from worker.chain import PollStep, run_generate, run_poll
 from worker.http import EventLoop
 from worker.request import parse_request
 from worker.runtime import Runtime
@@ -56,7 +56,7 @@ class World:
         run_generate(self.rt, job_id, self.deadline_at, attempt)
 
     def poll(self, seq: int, errors: int = 0, job_id: str = "job-1") -> None:
-        run_poll(self.rt, job_id, self.deadline_at, seq, errors)
+        run_poll(self.rt, PollStep(job_id, self.deadline_at, seq, errors))
 
 
 @pytest.fixture

@@ -323,7 +323,7 @@ MASK = "data:image/png;base64," + "QUJD" * 300
 
 
 def test_inline_images_stay_out_of_the_record_but_reach_the_upstream(store: JobStore) -> None:
-    from worker.chain import _upstream_body
+    from worker.chain.create import upstream_body
 
     request = parse_request(
         {
@@ -347,18 +347,18 @@ def test_inline_images_stay_out_of_the_record_but_reach_the_upstream(store: JobS
     assert store.full_request(job) == request.stored()
     payload_ttl = store.redis.ttl(store.keys.payload("img"))
     assert abs(payload_ttl - store.redis.ttl(store.keys.job("img"))) <= 1
-    assert _upstream_body(store, job)["image_url"] == DATA
-    assert _upstream_body(store, job)["dynamic_masks"][0]["mask"] == MASK  # type: ignore[index]
+    assert upstream_body(store, job)["image_url"] == DATA
+    assert upstream_body(store, job)["dynamic_masks"][0]["mask"] == MASK  # type: ignore[index]
 
 
 def test_records_without_a_payload_key_keep_working(store: JobStore) -> None:
-    from worker.chain import _upstream_body
+    from worker.chain.create import upstream_body
 
     new(store, "plain")
     assert not store.redis.exists(store.keys.payload("plain"))  # URLs only: nothing extra
     job = store.get("plain")
     assert job is not None and store.full_request(job) == job.request
-    assert _upstream_body(store, job)["image_url"] == IMG
+    assert upstream_body(store, job)["image_url"] == IMG
 
 
 def test_the_fingerprint_covers_inline_images_and_the_webhook(store: JobStore) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from tests.worker.conftest import World
 from worker import scheduling
-from worker.chain import poll_answered
+from worker.chain import PollStep, poll_answered
 from worker.errors import Transient
 from worker.states import JobState
 from worker.store import BookedPoll
@@ -123,7 +123,7 @@ def test_a_poll_lost_with_its_worker_is_claimed_again_after_the_lease_and_fenced
     assert job is not None and job.polls == 2
     # The lost poll, were it to run late after all, cannot move the record.
     done = Status("gen-a", "completed", video_url="https://v/a.mp4")
-    poll_answered(w.rt, "a", lost.deadline_at, lost.seq, 0, done)
+    poll_answered(w.rt, PollStep("a", lost.deadline_at, lost.seq, 0), done)
     assert w.state("a") is JobState.GENERATING
 
 
