@@ -5,6 +5,7 @@ The examples in README.md and docs/ are run by tests/test_examples.py.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -57,3 +58,50 @@ def test_the_check_mode_finds_a_stale_page(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(settings_doc, "ROOT", tmp_path)
     assert settings_doc.main(["--check"]) == 1
     assert settings_doc.main([]) == 0 and settings_doc.main(["--check"]) == 0
+
+
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "deploy" / "README.md"]
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def anchors(page: Path) -> set[str]:
+    """GitHub's anchors for a page's headings."""
+    if page.suffix != ".md":
+        return set()
+    found = set()
+    for line in page.read_text().splitlines():
+        if line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            found.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return found
+
+
+def broken_links(page: Path) -> list[str]:
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.DOTALL)
+    broken = []
+    for target in LINK.findall(text):
+        if re.match(r"^[a-z]+:", target):  # https:, mailto:
+            continue
+        path, _, anchor = target.partition("#")
+        resolved = (page.parent / path).resolve() if path else page
+        exists = resolved.exists()
+        if not exists or (anchor and anchor not in anchors(resolved)):
+            broken.append(target)
+    return broken
+
+
+def test_every_relative_link_resolves() -> None:
+    broken = {str(p.relative_to(ROOT)): b for p in PAGES if (b := broken_links(p))}
+    assert broken == {}
+
+
+def test_the_link_check_finds_a_broken_link(tmp_path: Path) -> None:
+    (tmp_path / "there.md").write_text("# A title\n")
+    page = tmp_path / "page.md"
+    page.write_text("[a](there.md) [b](gone.md) [c](there.md#a-title) [d](there.md#nope)\n")
+    assert broken_links(page) == ["gone.md", "there.md#nope"]
+
+
+def test_the_readme_is_a_front_door() -> None:
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 250, f"README.md has {len(lines)} lines; move detail to docs/"
