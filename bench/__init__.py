@@ -1,4 +1,4 @@
 """videoq's benchmark: videoq against the seed's blocking loop and one asyncio poller.
 
-``python -m bench`` runs it; see the README, "Performance".
+``python -m bench`` runs it; see docs/performance.md.
 """

@@ -86,7 +86,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {args.key}"}
     spacer = Spacer(args.rate)
     async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
-        rss_before = psutil.Process().memory_full_info().pss
+        pss_before = psutil.Process().memory_full_info().pss
         t0 = time.time()
         jobs = [
             asyncio.create_task(
@@ -96,7 +96,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         ]
         submitted = time.time()
         await asyncio.wait(jobs, timeout=args.cap)
-    return {"t0": t0, "submitted": submitted, "rss_before": rss_before, "results": results}
+    return {"t0": t0, "submitted": submitted, "pss_before": pss_before, "results": results}
 
 
 def main() -> None:

@@ -321,7 +321,7 @@ def run_asyncio(
     report = json.loads(out.read_text())
     run.t0, run.submitted, run.worker_cpu = report["t0"], report["submitted"], report["cpu"]
     run.samples = [s for s in sampler.samples if s.t >= run.t0]
-    run.baseline = Sample(run.t0, report["rss_before"], 0)
+    run.baseline = Sample(run.t0, report["pss_before"], 0)
     run.results = {k: (v[0], str(v[1]), str(v[2])) for k, v in report["results"].items()}
     run.ended = time.time()
     run.capped = len(run.results) < scenario.n

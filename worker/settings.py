@@ -1,8 +1,9 @@
 """All of videoq's configuration, in one typed object.
 
 Every value comes from the environment or a ``.env`` file. The names are part of the
-product's contract (see the README's configuration table): ``AIMLAPI_KEY`` and
-``AIMLAPI_BASE_URL`` talk about the upstream; everything else is ``VIDEOQ_``-prefixed.
+product's contract (docs/configuration.md is generated from the field descriptions):
+``AIMLAPI_KEY`` and ``AIMLAPI_BASE_URL`` talk about the upstream; everything else is
+``VIDEOQ_``-prefixed.
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ class Settings(BaseSettings):
     aimlapi_key: SecretStr = Field(
         default=SecretStr(""),
         validation_alias=AliasChoices("AIMLAPI_KEY", "aimlapi_key"),
-        description="Bearer key for the AI/ML API. Never logged, never stored in jobs.",
+        description="Bearer key for the AI/ML API. Never logged, never put in messages or job "
+        "records; an upstream message echoing it is masked.",
     )
     aimlapi_base_url: str = Field(
         default=DEFAULT_BASE_URL,
@@ -85,9 +87,12 @@ class Settings(BaseSettings):
     )
     upstream_path: Literal["legacy", "universal"] = Field(
         default="legacy",
-        description="legacy: /generate/video/kling/generation; universal: /video/generations.",
+        description="`legacy`: `/generate/video/kling/generation`; `universal`: "
+        "`/video/generations`.",
     )
-    http_connect_timeout: float = Field(default=5.0, gt=0)
+    http_connect_timeout: float = Field(
+        default=5.0, gt=0, description="Connect timeout of every upstream call, in seconds."
+    )
     http_read_timeout: float = Field(
         default=30.0, gt=0, description="Read timeout of every upstream call, in seconds."
     )
@@ -95,79 +100,106 @@ class Settings(BaseSettings):
         default=None,
         gt=0,
         description="Most seconds one upstream call may take in all: connect, send, headers "
-        "and body (default: the connect plus the read timeout). A call is also cut short "
-        "at its job's deadline.",
+        "and body (default: the connect plus the read timeout). A peer that trickles its "
+        "answer under the read timeout is cut off here. A call is also cut short at its "
+        "job's deadline.",
     )
     upstream_rate: float = Field(
         default=0.0,
         ge=0,
         allow_inf_nan=False,
         description="Most upstream calls per second (creates and status polls together) "
-        "across every worker process, shared through Redis (0: unlimited). Under "
-        "contention creates and polls each get at least half; a call with no slot within "
-        "a second is not sent but rescheduled. Set the same value on every worker.",
+        "across every worker process and host, shared through Redis on Redis's clock (0: "
+        "unlimited). Under contention creates and polls each get at least half; a call "
+        "with no slot within a second is not sent but rescheduled (`Throttled`). Set the "
+        "same value on every worker.",
     )
 
     # --- Redis ----------------------------------------------------------------------------
     redis_url: str = Field(
         default="redis://localhost:6379/0",
-        description="Redis for the Celery broker and the job records (redis://host:port/db).",
+        description="Redis for both the Celery broker and the job records "
+        "(`redis://host:port/db`). A malformed URL (no or unknown scheme, a database index "
+        "outside 0-15, a bad port) is refused at start-up with one line naming this setting.",
     )
     key_prefix: str = Field(
-        default="videoq", pattern=r"^[A-Za-z0-9_.-]+$", description="Prefix of every job key."
+        default="videoq",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Prefix of every job-record key.",
     )
     queue: str = Field(
         default="videoq", pattern=r"^[A-Za-z0-9_.-]+$", description="Celery queue name."
     )
     redis_retries: int = Field(
-        default=6, ge=0, description="Retries of a job-record write on a Redis error."
+        default=6,
+        ge=0,
+        description="Retries (exponential backoff) of a job-record read or write on a Redis "
+        "connection error.",
     )
 
     # --- the chain ------------------------------------------------------------------------
-    poll_interval: float = Field(default=10.0, gt=0, description="Seconds between polls.")
+    poll_interval: float = Field(default=10.0, gt=0, description="Seconds between status polls.")
     poll_mode: Literal["chain", "batch"] = Field(
         default="batch",
-        description="batch: polls and creates are scheduled in Redis and one task takes "
-        "every one due in a tick; chain: one countdown task per create and per poll "
-        "(see README, Performance).",
+        description="`batch`: creates and polls are entries in Redis books, and one tick task "
+        "takes every one due in a slot. `chain`: one Celery task per create and per poll, a "
+        "row each in Flower; it falls behind at a few thousand jobs in flight. Set the same "
+        "value on every worker and producer.",
     )
     poll_tick: float = Field(
         default=0.25,
         gt=0,
         le=5,
-        description="Batch mode: width of a tick in seconds (how often the pump sends one).",
+        description="Batch mode: width of a tick slot, in seconds. The pumps send at most one "
+        "tick per slot and book for the whole fleet (more when a tick leaves work due).",
     )
     poll_batch: int = Field(
         default=200,
         ge=1,
         le=5000,
-        description="Batch mode: most polls (or creates) one tick task takes.",
+        description="Batch mode: most polls (or creates) one tick task claims; the rest goes "
+        "to another tick at once, so pool slots and workers share a burst.",
     )
     poll_concurrency: int = Field(
         default=100,
         ge=1,
         le=1000,
-        description="Batch mode: status calls one worker process makes at once.",
+        description="Batch mode: status calls one worker process makes at once, on one "
+        "asyncio loop (and the HTTP connections it keeps alive).",
     )
     deadline: float = Field(
-        default=1000.0, gt=0, description="Seconds from acceptance until a job times out."
+        default=1000.0,
+        gt=0,
+        description="Seconds from acceptance until a job ends `timed_out`.",
     )
     retry_backoff: float = Field(
-        default=2.0, gt=0, description="First backoff after a transient upstream error."
+        default=2.0,
+        gt=0,
+        description="First backoff after a transient upstream error, in seconds.",
     )
     retry_backoff_max: float = Field(
-        default=60.0, gt=0, description="Largest backoff after transient upstream errors."
+        default=60.0,
+        gt=0,
+        description="Largest backoff after transient upstream errors, in seconds (a longer "
+        "`Retry-After` still wins).",
     )
     retention: int = Field(
-        default=7 * 24 * 3600, gt=0, description="Seconds a finished job record is kept."
+        default=7 * 24 * 3600,
+        gt=0,
+        description="Seconds a finished job record is kept (7 days).",
     )
     visibility_timeout: int = Field(
         default=300,
         gt=0,
-        description="Seconds before Redis redelivers an unacknowledged message.",
+        description="Seconds before Redis redelivers an unacknowledged message. Must exceed "
+        "the longest countdown plus one upstream call (`VIDEOQ_HTTP_TOTAL_TIMEOUT`); "
+        "checked at start-up.",
     )
     eta_task_limit: int = Field(
-        default=20000, gt=0, description="Most countdown tasks one worker holds in memory."
+        default=20000,
+        gt=0,
+        description="Most countdown tasks one worker process holds in memory (Celery's "
+        "`worker_eta_task_limit`).",
     )
     stall_timeout: float = Field(
         default=60.0,
@@ -180,26 +212,30 @@ class Settings(BaseSettings):
     sweep_interval: float = Field(
         default=10.0,
         ge=0,
-        description="Seconds between sweeps for stalled jobs (one worker sweeps; 0: off).",
+        description="Seconds between sweeps for stalled jobs. Every worker runs the sweeper; "
+        "a Redis lock lets one of them sweep per interval. `0` turns it off in that worker.",
     )
     sweep_batch: int = Field(default=1000, gt=0, description="Most stalled jobs one sweep resumes.")
-    log_level: str = Field(default="INFO")
+    log_level: str = Field(default="INFO", description="Worker log level.")
     log_format: Literal["logfmt", "json"] = Field(
         default="logfmt",
-        description="Worker log lines: logfmt text, or one JSON object per line.",
+        description="Worker log lines: `logfmt` text, or `json`: one JSON object per line "
+        "(Celery's own lines too), with `event`, `job_id`, `state` and `attempt` as keys.",
     )
 
     # --- web apps -------------------------------------------------------------------------
     api_tokens: SecretStr = Field(
         default=SecretStr(""),
         description=(
-            "Comma-separated Bearer tokens that `videoq serve` accepts; `name:token` names "
-            "a caller, who then sees only its own jobs."
+            "Comma-separated Bearer tokens that `videoq serve` accepts (it refuses to start "
+            "without one). `name:token` names a caller (1-64 of `A-Z a-z 0-9 _ . -`): it "
+            "sees, lists and cancels only its own jobs, and its idempotency keys are its own. "
+            "Plain tokens see every job."
         ),
     )
     api_admins: str = Field(
         default="admin",
-        description="Comma-separated caller names (from VIDEOQ_API_TOKENS) that see and "
+        description="Comma-separated caller names (from `VIDEOQ_API_TOKENS`) that see and "
         "cancel every job.",
     )
     max_request_bytes: int = Field(
@@ -207,7 +243,8 @@ class Settings(BaseSettings):
         ge=1024,
         description=(
             "Largest request accepted, in bytes: the gateway answers 413 past it without "
-            "reading further, and `Client.submit` refuses a larger stored request."
+            "reading further, and `Client.submit` raises `RequestError` (field `request`) "
+            "for a larger stored request."
         ),
     )
     max_in_flight: int = Field(
@@ -215,14 +252,15 @@ class Settings(BaseSettings):
         ge=0,
         description=(
             "Most upstream generations in flight at once, across all workers (0: no cap). "
-            "Jobs over the cap wait in `queued`, in submission order."
+            "Jobs over the cap wait in `queued`, in acceptance order. Set the same value on "
+            "producers and workers."
         ),
     )
     webhook_secret: SecretStr = Field(
         default=SecretStr(""),
         description=(
             "Signing secret for webhooks (`whsec_` + base64, Standard Webhooks). "
-            "Required to accept a `webhook_url`."
+            "A `webhook_url` is refused without it."
         ),
     )
     webhook_window: float = Field(
@@ -240,20 +278,22 @@ class Settings(BaseSettings):
     allow_private_urls: bool = Field(
         default=False,
         description=(
-            "Allow loopback and private hosts for webhook_url and for fetching videos (local "
-            "set-ups, the simulator). image_url and masks are always public: the upstream "
-            "fetches them."
+            "Allow loopback and private hosts for `webhook_url` and for the upstream's video "
+            "URLs (local set-ups, the simulator). `image_url` and masks must always be "
+            "public: the upstream fetches them."
         ),
     )
 
     # --- operations -----------------------------------------------------------------------
     flower_basic_auth: SecretStr = Field(
         default=SecretStr(""),
-        description="`user:password` (comma-separated for several) for `videoq flower`.",
+        description="`user:password` (comma-separated for several) for `videoq flower`. "
+        "Required for any address other than loopback.",
     )
     flower_db: str = Field(
         default="videoq-flower.db",
-        description="File where `videoq flower` keeps its state across restarts.",
+        description="File where `videoq flower` keeps its state, so a restart keeps recent "
+        "task history.",
     )
 
     @field_validator("redis_url")
