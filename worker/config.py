@@ -14,7 +14,7 @@ from .settings import Settings
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    """Celery settings derived from videoq's settings (see README, "Configuration")."""
+    """Celery settings derived from videoq's settings (see docs/configuration.md)."""
     return {
         "broker_url": settings.redis_url,
         # kombu's Redis transport, kept consuming while Redis refuses writes (OOM ...).

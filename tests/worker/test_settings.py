@@ -1,4 +1,4 @@
-"""Settings: the environment names are a contract (see SPEC and the README's table)."""
+"""Settings: the environment names are a contract (see SPEC and docs/configuration.md)."""
 
 from __future__ import annotations
 
