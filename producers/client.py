@@ -264,7 +264,7 @@ class Client:
                 kwargsrepr=task_label(job.id, "webhook", 1),
             )
         if self.settings.max_in_flight:
-            waiting_jobs = self.store.next_in_line(self.settings.max_in_flight)
+            waiting_jobs = self.store.budget.next_in_line(self.settings.max_in_flight)
             if self._batch:
                 self.store.book_creates(dict.fromkeys((w.id for w in waiting_jobs), time.time()))
                 return

@@ -144,8 +144,8 @@ M = [
     ),
 ]
 LUA_OFF = [
-    ("worker/store.py", "if not member(ARGV[1], state) then return 0 end", ""),
-    ("worker/store.py", "if member(ARGV[9], state) then return 0 end\n", ""),
+    ("worker/lua/transition.lua", "if not member(ARGV[1], state) then return 0 end", ""),
+    ("worker/lua/transition.lua", "if member(ARGV[9], state) then return 0 end\n", ""),
 ]
 EXTRA = [
     (
@@ -192,7 +192,7 @@ EXTRA = [
     ),
     (
         "M16 terminal guard only removed (caller allows everything)",
-        [("worker/store.py", "if member(ARGV[9], state) then return 0 end\n", "")],
+        [("worker/lua/transition.lua", "if member(ARGV[9], state) then return 0 end\n", "")],
         ["tests/worker/test_store.py::test_terminal_sets_finished_at_and_retention"],
     ),
     (
@@ -220,7 +220,7 @@ EXTRA += [
         "M19 no due time kept by the chain's transitions",
         [
             (
-                "worker/store.py",
+                "worker/lua/transition.lua",
                 "elseif ARGV[11] ~= '' then\n  redis.call('ZADD', KEYS[2], ARGV[11], ARGV[10])\n",
                 "",
             )
@@ -293,7 +293,7 @@ EXTRA += [
     ),
     (
         "M37 a finished job stays in the poll book",
-        [("worker/store.py", "  redis.call('ZREM', KEYS[7], ARGV[10])\n", "")],
+        [("worker/lua/transition.lua", "  redis.call('ZREM', KEYS[7], ARGV[10])\n", "")],
         [
             "tests/worker/test_ticks.py::test_a_finished_job_leaves_the_book",
             "tests/integration/test_batch.py::test_a_burst_completes_with_one_create_each_and_polls_a_tick_apart",
@@ -352,7 +352,7 @@ EXTRA += [
     ),
     (
         "M25 completion latency not counted",
-        [("worker/store.py", "    redis.call('HINCRBY', KEYS[3], 'latency_count', 1)\n", "")],
+        [("worker/lua/transition.lua", "    redis.call('HINCRBY', KEYS[3], 'latency_count', 1)\n", "")],
         ["tests/worker/test_metrics.py::test_states_latency_errors_and_credits_are_counted"],
     ),
     (
@@ -372,7 +372,7 @@ EXTRA += [
         "M27 budget ignores the line (first come, first served)",
         [
             (
-                "worker/store.py",
+                "worker/lua/acquire.lua",
                 "if free > 0 and redis.call('ZRANK', KEYS[2], ARGV[1]) < free then",
                 "if free > 0 then",
             )
@@ -381,7 +381,7 @@ EXTRA += [
     ),
     (
         "M28 terminal state keeps its slot",
-        [("worker/store.py", "  redis.call('ZREM', KEYS[4], ARGV[10])\n", "")],
+        [("worker/lua/transition.lua", "  redis.call('ZREM', KEYS[4], ARGV[10])\n", "")],
         ["tests/worker/test_budget.py::test_a_finished_job_frees_its_slot_and_wakes_the_next"],
     ),
     (

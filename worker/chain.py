@@ -135,7 +135,7 @@ def after_terminal(rt: Runtime, job_id: str) -> None:
 def wake_waiting(rt: Runtime) -> None:
     """Start the jobs first in line for free slots (``VIDEOQ_MAX_IN_FLIGHT``)."""
     if rt.settings.max_in_flight:
-        for job in rt.store.next_in_line(rt.settings.max_in_flight):
+        for job in rt.store.budget.next_in_line(rt.settings.max_in_flight):
             rt.scheduler.generate(job.id, job.deadline_at or rt.clock(), job.attempts + 1, 0)
 
 
@@ -191,7 +191,7 @@ def prepare_create(
         return None
 
     limit = rt.settings.max_in_flight
-    if limit and not rt.store.acquire_slot(job_id, job.created_at or now, limit, now):
+    if limit and not rt.store.budget.acquire_slot(job_id, job.created_at or now, limit, now):
         # Over the cap: wait in line. A finishing job (or the sweeper) wakes us; until
         # then the sweeper leaves this job alone (its due time is its deadline).
         rt.store.postpone(job_id, deadline_at)
@@ -201,7 +201,7 @@ def prepare_create(
             job_id=job_id,
             state="queued",
             attempt=attempt,
-            in_flight=rt.store.in_flight_slots(),
+            in_flight=rt.store.budget.in_flight_slots(),
             limit=limit,
         )
         wake_waiting(rt)
