@@ -36,10 +36,11 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import logs
+from .addresses import blocked_reason, private_allowed_reason
 from .errors import HttpFailure, UrlRefused, WebhookVerificationError
 from .http import BoundedHttp, EventLoop, Guard
 from .settings import Settings
-from .urls import blocked_reason, check_url, parse_host, private_allowed_reason
+from .urls import check_url, parse_host
 
 if TYPE_CHECKING:
     from .chain import Runtime
