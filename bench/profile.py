@@ -36,7 +36,13 @@ BUCKETS = (
 def bucket(frames: list[str]) -> str:
     """One bucket per stack (root first), by the frames it passes through."""
     ours = [i for i, f in enumerate(frames) if "(worker/" in f]
-    upstream = ("(aiohttp/", "(asyncio/", "worker/http.py", "worker/upstream.py")
+    upstream = (
+        "(aiohttp/",
+        "(asyncio/",
+        "worker/http.py",
+        "worker/upstream.py",
+        "worker/answers.py",
+    )
     if any(mark in f for f in frames for mark in upstream):
         return BUCKETS[0]
     if ours and any("(redis/" in f for f in frames[ours[-1] :]):

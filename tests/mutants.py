@@ -62,7 +62,7 @@ M = [
     ),
     (
         "M5 store ignores the allowed-state list (terminal guard kept) [one of two layers]",
-        "worker/store.py",
+        "worker/lua/transition.lua",
         "if not member(ARGV[1], state) then return 0 end",
         "",
         ["tests/worker/test_store.py::test_no_transition_leaves_a_terminal_state"],
@@ -79,12 +79,12 @@ M = [
     ),
     (
         "M6 echoed key not masked",
-        "worker/upstream.py",
-        "        return mask(text, [self._key.get_secret_value()])",
-        "        return text",
+        "worker/answers.py",
+        "    return clean(mask(text, [secret]), MAX_TEXT_LENGTH)",
+        "    return clean(text, MAX_TEXT_LENGTH)",
         [
             "tests/integration/test_secrets.py",
-            "tests/worker/test_upstream.py::test_a_key_echoed_by_the_upstream_is_masked",
+            "tests/worker/test_answers.py::test_a_key_echoed_by_the_upstream_is_masked",
         ],
     ),
     (
@@ -96,9 +96,9 @@ M = [
     ),
     (
         "M7 4xx retried like 5xx",
-        "worker/upstream.py",
-        "            raise Rejected(code, self._scrub(_error_text(resp, body)))",
-        "            raise Transient(self._scrub(_error_text(resp, body)))",
+        "worker/answers.py",
+        "        raise Rejected(code, scrub(_error_text(reason, body), secret))",
+        "        raise Transient(scrub(_error_text(reason, body), secret))",
         [
             "tests/worker/test_upstream.py",
             "tests/integration/test_chain.py::test_4xx_on_create_fails_at_once_without_retry",
@@ -144,8 +144,8 @@ M = [
     ),
 ]
 LUA_OFF = [
-    ("worker/store.py", "if not member(ARGV[1], state) then return 0 end", ""),
-    ("worker/store.py", "if member(ARGV[9], state) then return 0 end\n", ""),
+    ("worker/lua/transition.lua", "if not member(ARGV[1], state) then return 0 end", ""),
+    ("worker/lua/transition.lua", "if member(ARGV[9], state) then return 0 end\n", ""),
 ]
 EXTRA = [
     (
@@ -192,7 +192,7 @@ EXTRA = [
     ),
     (
         "M16 terminal guard only removed (caller allows everything)",
-        [("worker/store.py", "if member(ARGV[9], state) then return 0 end\n", "")],
+        [("worker/lua/transition.lua", "if member(ARGV[9], state) then return 0 end\n", "")],
         ["tests/worker/test_store.py::test_terminal_sets_finished_at_and_retention"],
     ),
     (
@@ -220,7 +220,7 @@ EXTRA += [
         "M19 no due time kept by the chain's transitions",
         [
             (
-                "worker/store.py",
+                "worker/lua/transition.lua",
                 "elseif ARGV[11] ~= '' then\n  redis.call('ZADD', KEYS[2], ARGV[11], ARGV[10])\n",
                 "",
             )
@@ -293,7 +293,7 @@ EXTRA += [
     ),
     (
         "M37 a finished job stays in the poll book",
-        [("worker/store.py", "  redis.call('ZREM', KEYS[7], ARGV[10])\n", "")],
+        [("worker/lua/transition.lua", "  redis.call('ZREM', KEYS[7], ARGV[10])\n", "")],
         [
             "tests/worker/test_ticks.py::test_a_finished_job_leaves_the_book",
             "tests/integration/test_batch.py::test_a_burst_completes_with_one_create_each_and_polls_a_tick_apart",
@@ -352,7 +352,7 @@ EXTRA += [
     ),
     (
         "M25 completion latency not counted",
-        [("worker/store.py", "    redis.call('HINCRBY', KEYS[3], 'latency_count', 1)\n", "")],
+        [("worker/lua/transition.lua", "    redis.call('HINCRBY', KEYS[3], 'latency_count', 1)\n", "")],
         ["tests/worker/test_metrics.py::test_states_latency_errors_and_credits_are_counted"],
     ),
     (
@@ -372,7 +372,7 @@ EXTRA += [
         "M27 budget ignores the line (first come, first served)",
         [
             (
-                "worker/store.py",
+                "worker/lua/acquire.lua",
                 "if free > 0 and redis.call('ZRANK', KEYS[2], ARGV[1]) < free then",
                 "if free > 0 then",
             )
@@ -381,7 +381,7 @@ EXTRA += [
     ),
     (
         "M28 terminal state keeps its slot",
-        [("worker/store.py", "  redis.call('ZREM', KEYS[4], ARGV[10])\n", "")],
+        [("worker/lua/transition.lua", "  redis.call('ZREM', KEYS[4], ARGV[10])\n", "")],
         ["tests/worker/test_budget.py::test_a_finished_job_frees_its_slot_and_wakes_the_next"],
     ),
     (
@@ -447,8 +447,8 @@ EXTRA += [
         [
             (
                 "worker/upstream.py",
-                'else limiter.reserve("poll", [t for _, t in calls])',
-                'else [s for _, t in calls for s in limiter.reserve("poll", [t])]',
+                "return limiter.reserve(kind, list(timeouts))",
+                "return [s for t in timeouts for s in limiter.reserve(kind, [t])]",
             )
         ],
         [RL + "test_a_batch_reserves_once_sends_the_granted_spread_and_throttles_the_rest"],
@@ -539,8 +539,8 @@ EXTRA += [
         [
             (
                 "worker/upstream.py",
-                "Keys(settings.key_prefix), settings.upstream_rate,",
-                "Keys(settings.key_prefix), 0.0,",
+                "Keys(settings.key_prefix),\n                settings.upstream_rate,",
+                "Keys(settings.key_prefix),\n                0.0,",
             )
         ],
         [RI + "test_the_rate_holds_fleet_wide_and_no_job_or_create_starves"],

@@ -264,29 +264,33 @@ class BoundedHttp:
                     return Answer(resp.status, resp.reason, resp.headers, body)
         except HttpFailure:
             raise
-        except aiohttp.ServerTimeoutError:  # a connect or a read that took too long
-            if not state["connected"]:
-                message = f"connect timeout after {self.connect_timeout}s"
-                raise TimedOut(message, sent=False) from None
-            raise TimedOut(f"read timeout after {self.read_timeout}s", sent=True) from None
-        except TimeoutError:
-            raise TimedOut(
-                f"no complete answer within {total:.1f}s"
-                if state["connected"]
-                else f"no connection within {total:.1f}s (connecting, or waiting for a "
-                "free connection)",
-                sent=state["connected"],
-            ) from None
-        except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.os_error, _Blocked):
-                raise AddressRefused(str(exc.os_error)) from None
-            raise ConnectFailed(f"connection failed: {type(exc.os_error).__name__}") from None
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
-            if not state["connected"]:
-                raise ConnectFailed(f"connection failed: {type(exc).__name__}") from None
-            raise Dropped(f"connection dropped: {type(exc).__name__}", sent=True) from None
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+            raise self._failure(exc, connected=state["connected"], total=total) from None
         finally:
             self.in_flight -= 1
+
+    def _failure(self, exc: BaseException, *, connected: bool, total: float) -> HttpFailure:
+        """The :class:`HttpFailure` a call's exception stands for; ``connected``: the
+        request may have gone out; ``total``: the call's whole deadline."""
+        if isinstance(exc, aiohttp.ServerTimeoutError):  # a connect or a read too slow
+            if not connected:
+                return TimedOut(f"connect timeout after {self.connect_timeout}s", sent=False)
+            return TimedOut(f"read timeout after {self.read_timeout}s", sent=True)
+        if isinstance(exc, TimeoutError):
+            return TimedOut(
+                f"no complete answer within {total:.1f}s"
+                if connected
+                else f"no connection within {total:.1f}s (connecting, or waiting for a "
+                "free connection)",
+                sent=connected,
+            )
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            if isinstance(exc.os_error, _Blocked):
+                return AddressRefused(str(exc.os_error))
+            return ConnectFailed(f"connection failed: {type(exc.os_error).__name__}")
+        if not connected:
+            return ConnectFailed(f"connection failed: {type(exc).__name__}")
+        return Dropped(f"connection dropped: {type(exc).__name__}", sent=True)
 
     def call(self, method: str, url: str, **kwargs: Any) -> Answer:
         """:meth:`request` for synchronous callers: waits on the loop's thread."""

@@ -15,10 +15,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from .keys import LATENCY_BUCKETS
-from .states import JobState
+from .states import ACTIVE_STATES, JobState
 from .store import JobStore
 
-ACTIVE_STATES = (JobState.QUEUED, JobState.SUBMITTING, JobState.GENERATING)
+# worker.states.ACTIVE_STATES in the states' own order (queued, submitting, generating):
+# a set has none, and the page lists them the same way every time.
+ACTIVE = tuple(s for s in JobState if s in ACTIVE_STATES)
 TERMINAL = tuple(s for s in JobState if s.is_terminal)
 
 
@@ -50,10 +52,7 @@ def render(store: JobStore, upstream_rate: float = 0.0, now: float | None = None
         "videoq_jobs",
         "gauge",
         "Unfinished jobs by state.",
-        [
-            (f'{{state="{s.value}"}}', max(0.0, stats.get(f"state:{s.value}", 0.0)))
-            for s in ACTIVE_STATES
-        ],
+        [(f'{{state="{s.value}"}}', max(0.0, stats.get(f"state:{s.value}", 0.0))) for s in ACTIVE],
     )
     metric(
         "videoq_jobs_in_flight",

@@ -39,14 +39,13 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Literal
 
 import redis
 
 from . import logs
 from .keys import Keys
-from .store import LUA_FINITE
+from .store import lua_script
 
 Kind = Literal["create", "poll"]
 
@@ -64,7 +63,7 @@ MAX_PAUSE = 300.0
 # A call refused because Redis could not be asked is retried after this long.
 UNAVAILABLE_RETRY = 1.0
 
-SCRIPT = LUA_FINITE + resources.files("worker").joinpath("lua/rate.lua").read_text("utf-8")
+SCRIPT = lua_script("rate")
 
 
 @dataclass(frozen=True, slots=True)

@@ -109,7 +109,7 @@ def scheduler_for(settings: Settings, store: JobStore, send_task: SendTask) -> S
 def wake_waiting(store: JobStore, scheduler: Scheduler, max_in_flight: int, now: float) -> None:
     """Start the jobs first in line for free slots (``VIDEOQ_MAX_IN_FLIGHT``)."""
     if max_in_flight:
-        for job in store.next_in_line(max_in_flight):
+        for job in store.budget.next_in_line(max_in_flight):
             scheduler.generate(job.id, job.deadline_at or now, job.attempts + 1, 0)
 
 

@@ -32,11 +32,12 @@ import logging
 from typing import TYPE_CHECKING
 
 from . import logs
+from .addresses import blocked_reason, private_allowed_reason
 from .errors import HttpFailure, UrlRefused
 from .http import BoundedHttp, EventLoop, Guard
 from .settings import Settings
 from .signatures import headers_for
-from .urls import blocked_reason, check_url, parse_host, private_allowed_reason
+from .urls import check_url, parse_host
 
 if TYPE_CHECKING:
     from .runtime import Runtime

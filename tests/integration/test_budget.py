@@ -68,7 +68,7 @@ def test_jobs_over_the_cap_wait_and_start_in_submission_order(
     for j, later in enumerate(prompts):
         overtaken = [p for p in prompts[:j] if start[p] > start[later]]
         assert len(overtaken) <= 1, (later, overtaken)
-    assert cluster.client.store.in_flight_slots() == 0
+    assert cluster.client.store.budget.in_flight_slots() == 0
 
 
 def test_a_slot_is_released_when_its_worker_is_killed(clusters: Callable[..., Cluster]) -> None:
@@ -91,7 +91,7 @@ def test_a_slot_is_released_when_its_worker_is_killed(clusters: Callable[..., Cl
     assert [j.state.value for j in jobs] == ["completed", "completed"]
     spans = _spans(cluster.sim, ["holds the slot [sim:time=4]", "waits [sim:time=1]"])
     assert _most_at_once(spans) == 1
-    assert cluster.client.store.in_flight_slots() == 0
+    assert cluster.client.store.budget.in_flight_slots() == 0
 
 
 def test_every_terminal_path_frees_the_slot(clusters: Callable[..., Cluster]) -> None:
@@ -115,7 +115,7 @@ def test_every_terminal_path_frees_the_slot(clusters: Callable[..., Cluster]) ->
         "cancelled",
         "completed",
     ]
-    assert client.store.in_flight_slots() == 0
+    assert client.store.budget.in_flight_slots() == 0
 
 
 def _example_app() -> ModuleType:

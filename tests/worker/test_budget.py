@@ -30,7 +30,7 @@ def test_only_the_cap_runs_and_the_rest_wait_in_order(world: Callable[..., World
     # the first two accepted run, whatever order their messages came in
     assert {j for j in "abcd" if w.state(j) is JobState.GENERATING} == {"a", "b"}
     assert {j for j in "abcd" if w.state(j) is JobState.QUEUED} == {"c", "d"}
-    assert w.store.in_flight_slots() == 2
+    assert w.store.budget.in_flight_slots() == 2
     assert len(w.upstream.creates) == 2
     # d and c, finding free slots that were not theirs, woke the jobs first in line
     woken = {c.job_id for c in w.scheduler.calls if c.step == "generate"}
@@ -47,7 +47,7 @@ def test_a_finished_job_frees_its_slot_and_wakes_the_next(world: Callable[..., W
     assert w.state("b") is JobState.QUEUED and w.upstream.creates and len(w.upstream.creates) == 1
     w.upstream.status_answers.append(Status("gen-1", "completed", video_url="https://v/1.mp4"))
     w.poll(1, job_id="a")
-    assert w.store.in_flight_slots() == 0
+    assert w.store.budget.in_flight_slots() == 0
     woken = [c for c in w.scheduler.calls if c.step == "generate"]
     assert [c.job_id for c in woken] == ["b"]
     w.generate("b", attempt=woken[0].attempt)
@@ -60,4 +60,4 @@ def test_without_a_cap_nothing_waits(world: Callable[..., World]) -> None:
         submit(w, job_id)
         w.generate(job_id)
     assert all(w.state(j) is JobState.GENERATING for j in "abc")
-    assert w.store.in_flight_slots() == 0
+    assert w.store.budget.in_flight_slots() == 0

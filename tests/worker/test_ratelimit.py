@@ -18,6 +18,7 @@ from pydantic import SecretStr, ValidationError
 
 from simulator import Simulator
 from tests.fakes import FakeClock
+from tests.worker.upstream_fakes import all_answers
 from worker.errors import Throttled, Transient
 from worker.http import BoundedHttp, EventLoop
 from worker.keys import Keys
@@ -299,7 +300,7 @@ def test_a_batch_reserves_once_sends_the_granted_spread_and_throttles_the_rest(
     sent_before = len(sim.requests())
     client = client_for(sim, world.limiter(8.0, fake_clock=False))
     world.ops.clear()
-    answers = client.statuses([(g, 10.0) for g in ids])
+    answers = all_answers(client, [(g, 10.0) for g in ids])
     assert world.ops.count("reserve") == 1  # one reservation for the whole batch
     # ... and, while the granted calls wait, the pause is read again at most every REFRESH
     assert world.ops.count("peek") <= HORIZON / REFRESH + 1
@@ -332,7 +333,7 @@ def test_a_429_with_retry_after_pauses_every_process(
         with pytest.raises(Throttled) as held:
             client.status(gen)
         assert held.value.reason == "paused" and 1.0 < (held.value.retry_after or 0) <= 2.0
-    [answer] = second.statuses([(gen, 10.0)])
+    [answer] = all_answers(second, [(gen, 10.0)])
     assert isinstance(answer, Throttled)
     with pytest.raises(Throttled):
         second.create({"model": "m", "image_url": "https://x/y.png"})

@@ -1,5 +1,6 @@
 """The upstream client against a fake BoundedHttp: how each answer and each failure is
-classified, and how upstream text is made safe to store and log."""
+classified, and the two network cases that matter most on real sockets. How upstream
+text is made safe, and what is read from an answer: test_answers.py."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from multidict import CIMultiDict
 from pydantic import SecretStr
 
+from tests.worker.upstream_fakes import KEY, all_answers, client_with
 from worker.errors import (
     AddressRefused,
     ConnectFailed,
@@ -24,60 +25,10 @@ from worker.errors import (
     TimedOut,
     TooLarge,
     Transient,
-    UpstreamError,
 )
 from worker.errors import ProtocolError as UpstreamProtocolError
-from worker.http import Answer, BoundedHttp, EventLoop
-from worker.upstream import (
-    MAX_BODY_BYTES,
-    MAX_ID_LENGTH,
-    PATHS,
-    Status,
-    UpstreamClient,
-    parse_retry_after,
-)
-
-KEY = "sk-unit-secret-0123456789abcdef"
-
-Reply = tuple[int, Any, dict[str, str]] | HttpFailure
-LOOP = EventLoop()  # the fake's loop, for ``statuses``: started on first use
-
-
-class FakeHttp:
-    """A BoundedHttp stand-in: each call gets the next scripted reply, an
-    ``(status, body, headers)`` Answer or an :class:`HttpFailure` to raise."""
-
-    def __init__(self, *replies: Reply) -> None:
-        self.replies = list(replies)
-        self.loop = LOOP
-        self.headers: dict[str, str] = {}
-        self.sent: list[dict[str, Any]] = []
-
-    def _answer(self, method: str, url: str, kwargs: dict[str, Any]) -> Answer:
-        self.sent.append({"method": method, "url": url, "headers": dict(self.headers), **kwargs})
-        reply = self.replies.pop(0)
-        if isinstance(reply, HttpFailure):
-            raise reply
-        code, body, headers = reply
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        return Answer(code, "Reason", CIMultiDict(headers), data)
-
-    def call(self, method: str, url: str, **kwargs: Any) -> Answer:
-        return self._answer(method, url, kwargs)
-
-    async def request(self, method: str, url: str, **kwargs: Any) -> Answer:
-        return self._answer(method, url, kwargs)
-
-
-def client_with(*replies: Reply, path: str = "legacy") -> tuple[UpstreamClient, FakeHttp]:
-    http = FakeHttp(*replies)
-    client = UpstreamClient(
-        "http://upstream.test/v2/",
-        SecretStr(KEY),
-        http,  # type: ignore[arg-type]
-        path=path,  # type: ignore[arg-type]
-    )
-    return client, http
+from worker.http import BoundedHttp, EventLoop
+from worker.upstream import MAX_BODY_BYTES, PATHS, Status, UpstreamClient
 
 
 def test_create_sends_bearer_json_and_its_timeout() -> None:
@@ -228,168 +179,14 @@ def test_network_errors_say_whether_the_request_may_have_arrived(
     assert KEY not in str(info.value)
 
 
-def test_parse_retry_after() -> None:
-    assert parse_retry_after("5") == 5.0
-    assert parse_retry_after(None) is None
-    assert parse_retry_after("soon") is None
-    assert parse_retry_after("-3") in (None, 0.0)
-    http_date = "Wed, 21 Oct 2015 07:28:10 GMT"
-    assert parse_retry_after(http_date, now=1445412480.0) == pytest.approx(10.0)
-
-
-def test_a_key_echoed_by_the_upstream_is_masked() -> None:
-    client, _ = client_with(
-        (401, {"message": f"invalid key {KEY}"}, {}),
-        (200, {"id": "g", "status": "error", "error": {"message": f"bad {KEY}"}}, {}),
-    )
-    with pytest.raises(Rejected) as info:
-        client.create({})
-    assert KEY not in str(info.value) and "invalid key ***" in str(info.value)
-    assert client.status("g").error_message == "bad ***"
-
-
-@pytest.mark.parametrize(
-    "echo", [KEY.upper(), KEY.swapcase(), KEY[:12], KEY[-12:], KEY[4:16].upper()]
-)
-def test_a_case_variant_or_partial_copy_of_the_key_is_masked(echo: str) -> None:
-    client, _ = client_with(
-        (401, {"message": f"invalid key {echo} given"}, {}),
-        (200, {"id": "g", "status": "error", "error": {"message": f"bad {echo}!"}}, {}),
-    )
-    with pytest.raises(Rejected) as info:
-        client.create({})
-    assert echo not in str(info.value)
-    assert "invalid key *** given" in str(info.value)
-    assert client.status("g").error_message == "bad ***!"
-
-
-# --- upstream text is data: escaped and capped ------------------------------------------------
-
-
-FORGED = "bad input\r\nevent=job.finished job_id=other state=completed\u2028x\x1b[31m"
-
-
-def test_control_characters_in_an_error_message_are_escaped() -> None:
-    client, _ = client_with(
-        (400, {"message": FORGED}, {}),
-        (503, {"message": FORGED}, {}),
-        (200, {"id": "g", "status": "error", "error": {"name": "N\nX", "message": FORGED}}, {}),
-    )
-    with pytest.raises(Rejected) as rejected:
-        client.create({})
-    with pytest.raises(Transient) as transient:
-        client.status("g")
-    status = client.status("g")
-    for text in (
-        str(rejected.value),
-        str(transient.value),
-        status.error_message or "",
-        status.error_name or "",
-    ):
-        assert "\r" not in text and "\n" not in text
-        assert "\u2028" not in text and "\x1b" not in text
-    assert "bad input\\x0d\\x0aevent=job.finished" in str(rejected.value)
-    assert "\\u2028x\\x1b[31m" in (status.error_message or "")
-    assert status.error_name == "N\\x0aX"
-
-
-def test_control_characters_in_a_generation_id_are_escaped_and_it_is_capped() -> None:
-    client, _ = client_with(
-        (200, {"id": "g1\r\nevent=forged", "status": "queued"}, {}),
-        (200, {"id": "g" * 5000, "status": "queued"}, {}),
-        (200, {"id": 12345, "status": "queued"}, {}),
-    )
-    forged = client.create({}).generation_id
-    assert "\r" not in forged and "\n" not in forged
-    assert forged == "g1\\x0d\\x0aevent=forged"
-    long = client.create({}).generation_id
-    assert long.startswith("g" * MAX_ID_LENGTH) and len(long) < MAX_ID_LENGTH + 40
-    assert client.create({}).generation_id == "12345"
-
-
-def test_a_huge_error_message_is_capped() -> None:
-    message = "m" * (900 * 1024)
-    client, _ = client_with(
-        (400, {"message": message}, {}),
-        (400, message.encode(), {"Content-Type": "text/plain"}),
-        (200, {"id": "g", "status": "error", "error": {"message": message}}, {}),
-    )
-    for _ in range(2):
-        with pytest.raises(Rejected) as info:
-            client.create({})
-        assert len(str(info.value)) < 600
-        assert "more characters)" in str(info.value)
-    status = client.status("g")
-    assert status.error_message is not None and len(status.error_message) < 600
-
-
-NESTED = b"[" * 100_000 + b"]" * 100_000  # 200 KB, under the size cap
-
-
-@pytest.mark.parametrize("code", [200, 400, 503])
-def test_deeply_nested_json_is_a_classified_error(code: int) -> None:
-    client, _ = client_with((code, NESTED, {}))
-    with pytest.raises(UpstreamError):
-        client.status("g")
-
-
-def test_credits_too_large_for_a_float_are_ignored_with_a_note() -> None:
-    body = (
-        b'{"id": "g", "status": "completed", "video": {"url": "https://cdn/v.mp4"}, '
-        b'"meta": {"usage": {"credits_used": 1' + b"0" * 400 + b"}}}"
-    )
-    client, _ = client_with((200, body, {}))
-    status = client.status("g")
-    assert status.credits_used is None and status.note is not None
-
-
-def test_one_hostile_answer_does_not_sink_the_rest_of_the_batch() -> None:
-    client, _ = client_with((200, {"id": "a", "status": "generating"}, {}), (200, NESTED, {}))
-    answers = client.statuses([("a", 1.0), ("b", 1.0)])
-    assert isinstance(answers[0], Status)
-    assert isinstance(answers[1], UpstreamProtocolError)
-
-
-# --- credits ---------------------------------------------------------------------------------
-
-
-def completed(credits: Any) -> bytes:
-    data = {
-        "id": "g",
-        "status": "completed",
-        "video": {"url": "https://cdn/v.mp4"},
-        "meta": {"usage": {"credits_used": credits}},
-    }
-    return json.dumps(data).encode()  # NaN and Infinity come out as JSON's extensions
-
-
-@pytest.mark.parametrize(
-    "credits", [float("nan"), float("inf"), float("-inf"), -5, "12", True, {"n": 1}]
-)
-def test_credits_that_are_not_a_finite_non_negative_number_are_ignored_with_a_note(
-    credits: Any,
-) -> None:
-    client, _ = client_with((200, completed(credits), {}))
-    status = client.status("g")
-    assert status.status == "completed" and status.video_url == "https://cdn/v.mp4"
-    assert status.credits_used is None
-    assert status.note is not None and "credits_used" in status.note
-
-
-@pytest.mark.parametrize(("credits", "kept"), [(7.5, 7.5), (0, 0.0), (210, 210.0)])
-def test_finite_non_negative_credits_are_kept(credits: Any, kept: float) -> None:
-    client, _ = client_with((200, completed(credits), {}))
-    status = client.status("g")
-    assert status.credits_used == kept and status.note is None
-
-
-def test_statuses_on_the_fake_keep_order_and_classify_each() -> None:
+def test_a_batch_on_the_fake_keeps_order_and_classifies_each() -> None:
     client, http = client_with(
         (200, {"id": "a", "status": "generating"}, {}),
         (404, {"message": "no such generation"}, {}),
         TimedOut("no complete answer within 1.0s", sent=True),
     )
-    answers = client.statuses([("a", 1.0), ("b", 2.0), ("c", 3.0)])
+    calls = [("a", 1.0), ("b", 2.0), ("c", 3.0)]
+    answers = all_answers(client, calls)
     assert isinstance(answers[0], Status) and answers[0].generation_id == "a"
     assert isinstance(answers[1], Rejected) and answers[1].status_code == 404
     assert isinstance(answers[2], Transient) and answers[2].kind == "timeout"

@@ -1,4 +1,4 @@
-"""Batch mode's status calls (``UpstreamClient.statuses``) against real HTTP: the
+"""Batch mode's status calls (``UpstreamClient.each_status``) against real HTTP: the
 threaded simulator with faults, a silent server and a closed port. Each call is bounded
 by its own timeout, each answer classified as a single status call classifies it, and
 the answers come back in the order asked."""
@@ -15,6 +15,7 @@ from pydantic import SecretStr
 
 from simulator import Simulator
 from tests.worker.test_upstream import silent_server  # noqa: F401 (a fixture)
+from tests.worker.upstream_fakes import all_answers
 from worker.errors import ProtocolError, Rejected, Transient
 from worker.http import BoundedHttp, EventLoop
 from worker.upstream import MAX_BODY_BYTES, Status, UpstreamClient
@@ -66,14 +67,14 @@ def test_many_at_once_in_order_with_the_bearer_key(
 ) -> None:
     ids = [_generation(sim) for _ in range(30)]
     client = client_for(sim.base_url)
-    answers = client.statuses([(g, 5.0) for g in [*ids, "no-such-generation"]])
+    answers = all_answers(client, [(g, 5.0) for g in [*ids, "no-such-generation"]])
     assert [a.generation_id for a in answers[:30] if isinstance(a, Status)] == ids
     assert all(
         isinstance(a, Status) and a.status == "completed" and a.video_url for a in answers[:30]
     )
     assert isinstance(answers[30], Rejected) and answers[30].status_code == 404
     assert all(r.authorized for r in sim.requests() if r.method == "GET")
-    assert client.statuses([]) == []
+    assert list(client.each_status([])) == []
 
 
 @pytest.mark.parametrize(
@@ -142,7 +143,7 @@ def test_each_failure_is_classified_like_a_single_call(
 ) -> None:
     gen = _generation(sim)
     sim.add_fault(method="GET", **fault)
-    [answer] = client_for(sim.base_url).statuses([(gen, 5.0)])
+    [answer] = all_answers(client_for(sim.base_url), [(gen, 5.0)])
     assert isinstance(answer, expected), answer
     assert check(answer), answer
 
@@ -157,7 +158,7 @@ def test_each_call_is_bounded_by_its_own_timeout(
     sim.add_fault(method="GET", kind="delay", seconds=3.0)  # whichever GET arrives first
     client = client_for(sim.base_url)
     start = time.monotonic()
-    answers = client.statuses([(g, 1.0) for g in ids])
+    answers = all_answers(client, [(g, 1.0) for g in ids])
     assert time.monotonic() - start < 2.0
     late = [a for a in answers if isinstance(a, Transient)]
     assert len(late) == 1 and late[0].kind == "timeout" and late[0].outcome_unknown
@@ -171,7 +172,7 @@ def test_a_silent_upstream_is_a_timeout(
 ) -> None:
     client = client_for(f"http://127.0.0.1:{silent_server()}/v2", read_timeout=5.0)
     start = time.monotonic()
-    answers = client.statuses([("g1", 0.3), ("g2", 0.6)])
+    answers = all_answers(client, [("g1", 0.3), ("g2", 0.6)])
     assert time.monotonic() - start < 1.5
     assert all(
         isinstance(a, Transient) and a.kind == "timeout" and a.outcome_unknown for a in answers
@@ -182,7 +183,7 @@ def test_a_closed_port_is_a_connection_error(client_for: Callable[..., UpstreamC
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    [answer] = client_for(f"http://127.0.0.1:{port}/v2").statuses([("g", 5.0)])
+    [answer] = all_answers(client_for(f"http://127.0.0.1:{port}/v2"), [("g", 5.0)])
     assert isinstance(answer, Transient) and answer.kind == "connection"
     assert not answer.outcome_unknown
 
@@ -193,7 +194,7 @@ def test_a_call_with_no_time_left_is_not_made(
 ) -> None:
     gen = _generation(sim)
     before = len(sim.requests())
-    [answer] = client_for(sim.base_url).statuses([(gen, 0.0)])
+    [answer] = all_answers(client_for(sim.base_url), [(gen, 0.0)])
     assert isinstance(answer, Transient) and answer.kind == "timeout"
     assert not answer.outcome_unknown
     assert len(sim.requests()) == before
@@ -206,7 +207,7 @@ def test_a_generation_id_of_any_characters_reaches_the_upstream_as_it_is(
     """Status URLs are built once, percent-encoded: an id with query syntax in it
     (``&``, ``=``, ``#``, spaces, non-ASCII) is one parameter, not several."""
     odd = "a b&generation_id=x#frag/é%20?"
-    [answer] = client_for(sim.base_url).statuses([(odd, 5.0)])
+    [answer] = all_answers(client_for(sim.base_url), [(odd, 5.0)])
     assert isinstance(answer, Rejected) and answer.status_code == 404
     [logged] = [r for r in sim.requests() if r.method == "GET"]
     assert logged.generation_id == odd

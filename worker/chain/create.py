@@ -75,7 +75,7 @@ def prepare_create(
         return None
 
     limit = rt.settings.max_in_flight
-    if limit and not rt.store.acquire_slot(job_id, job.created_at or now, limit, now):
+    if limit and not rt.store.budget.acquire_slot(job_id, job.created_at or now, limit, now):
         # Over the cap: wait in line. A finishing job (or the sweeper) wakes us; until
         # then the sweeper leaves this job alone (its due time is its deadline).
         rt.store.postpone(job_id, deadline_at)
@@ -85,7 +85,7 @@ def prepare_create(
             job_id=job_id,
             state="queued",
             attempt=attempt,
-            in_flight=rt.store.in_flight_slots(),
+            in_flight=rt.store.budget.in_flight_slots(),
             limit=limit,
         )
         rt.wake_waiting()

@@ -1,17 +1,26 @@
--- The one claim of a poll, for both poll modes: chain mode's poll_video claims its
--- own poll by number ('ids'); batch mode's tick claims every poll due in the book
--- ('due'). A claim raises the record's poll_seq (to the poll's number, or by one),
--- counts the attempt, and leases the job: its due time in the active set (what the
--- sweeper reads) and, when the job is booked, in polls moves to the lease's end.
+-- claim_polls.lua: the one claim of a poll, for both poll modes: chain mode's
+-- poll_video claims its own poll by number ('ids'); batch mode's tick claims every
+-- poll due in the book ('due'). A claim raises the record's poll_seq (to the poll's
+-- number, or by one), counts the attempt, and leases the job: its due time in the
+-- active set (what the sweeper reads) and, when the job is booked, in polls moves to
+-- the lease's end. A booked job that is no longer generating leaves the book; a stale
+-- or duplicate poll is not returned.
 --
--- KEYS[1] polls (the book), KEYS[2] the active set.
--- ARGV[1] now, ARGV[2] lease end (in the book), ARGV[3] the sweeper's due time (in
--- the active set), ARGV[4] job key prefix, ARGV[5] mode, then
---   'due': ARGV[6] horizon, ARGV[7] limit: up to limit polls due by horizon;
---   'ids': pairs (job id, poll number): each only if poll_seq is below its number.
--- Returns {more, id, deadline, seq, errors, generation id, due time, ...}: more is how many
--- polls are still due after this batch ('due'; 0 for 'ids'). A booked job that is
--- no longer generating leaves the book; a stale or duplicate poll is not returned.
+-- KEYS
+--   1  polls         batch mode's poll book (Keys.polls)
+--   2  active        the active set (Keys.active)
+-- ARGV
+--   1  now
+--   2  lease end     the claimed job's new score in the book
+--   3  due time      the sweeper's due time (the job's new score in the active set)
+--   4  prefix        the job key prefix (Keys.job(''))
+--   5  mode          'due' or 'ids', then
+--      'due': 6 horizon, 7 limit: up to limit polls due by horizon;
+--      'ids': pairs (job id, poll number): each only if poll_seq is below its number.
+-- Returns {more, id, deadline, seq, errors, generation id, due time, ...}: more is how
+-- many polls are still due after this batch ('due'; 0 for 'ids'), then six entries
+-- per poll claimed.
+-- include: finite.lua
 local now = finite(ARGV[1], 'now')
 finite(ARGV[2], 'lease end')
 finite(ARGV[3], 'due time')

@@ -1,11 +1,19 @@
--- The pump (every worker, a few times a second): is there batch work due now that no
--- tick message is on its way for? One tick message per book per tick-wide slot, for
--- the whole fleet: the first pump to see due work in a slot takes the slot's key.
+-- pump.lua: is there batch work due now that no tick message is on its way for?
+-- (every worker's pump, a few times a second). One tick message per book per
+-- tick-wide slot, for the whole fleet: the first pump to see due work in a slot takes
+-- the slot's key.
 --
--- KEYS[1] polls, KEYS[2] creates. ARGV[1] now, ARGV[2] slot (ms), ARGV[3] slot key
--- prefix, ARGV[4] slot key lifetime (ms).
+-- KEYS
+--   1  polls         batch mode's poll book (Keys.polls)
+--   2  creates       batch mode's creates book (Keys.creates)
+-- ARGV
+--   1  now
+--   2  slot          the tick-wide slot's number (ms)
+--   3  prefix        the slot keys' prefix
+--   4  lifetime      a slot key's lifetime (ms)
 -- Returns {poll slot taken (0/1), create slot taken (0/1), next due poll or create
 -- time ('' when both books are empty)}.
+-- include: finite.lua
 local now = finite(ARGV[1], 'now')
 finite(ARGV[2], 'slot')
 finite(ARGV[4], 'slot key lifetime')

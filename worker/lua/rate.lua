@@ -1,17 +1,21 @@
--- The fleet-wide upstream rate limit (see worker/ratelimit.py for the design).
--- ``finite`` (worker.store.LUA_FINITE) is prepended when the script is loaded.
+-- rate.lua: the fleet-wide upstream rate limit (see worker/ratelimit.py for the
+-- design): reserve call slots, pause the fleet after a 429, or peek at the pause.
 --
--- KEYS[1] the limiter's hash (Keys.rate), KEYS[2] the stats hash (Keys.stats).
--- ARGV[1] op: 'reserve' | 'pause' | 'peek'
--- ARGV[2] now in seconds, or '' for Redis's own clock (TIME): every host agrees on it.
--- reserve: ARGV[3] rate (calls/s, > 0), ARGV[4] kind ('create' | 'poll'), ARGV[5] the
---          horizon (the kind's burst tolerance, s), ARGV[6] how long demand that was
---          held back counts as pressing (s), ARGV[7..] each call's own horizon (s).
--- pause:   ARGV[3] seconds (from a 429's Retry-After).
--- peek:    nothing more.
+-- KEYS
+--   1  limiter       the limiter's hash (Keys.rate)
+--   2  stats         the counters (Keys.stats)
+-- ARGV
+--   1  op            'reserve' | 'pause' | 'peek'
+--   2  now           seconds, or '' for Redis's own clock (TIME): every host agrees on it
+--   reserve: 3 rate (calls/s, > 0), 4 kind ('create' | 'poll'), 5 horizon (the kind's
+--            burst tolerance, s), 6 how long demand that was held back counts as
+--            pressing (s), 7.. each call's own horizon (s).
+--   pause:   3 seconds (from a 429's Retry-After).
+--   peek:    nothing more.
 -- Returns strings (Redis would cut Lua numbers to integers): first the pause left (s),
 -- then, for reserve, one entry per call: '+<wait>' (granted: start after <wait> s)
 -- or '-<retry after>' (refused: not to be sent; a slot is expected in that long).
+-- include: finite.lua
 -- Writes after TIME: replicate the effects (the default from Redis 7 on).
 if redis.replicate_commands then redis.replicate_commands() end
 local op = ARGV[1]

@@ -1,15 +1,23 @@
--- Batch mode: book polls, each scored by when it is due. A poll step that goes on
--- books its job's next poll here, with what it notes on the record (the due time, the
--- last transient error, the count of them in a row), fenced by its own poll number:
--- one script for a whole tick's next polls, instead of a write per job. A job whose
--- record moved on meanwhile (cancelled, or a later poll claimed it) is not booked.
--- A first poll (just created) has no fence and notes nothing but the error count.
+-- schedule_polls.lua: batch mode: book polls, each scored by when it is due. A poll
+-- step that goes on books its job's next poll here, with what it notes on the record
+-- (the due time, the last transient error, the count of them in a row), fenced by its
+-- own poll number: one script for a whole tick's next polls, instead of a write per
+-- job. A job whose record moved on meanwhile (cancelled, or a later poll claimed it)
+-- is not booked. A first poll (just created) has no fence and notes nothing but the
+-- error count.
 --
--- KEYS[1] polls, KEYS[2] the active set.
--- ARGV[1] job key prefix, ARGV[2] now, ARGV[3] stall timeout, then sextuples (job
--- id, due time, errors in a row, poll number or '' (no fence), '1' to note the last
--- error or '0' to keep the record's, the last error).
+-- KEYS
+--   1  polls         batch mode's poll book (Keys.polls)
+--   2  active        the active set (Keys.active)
+-- ARGV
+--   1  prefix        the job key prefix (Keys.job(''))
+--   2  now
+--   3  stall         the stall timeout, s (added to the due time in the active set)
+--   4.. sextuples    job id, due time, errors in a row, poll number or '' (no fence),
+--                    '1' to note the last error or '0' to keep the record's, the
+--                    last error
 -- Returns the number of polls booked.
+-- include: finite.lua
 finite(ARGV[2], 'now')
 finite(ARGV[3], 'stall timeout')
 for i = 4, #ARGV, 6 do

@@ -1,9 +1,15 @@
--- Batch mode: take up to limit creates due by horizon from the creates book and lease
--- them (their score moves to the lease's end), so no other tick takes them meanwhile;
--- a tick that dies leaves them due again at the lease's end.
+-- take_creates.lua: batch mode: take up to limit creates due by horizon from the
+-- creates book and lease them (their score moves to the lease's end), so no other tick
+-- takes them meanwhile; a tick that dies leaves them due again at the lease's end.
 --
--- KEYS[1] creates. ARGV[1] horizon, ARGV[2] limit, ARGV[3] lease end.
+-- KEYS
+--   1  creates       batch mode's creates book (Keys.creates)
+-- ARGV
+--   1  horizon       take creates due by this time
+--   2  limit         at most this many
+--   3  lease end     their new score
 -- Returns {more, id, id, ...}: more is how many are still due after these.
+-- include: finite.lua
 finite(ARGV[1], 'horizon')
 finite(ARGV[2], 'limit')
 finite(ARGV[3], 'lease end')

@@ -1,0 +1,295 @@
+"""Job records: creating, reading and listing them, their state changes, the active
+set (what the sweeper reads) and the counters behind the metrics.
+
+Each state change is a compare-and-set in one script (``transition.lua``): it applies
+only when the record is in one of the expected states (and, where given, its fencing
+field matches), so a late or duplicate task can never change a terminal record or race
+a live one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Literal
+
+import redis
+
+from ..errors import IdempotencyConflict
+from ..job import Job
+from ..keys import LATENCY_BUCKETS, Keys
+from ..request import GenerationRequest
+from ..settings import Settings
+from ..states import TERMINAL_STATES, ErrorKind, JobState
+from . import encoding
+from .books import PollBooks
+from .budget import Budget
+from .deliveries import Deliveries
+from .scripts import register
+
+_TERMINAL = ",".join(sorted(s.value for s in TERMINAL_STATES))
+_BUCKETS = ",".join(str(b) for b in LATENCY_BUCKETS)
+
+
+class Outcome(Enum):
+    APPLIED = "applied"
+    REFUSED = "refused"  # the record was not in an expected state, or the fence moved on
+    MISSING = "missing"  # no such record (never existed, or expired)
+
+
+@dataclass(frozen=True)
+class Fence:
+    """A condition on one field: equal to ``value``, or (``lt``) numerically below it."""
+
+    field: str
+    value: str
+    op: Literal["eq", "lt"] = "eq"
+
+
+class JobStore(PollBooks, Deliveries):
+    """The job store: these records, the claims and books (:class:`PollBooks`), webhook
+    bookkeeping (:class:`Deliveries`), and the concurrency budget (``budget``)."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.redis = client
+        self.keys = Keys(settings.key_prefix)
+        self.retention = settings.retention
+        self.stall_timeout = settings.stall_timeout
+        self._scripts = register(
+            client,
+            "create",
+            "create_failed",
+            "keep_generation_id",
+            "transition",
+            "claim_polls",
+            "schedule_polls",
+            "take_creates",
+            "claim_creates",
+            "webhook_attempt",
+            "claim_webhook",
+        )
+        self.budget = Budget(client, self.keys, settings.max_in_flight, self.get)
+
+    # --- creating and reading ------------------------------------------------------------
+
+    def create(
+        self,
+        job_id: str,
+        request: GenerationRequest,
+        *,
+        accepted_at: float,
+        deadline_at: float,
+        idempotency_key: str | None = None,
+        due_at: float | None = None,
+        webhook_url: str | None = None,
+        owner: str | None = None,
+        book: bool = False,
+    ) -> tuple[str, bool]:
+        """Store a new ``queued`` job. Returns ``(job id, created)``.
+
+        With an idempotency key already in use (by the same ``owner``), returns the
+        existing job's id and ``created=False``; a different request or webhook under
+        the same key raises :class:`IdempotencyConflict`. The sweeper starts the job if
+        its first step has not started by ``due_at`` (default: ``accepted_at`` + the
+        stall timeout). Inline ``data:`` images are kept out of the record's
+        ``request`` (see :meth:`full_request`). ``book``: batch mode, the create is
+        put in the creates book in the same script (no message to lose).
+        """
+        stored = request.stored()
+        fingerprint = encoding.fingerprint(
+            stored if webhook_url is None else {**stored, "webhook_url": webhook_url}
+        )
+        ttl = int(self.retention + max(0.0, deadline_at - accepted_at)) + 1
+        shown = encoding.without_inline_images(stored)
+        full = json.dumps(stored, sort_keys=True)
+        # The request has a key of its own: a record whose values are all short stays
+        # in Redis's compact hash encoding (a listpack), about a third of the memory.
+        fields: dict[str, object] = {
+            "id": job_id,
+            "state": JobState.QUEUED,
+            "created_at": accepted_at,
+            "updated_at": accepted_at,
+            "deadline_at": deadline_at,
+            "attempts": 0,
+            "poll_seq": 0,
+            "idempotency_key": idempotency_key,
+        }
+        if webhook_url:
+            fields["webhook_url"] = webhook_url
+        if owner:
+            fields["owner"] = owner
+        idem_key = self.keys.idempotency(idempotency_key, owner) if idempotency_key else ""
+        payload_key = self.keys.payload(job_id) if shown != stored else ""
+        existing = self._scripts["create"](
+            keys=[
+                self.keys.job(job_id),
+                idem_key,
+                self.keys.active(),
+                self.keys.stats(),
+                self.keys.waiting(),
+                payload_key,
+                self.keys.creates() if book else "",
+                self.keys.request(job_id),
+            ],
+            args=[
+                job_id,
+                ttl,
+                fingerprint,
+                self.keys.job(""),
+                repr(accepted_at + self.stall_timeout if due_at is None else due_at),
+                "1" if self.budget.limit else "0",
+                repr(accepted_at),
+                full if payload_key else "",
+                json.dumps(shown, sort_keys=True),
+                *encoding.pairs(fields),
+            ],
+        )
+        if not existing:
+            return job_id, True
+        existing_id, _, existing_fp = str(existing).partition(" ")
+        if existing_fp != fingerprint:
+            raise IdempotencyConflict(idempotency_key or "", existing_id)
+        return existing_id, False
+
+    def create_failed(self, job_id: str, request: object, kind: ErrorKind, message: str) -> None:
+        """Record a job refused by the worker (a foreign ``send_task`` with bad input).
+        A redelivery finds the first delivery's record and writes nothing."""
+        now = time.time()
+        fields = {
+            "id": job_id,
+            "state": JobState.FAILED,
+            "request": json.dumps({"refused": str(request)[:500]}),
+            "created_at": now,
+            "updated_at": now,
+            "finished_at": now,
+            "deadline_at": now,
+            "error_kind": kind,
+            "error_message": message,
+        }
+        self._scripts["create_failed"](
+            keys=[self.keys.job(job_id), self.keys.stats()],
+            args=[job_id, self.retention, encoding.fmt(kind), *encoding.pairs(fields)],
+        )
+
+    def get(self, job_id: str) -> Job | None:
+        return self.get_many([job_id])[0]
+
+    def get_many(self, job_ids: list[str]) -> list[Job | None]:
+        """Several records (each with its request) in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(self.keys.job(job_id))
+            pipe.get(self.keys.request(job_id))
+        raw = pipe.execute()
+        return [encoding.job_from(raw[i], raw[i + 1]) for i in range(0, len(raw), 2)]
+
+    def full_request(self, job: Job) -> dict[str, Any]:
+        """The job's request as submitted, inline images included: the payload key
+        when the record holds placeholders, else the record's own ``request``."""
+        raw = self.redis.get(self.keys.payload(job.id))
+        if raw:
+            full: dict[str, Any] = json.loads(raw)
+            return full
+        return job.request
+
+    def create_claim(self, job_id: str) -> tuple[str, float]:
+        """The token and time of the current create claim (``("", 0.0)`` if none)."""
+        token, claim_at = self.redis.hmget(self.keys.job(job_id), ["claim_token", "claim_at"])
+        return str(token or ""), float(claim_at or 0.0)
+
+    def keep_generation_id(self, job_id: str, generation_id: str) -> bool:
+        """On a job cancelled during its create, still record the upstream id."""
+        noted = self._scripts["keep_generation_id"](
+            keys=[self.keys.job(job_id)], args=[generation_id]
+        )
+        return int(noted) == 1
+
+    def scan_ids(self, cursor: int, count: int) -> tuple[int, list[str]]:
+        """One SCAN step over the job keys: (next cursor, 0 at the end; job ids)."""
+        prefix_len = len(self.keys.job(""))
+        following, keys = self.redis.scan(cursor, match=self.keys.job_pattern(), count=count)
+        return int(following), [str(k)[prefix_len:] for k in keys]
+
+    # --- the active set (what the sweeper reads) ---------------------------------------
+
+    def overdue(self, now: float, limit: int) -> list[str]:
+        """Ids of unfinished jobs whose next step should have started by ``now``."""
+        return self._due_by(self.keys.active(), now, limit)
+
+    def postpone(self, job_id: str, due_at: float) -> None:
+        """Move a job's due time later (never earlier; never re-adds a finished job)."""
+        self._later(self.keys.active(), job_id, due_at)
+
+    def forget(self, job_id: str) -> None:
+        """Drop a job from the active set (its record is gone or terminal)."""
+        self.redis.zrem(self.keys.active(), job_id)
+
+    def active_count(self) -> int:
+        return int(self.redis.zcard(self.keys.active()))
+
+    # --- metrics -----------------------------------------------------------------------
+
+    def note_upstream_error(self, kind: str) -> None:
+        """Count one failed upstream call (``rate_limited``, ``timeout`` ...). Best
+        effort: a counter Redis refuses must not decide what happens to the job."""
+        with contextlib.suppress(redis.RedisError):
+            self.redis.hincrby(self.keys.stats(), f"upstream_error:{kind}", 1)
+
+    def stats(self) -> dict[str, float]:
+        """The raw counters behind the metrics (see ``worker.metrics``)."""
+        raw = self.redis.hgetall(self.keys.stats())
+        return {str(k): float(v) for k, v in raw.items()}
+
+    # --- the one state change ------------------------------------------------------------
+
+    def transition(
+        self,
+        job_id: str,
+        allowed: Iterable[JobState],
+        new_state: JobState,
+        fields: Mapping[str, object] | None = None,
+        *,
+        fence: Fence | None = None,
+        increment: str | None = None,
+        now: float | None = None,
+        due_at: float | None = None,
+    ) -> Outcome:
+        """Move a job to ``new_state`` if it is in ``allowed`` (and the fence holds).
+
+        ``due_at``: when the job's next step should have started; past it (plus the
+        stall timeout, which the caller adds) the sweeper resumes the job.
+        """
+        now = time.time() if now is None else now
+        ttl = self.retention if new_state.is_terminal else 0
+        result = self._scripts["transition"](
+            keys=[
+                self.keys.job(job_id),
+                self.keys.active(),
+                self.keys.stats(),
+                self.keys.slots(),
+                self.keys.waiting(),
+                self.keys.webhooks(),
+                self.keys.polls(),
+                self.keys.creates(),
+            ],
+            args=[
+                ",".join(s.value for s in allowed),
+                new_state.value,
+                repr(now),
+                fence.field if fence else "",
+                fence.op if fence else "eq",
+                fence.value if fence else "",
+                ttl,
+                increment or "",
+                _TERMINAL,
+                job_id,
+                "" if due_at is None else repr(due_at),
+                _BUCKETS,
+                *encoding.pairs(fields or {}),
+            ],
+        )
+        return {1: Outcome.APPLIED, 0: Outcome.REFUSED}.get(int(result), Outcome.MISSING)
