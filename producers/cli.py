@@ -1,9 +1,9 @@
 """``videoq``: the command line (worker, submit, status, simulator, demo, and the operator
 commands flower, metrics, health and sweep in ``producers.ops``).
 
-Exit codes: 0 success; 1 the job ended without completing (``submit --wait``), was
-not found (``status``), or the named worker did not answer (``health``); 2 bad input;
-3 Redis unreachable; 4 ``--wait`` timed out.
+Exit codes (``producers.exits``): 0 success; 1 the job ended without completing
+(``submit --wait``), was not found (``status``), or the named worker did not answer
+(``health``); 2 bad input; 3 Redis unreachable; 4 ``--wait`` timed out.
 """
 
 from __future__ import annotations
@@ -18,14 +18,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from producers.exits import (
+    EXIT_INPUT,
+    EXIT_JOB,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    EXIT_UNAVAILABLE,
+    print_error,
+)
 from worker.settings import MODEL_ID
 from worker.states import JobState
-
-EXIT_OK, EXIT_JOB, EXIT_INPUT, EXIT_UNAVAILABLE, EXIT_TIMEOUT = 0, 1, 2, 3, 4
-
-
-def _err(message: str) -> None:
-    print(f"videoq: {message}", file=sys.stderr)
 
 
 def _json_arg(field: str) -> Any:
@@ -51,7 +53,7 @@ def _number(field: str) -> Any:
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # argparse's own errors: exit 2, to stderr
         self.print_usage(sys.stderr)
-        _err(message)
+        print_error(message)
         raise SystemExit(EXIT_INPUT)
 
 
@@ -203,7 +205,7 @@ def _cmd_worker(args: argparse.Namespace, extra: list[str]) -> int:
 
     settings = app.videoq_settings
     if not settings.aimlapi_key.get_secret_value():
-        _err("warning: AIMLAPI_KEY is not set; the upstream will refuse every create")
+        print_error("warning: AIMLAPI_KEY is not set; the upstream will refuse every create")
     queues = f"{settings.queue},{settings.tick_queue}"
     argv = ["worker", "--loglevel", args.loglevel or settings.log_level, "-Q", queues]
     return _run_celery(app, argv + extra)
@@ -252,31 +254,31 @@ def _cmd_submit(args: argparse.Namespace) -> int:
             **options,
         )
     except RequestError as exc:
-        _err(f"invalid request: {exc}")
+        print_error(f"invalid request: {exc}")
         return EXIT_INPUT
     except Unavailable as exc:
-        _err(str(exc))
+        print_error(str(exc))
         return EXIT_UNAVAILABLE
     print(job_id, flush=True)
     if not args.wait:
-        _err(f"accepted: job {job_id} (check with: videoq status {job_id})")
+        print_error(f"accepted: job {job_id} (check with: videoq status {job_id})")
         return EXIT_OK
     progress = Progress()
     try:
         job = client.wait(job_id, args.timeout, on_update=lambda j: progress.update([j]))
     except TimeoutError as exc:
-        _err(str(exc))
+        print_error(str(exc))
         return EXIT_TIMEOUT
     except Unavailable as exc:
-        _err(
+        print_error(
             f"job {job_id} was accepted; following it failed: {exc} "
             f"(check later with: videoq status {job_id})"
         )
         return EXIT_UNAVAILABLE
     if job.state is JobState.COMPLETED:
-        _err(f"completed: {job.video_url}")
+        print_error(f"completed: {job.video_url}")
         return EXIT_OK
-    _err(f"job {job.state.value}: {job.error.message if job.error else ''}")
+    print_error(f"job {job.state.value}: {job.error.message if job.error else ''}")
     return EXIT_JOB
 
 
@@ -288,10 +290,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
     try:
         job = Client().get(args.job_id)
     except JobNotFound as exc:
-        _err(str(exc))
+        print_error(str(exc))
         return EXIT_JOB
     except Unavailable as exc:
-        _err(str(exc))
+        print_error(str(exc))
         return EXIT_UNAVAILABLE
     if args.json:
         print(job.to_json())
@@ -340,7 +342,7 @@ def _cmd_simulator(args: argparse.Namespace) -> int:
         reject_create=args.reject_create,
     )
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
-    _err(
+    print_error(
         f"simulator listening on {args.host}:{sim.port}: "
         f"AIMLAPI_BASE_URL=http://{shown}:{sim.port}/v2 "
         f"(Bearer key {'any' if not args.api_key else repr(args.api_key)})"
@@ -371,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         if exc.title != "Settings":
             raise
-        _err(settings_error(exc))
+        print_error(settings_error(exc))
         return EXIT_INPUT
 
 
