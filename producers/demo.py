@@ -98,7 +98,7 @@ def _run(args: argparse.Namespace) -> int:
         if not args.no_flower:
             port = free_port()
             flower_log = stack.enter_context((workdir / "flower.log").open("wb"))
-            flower = start_flower(env, flower_log, port)
+            flower = start_flower(env, flower_log, port, workdir / "flower.db")
             stack.callback(stop_process, flower)
             _say(f"Flower: http://127.0.0.1:{port}/tasks  (task events on)")
 
