@@ -27,9 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
-from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from worker.errors import JobNotFound, RequestError, RequestTooLarge, Unavailable
 from worker.job import Job
@@ -37,6 +35,7 @@ from worker.request import GenerationRequest
 from worker.settings import Settings
 from worker.states import JobState
 
+from .bodylimit import LimitBody
 from .client import Client
 
 UPSTREAM_FIELDS = set(GenerationRequest.model_fields) - {"image_url"}
@@ -105,64 +104,6 @@ class Caller:
     def scope(self) -> str | None:
         """The owner whose jobs this caller may see (None: every job)."""
         return None if self.admin or self.name is None else self.name
-
-
-class BodyTooLarge(StarletteHTTPException):
-    def __init__(self, limit: int) -> None:
-        super().__init__(
-            413,
-            f"the request body is larger than {limit} bytes (VIDEOQ_MAX_REQUEST_BYTES); "
-            "nothing was read past that. Send large images by URL",
-        )
-
-
-class LimitBody:
-    """Answer 413 to a body over ``limit`` bytes without reading more of it: a declared
-    Content-Length over the limit before the app runs, and a chunked (or lying) body as
-    soon as the bytes received pass the limit."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = Headers(scope=scope).get("content-length", "").strip()
-        if declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(scope, receive, send)
-            return
-        received = 0
-        started = False
-
-        async def counted() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise BodyTooLarge(self.limit)
-            return message
-
-        async def tracked(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counted, tracked)
-        except BodyTooLarge:
-            if started:
-                raise
-            await self._refuse(scope, receive, send)
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        error = BodyTooLarge(self.limit)
-        response = JSONResponse(
-            status_code=413, content={"detail": error.detail}, headers={"Connection": "close"}
-        )
-        await response(scope, receive, send)
 
 
 def _unprocessable(field: str, message: str) -> JSONResponse:
