@@ -69,7 +69,9 @@ class UpstreamVideo(BaseModel):
     url: str
 
 
-class UpstreamError(BaseModel):
+# A failed generation's "error" in the upstream's shape (not worker.errors.UpstreamError,
+# the exception raised on upstream failures). No docstring: it would enter the schema.
+class UpstreamFailure(BaseModel):
     name: str
     message: str
 
@@ -78,7 +80,7 @@ class UpstreamStatus(BaseModel):
     id: str
     status: Literal["queued", "generating", "completed", "error"]
     video: UpstreamVideo | None = None
-    error: UpstreamError | None = None
+    error: UpstreamFailure | None = None
 
 
 class Problem(BaseModel):
@@ -292,7 +294,7 @@ def create_gateway(settings: Settings, client: Client | None = None) -> FastAPI:
         if status == "error":
             kind = job.error.kind if job.error else job.state.value
             message = job.error.message if job.error else job.state.value
-            answer.error = UpstreamError(name=kind, message=message)
+            answer.error = UpstreamFailure(name=kind, message=message)
         return answer
 
     for path in UPSTREAM_PATHS:
