@@ -29,7 +29,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from worker.errors import JobNotFound, RequestError, RequestTooLarge, Unavailable
+from worker.errors import (
+    IdempotencyConflict,
+    JobNotFound,
+    RequestError,
+    RequestTooLarge,
+    Unavailable,
+)
 from worker.job import Job
 from worker.request import GenerationRequest
 from worker.settings import Settings
@@ -157,7 +163,7 @@ def create_gateway(settings: Settings, client: Client | None = None) -> FastAPI:
     def _bad_request(_: Request, exc: RequestError) -> JSONResponse:
         if isinstance(exc, RequestTooLarge):
             return JSONResponse(status_code=413, content={"detail": str(exc)})
-        if exc.field == "idempotency_key" and "already used" in exc.message:
+        if isinstance(exc, IdempotencyConflict):
             return JSONResponse(status_code=409, content={"detail": str(exc)})
         return _unprocessable(exc.field, exc.message)
 
