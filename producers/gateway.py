@@ -37,14 +37,13 @@ from worker.errors import (
     Unavailable,
 )
 from worker.job import Job
-from worker.request import GenerationRequest
-from worker.settings import Settings
+from worker.request import GenerationRequest, parse_request
+from worker.settings import MODEL_ID, Settings
 from worker.states import JobState
 
 from .bodylimit import LimitBody
 from .client import Client
 
-UPSTREAM_FIELDS = set(GenerationRequest.model_fields) - {"image_url"}
 UPSTREAM_PATHS = ("/v2/generate/video/kling/generation", "/v2/video/generations")
 # videoq's states in the upstream's words (the seed treats these as "still running").
 UPSTREAM_STATUS = {
@@ -148,7 +147,7 @@ def create_gateway(settings: Settings, client: Client | None = None) -> FastAPI:
     app = FastAPI(
         title="videoq",
         version="0.1.0",
-        description="Image-to-video jobs for kling-video/v2.1/pro/image-to-video, queued, "
+        description=f"Image-to-video jobs for {MODEL_ID}, queued, "
         "retried and tracked by videoq. Authenticate with `Authorization: Bearer <token>`.",
     )
 
@@ -276,19 +275,12 @@ def create_gateway(settings: Settings, client: Client | None = None) -> FastAPI:
     # --- the upstream-compatible API --------------------------------------------------------
 
     def create_like_upstream(caller: Authorized, body: dict[str, Any]) -> UpstreamCreated:
-        if not isinstance(body, dict):
-            raise RequestError("request", "must be a JSON object")
-        options = dict(body)
-        model = options.pop("model", None)
-        if model is not None and model != "kling-video/v2.1/pro/image-to-video":
-            raise RequestError("model", "must be 'kling-video/v2.1/pro/image-to-video'")
-        image_url = options.pop("image_url", None)
-        if image_url is None:
-            raise RequestError("image_url", "field required")
-        if not set(options) <= UPSTREAM_FIELDS:
-            unknown = sorted(set(options) - UPSTREAM_FIELDS)[0]
-            raise RequestError(unknown, "unknown field")
-        job_id = client.submit(image_url, owner=caller.name, **options)
+        # parse_request checks the model, the fields and their values; its RequestError
+        # (field, message) is the 422. A null "model" has always meant "not given" here.
+        if "model" in body and body["model"] is None:
+            body = {k: v for k, v in body.items() if k != "model"}
+        request = parse_request(body)
+        job_id = client.submit(owner=caller.name, **request.stored())
         return UpstreamCreated(id=job_id, status="queued")
 
     def status_like_upstream(caller: Authorized, generation_id: str) -> UpstreamStatus:
