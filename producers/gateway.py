@@ -20,15 +20,16 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from worker.errors import (
     IdempotencyConflict,
@@ -38,12 +39,20 @@ from worker.errors import (
     Unavailable,
 )
 from worker.job import Job
-from worker.request import GenerationRequest, parse_request
+from worker.request import parse_request
 from worker.settings import MODEL_ID, Settings
 from worker.states import JobState
 
-from .bodylimit import LimitBody
 from .client import Client
+from .schemas import (
+    JobPage,
+    JobRequest,
+    Problem,
+    UpstreamCreated,
+    UpstreamFailure,
+    UpstreamStatus,
+    UpstreamVideo,
+)
 
 UPSTREAM_PATHS = ("/v2/generate/video/kling/generation", "/v2/video/generations")
 # videoq's states in the upstream's words (the seed treats these as "still running").
@@ -53,44 +62,6 @@ UPSTREAM_STATUS = {
     JobState.GENERATING: "generating",
     JobState.COMPLETED: "completed",
 }
-
-
-class JobRequest(GenerationRequest):
-    """A generation request, plus where to POST the record when the job ends."""
-
-    webhook_url: str | None = Field(default=None, max_length=4096)
-
-
-class JobPage(BaseModel):
-    jobs: list[Job]
-    next_cursor: str | None = Field(description="pass as ?cursor= for the next page")
-
-
-class UpstreamCreated(BaseModel):
-    id: str
-    status: Literal["queued"]
-
-
-class UpstreamVideo(BaseModel):
-    url: str
-
-
-# A failed generation's "error" in the upstream's shape (not worker.errors.UpstreamError,
-# the exception raised on upstream failures). No docstring: it would enter the schema.
-class UpstreamFailure(BaseModel):
-    name: str
-    message: str
-
-
-class UpstreamStatus(BaseModel):
-    id: str
-    status: Literal["queued", "generating", "completed", "error"]
-    video: UpstreamVideo | None = None
-    error: UpstreamFailure | None = None
-
-
-class Problem(BaseModel):
-    detail: Any
 
 
 _bearer = HTTPBearer(auto_error=False)
@@ -112,6 +83,64 @@ class Caller:
     def scope(self) -> str | None:
         """The owner whose jobs this caller may see (None: every job)."""
         return None if self.admin or self.name is None else self.name
+
+
+class BodyTooLarge(StarletteHTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            413,
+            f"the request body is larger than {limit} bytes (VIDEOQ_MAX_REQUEST_BYTES); "
+            "nothing was read past that. Send large images by URL",
+        )
+
+
+class LimitBody:
+    """Answer 413 to a body over ``limit`` bytes without reading more of it: a declared
+    Content-Length over the limit before the app runs, and a chunked (or lying) body as
+    soon as the bytes received pass the limit."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "").strip()
+        if declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(scope, receive, send)
+            return
+        received = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise BodyTooLarge(self.limit)
+            return message
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except BodyTooLarge:
+            if started:
+                raise
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        error = BodyTooLarge(self.limit)
+        response = JSONResponse(
+            status_code=413, content={"detail": error.detail}, headers={"Connection": "close"}
+        )
+        await response(scope, receive, send)
 
 
 def _unprocessable(field: str, message: str) -> JSONResponse:
