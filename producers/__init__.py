@@ -20,16 +20,24 @@ from worker.signatures import verify as verify_webhook
 from worker.states import TERMINAL_STATES, JobState
 
 if TYPE_CHECKING:
+    from worker.webhooks import verify as verify_webhook
+
     from .client import Client
 
 
 def __getattr__(name: str) -> Any:
-    # The client is imported on first use, not with the package: it brings in Celery,
-    # kombu and redis-py, which `videoq --help` and the webhook receivers do not need.
+    # Imported on first use, not with the package: the client brings in Celery, kombu
+    # and redis-py, which `videoq --help` and the webhook receivers do not need; the
+    # webhook verifier brings in worker.webhooks (and its sender's aiohttp), which
+    # neither the CLI nor the gateway needs.
     if name == "Client":
         from . import client
 
-        return getattr(client, name)
+        return client.Client
+    if name == "verify_webhook":
+        from worker import webhooks
+
+        return webhooks.verify
     raise AttributeError(f"module 'producers' has no attribute {name!r}")
 
 

@@ -1,9 +1,9 @@
 """``videoq``: the command line (worker, submit, status, simulator, demo, and the operator
 commands flower, metrics, health and sweep in ``producers.ops``).
 
-Exit codes: 0 success; 1 the job ended without completing (``submit --wait``), was
-not found (``status``), or the named worker did not answer (``health``); 2 bad input;
-3 Redis unreachable; 4 ``--wait`` timed out.
+Exit codes (``producers.exits``): 0 success; 1 the job ended without completing
+(``submit --wait``), was not found (``status``), or the named worker did not answer
+(``health``); 2 bad input; 3 Redis unreachable; 4 ``--wait`` timed out.
 """
 
 from __future__ import annotations
@@ -18,184 +18,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from worker.settings import MODEL_ID
+from producers.arguments import build_parser
+from producers.exits import (
+    EXIT_INPUT,
+    EXIT_JOB,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    EXIT_UNAVAILABLE,
+    print_error,
+)
 from worker.states import JobState
-
-EXIT_OK, EXIT_JOB, EXIT_INPUT, EXIT_UNAVAILABLE, EXIT_TIMEOUT = 0, 1, 2, 3, 4
-
-
-def _err(message: str) -> None:
-    print(f"videoq: {message}", file=sys.stderr)
-
-
-def _json_arg(field: str) -> Any:
-    def parse(text: str) -> Any:
-        try:
-            return json.loads(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{field}: must be valid JSON") from None
-
-    return parse
-
-
-def _number(field: str) -> Any:
-    def parse(text: str) -> float:
-        try:
-            return float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{field}: must be a number") from None
-
-    return parse
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # argparse's own errors: exit 2, to stderr
-        self.print_usage(sys.stderr)
-        _err(message)
-        raise SystemExit(EXIT_INPUT)
-
-
-def _server(sub: Any, name: str, port: int, help_text: str, description: str) -> None:
-    """A subcommand that serves HTTP on --host (loopback by default) and --port."""
-    parser = sub.add_parser(name, help=help_text, description=description)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=port)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="videoq",
-        description=f"A non-blocking Celery worker for {MODEL_ID} on the AI/ML API.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    w = sub.add_parser(
-        "worker",
-        help="run a Celery worker for videoq's queue",
-        description="Run a Celery worker on videoq's queue. Options not listed here are "
-        "passed to `celery worker` unchanged (e.g. --pool threads --concurrency 8 -n w1@%h).",
-    )
-    w.add_argument("--loglevel", "-l", default=None, help="log level (default VIDEOQ_LOG_LEVEL)")
-
-    s = sub.add_parser(
-        "submit",
-        help="validate and enqueue one generation; prints the job id",
-        description="Validate and enqueue one image-to-video generation. Prints only the job "
-        "id on stdout; progress and messages go to stderr.",
-    )
-    s.add_argument("--image-url", required=True, help="http(s) URL or data:image/...;base64")
-    s.add_argument("--prompt")
-    s.add_argument("--duration", default="5", help="5 or 10 (seconds of video)")
-    s.add_argument("--negative-prompt")
-    s.add_argument("--cfg-scale", type=_number("cfg_scale"), help="0..1")
-    s.add_argument("--static-mask", help="mask image URL")
-    s.add_argument("--dynamic-masks", type=_json_arg("dynamic_masks"), help="JSON list")
-    s.add_argument("--camera-control", type=_json_arg("camera_control"), help="JSON object")
-    s.add_argument("--idempotency-key", help="same key, same job (within the retention)")
-    s.add_argument(
-        "--wait", action="store_true", help="wait until the job ends; exit 0 only when it completed"
-    )
-    s.add_argument("--timeout", type=float, default=None, help="with --wait: give up after S s")
-
-    st = sub.add_parser("status", help="show a job's record", description="Show a job's record.")
-    st.add_argument("job_id")
-    st.add_argument("--json", action="store_true", help="print the record as one JSON object")
-
-    sw = sub.add_parser(
-        "sweep",
-        help="resume stalled jobs once (workers also do this every VIDEOQ_SWEEP_INTERVAL)",
-        description="Republish the next step of every job whose chain stalled (e.g. its "
-        "worker was killed), then print what was done as JSON. Workers run the same sweep "
-        "by themselves; this is for operators.",
-    )
-    sw.add_argument("--force", action="store_true", help="sweep even while the queue has a backlog")
-
-    _server(
-        sub,
-        "serve",
-        8080,
-        "run the HTTP gateway (native /v1/jobs and the upstream's own API)",
-        "Run the HTTP gateway: /v1/jobs (submit, get, list, cancel) and the "
-        "upstream-compatible paths, behind Bearer tokens from VIDEOQ_API_TOKENS. OpenAPI "
-        "at /openapi.json.",
-    )
-    _server(
-        sub,
-        "flower",
-        5555,
-        "run Flower on videoq's app (auth, persistent state, job columns)",
-        "Run Flower on videoq's Celery app with basic auth from "
-        "VIDEOQ_FLOWER_BASIC_AUTH and its state kept in VIDEOQ_FLOWER_DB. Refuses a "
-        "non-loopback address without auth. Other options pass through to Flower.",
-    )
-    _server(
-        sub,
-        "metrics",
-        9808,
-        "serve job metrics for Prometheus",
-        "Serve videoq's job-level metrics (jobs by state, completion latency, "
-        "upstream errors, in-flight jobs, credits) on /metrics in Prometheus's format.",
-    )
-
-    he = sub.add_parser(
-        "health",
-        help="exit 0 if Redis (and optionally a worker) answers",
-        description="Health check for probes: exit 0 when Redis answers and, with --worker, "
-        "when that worker answers a ping; 3 when Redis is unreachable; 1 otherwise.",
-    )
-    he.add_argument("--worker", help="worker node name, e.g. w1@host")
-    he.add_argument("--timeout", type=float, default=5.0)
-
-    sim = sub.add_parser(
-        "simulator",
-        help="run the local stand-in for the upstream API",
-        description="Run the local stand-in for the upstream API (both paths, Bearer auth, "
-        "switchable faults; see simulator/server.py). Point AIMLAPI_BASE_URL at the URL "
-        "it prints.",
-    )
-    sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=8900)
-    sim.add_argument("--api-key", default="sim-key", help="accepted Bearer key ('' = any)")
-    sim.add_argument(
-        "--generation-time",
-        type=float,
-        default=5.0,
-        help="seconds a 5 s video takes (10 s videos take twice as long)",
-    )
-    sim.add_argument("--latency", type=float, default=0.0, help="delay before every answer")
-    sim.add_argument("--never-finish", action="store_true", help="no job ever completes")
-    sim.add_argument("--fail", action="store_true", help="every job ends in error")
-    sim.add_argument(
-        "--reject-create",
-        type=int,
-        default=0,
-        metavar="STATUS",
-        help="answer every create with this 4xx status",
-    )
-
-    d = sub.add_parser(
-        "demo",
-        help="run everything locally: Redis, simulator, worker, Flower, a few jobs",
-        description="Start a private Redis (unless VIDEOQ_REDIS_URL is set), the simulator, "
-        "a worker and Flower; submit a few jobs; show progress until all end; print the "
-        "records; clean up.",
-    )
-    d.add_argument("--jobs", type=int, default=4, help="how many jobs (default 4)")
-    d.add_argument(
-        "--generation-time",
-        type=float,
-        default=8.0,
-        help="simulated seconds per 5 s video (default 8)",
-    )
-    d.add_argument("--poll-interval", type=float, default=1.0, help="default 1")
-    d.add_argument("--deadline", type=float, default=60.0, help="default 60")
-    d.add_argument("--no-flower", action="store_true", help="do not start Flower")
-    d.add_argument(
-        "--keep-running",
-        action="store_true",
-        help="keep everything running after the jobs end, until Ctrl-C",
-    )
-    return parser
 
 
 def _cmd_worker(args: argparse.Namespace, extra: list[str]) -> int:
@@ -203,7 +35,7 @@ def _cmd_worker(args: argparse.Namespace, extra: list[str]) -> int:
 
     settings = app.videoq_settings
     if not settings.aimlapi_key.get_secret_value():
-        _err("warning: AIMLAPI_KEY is not set; the upstream will refuse every create")
+        print_error("warning: AIMLAPI_KEY is not set; the upstream will refuse every create")
     queues = f"{settings.queue},{settings.tick_queue}"
     argv = ["worker", "--loglevel", args.loglevel or settings.log_level, "-Q", queues]
     return _run_celery(app, argv + extra)
@@ -252,31 +84,31 @@ def _cmd_submit(args: argparse.Namespace) -> int:
             **options,
         )
     except RequestError as exc:
-        _err(f"invalid request: {exc}")
+        print_error(f"invalid request: {exc}")
         return EXIT_INPUT
     except Unavailable as exc:
-        _err(str(exc))
+        print_error(str(exc))
         return EXIT_UNAVAILABLE
     print(job_id, flush=True)
     if not args.wait:
-        _err(f"accepted: job {job_id} (check with: videoq status {job_id})")
+        print_error(f"accepted: job {job_id} (check with: videoq status {job_id})")
         return EXIT_OK
     progress = Progress()
     try:
         job = client.wait(job_id, args.timeout, on_update=lambda j: progress.update([j]))
     except TimeoutError as exc:
-        _err(str(exc))
+        print_error(str(exc))
         return EXIT_TIMEOUT
     except Unavailable as exc:
-        _err(
+        print_error(
             f"job {job_id} was accepted; following it failed: {exc} "
             f"(check later with: videoq status {job_id})"
         )
         return EXIT_UNAVAILABLE
     if job.state is JobState.COMPLETED:
-        _err(f"completed: {job.video_url}")
+        print_error(f"completed: {job.video_url}")
         return EXIT_OK
-    _err(f"job {job.state.value}: {job.error.message if job.error else ''}")
+    print_error(f"job {job.state.value}: {job.error.message if job.error else ''}")
     return EXIT_JOB
 
 
@@ -288,10 +120,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
     try:
         job = Client().get(args.job_id)
     except JobNotFound as exc:
-        _err(str(exc))
+        print_error(str(exc))
         return EXIT_JOB
     except Unavailable as exc:
-        _err(str(exc))
+        print_error(str(exc))
         return EXIT_UNAVAILABLE
     if args.json:
         print(job.to_json())
@@ -340,7 +172,7 @@ def _cmd_simulator(args: argparse.Namespace) -> int:
         reject_create=args.reject_create,
     )
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
-    _err(
+    print_error(
         f"simulator listening on {args.host}:{sim.port}: "
         f"AIMLAPI_BASE_URL=http://{shown}:{sim.port}/v2 "
         f"(Bearer key {'any' if not args.api_key else repr(args.api_key)})"
@@ -371,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         if exc.title != "Settings":
             raise
-        _err(settings_error(exc))
+        print_error(settings_error(exc))
         return EXIT_INPUT
 
 

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -17,6 +18,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from simulator import Simulator
+from worker.job import Job
 from worker.settings import load_settings
 
 from .client import Client
@@ -58,49 +60,19 @@ def run_demo(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="videoq-demo-")))
-        redis_url = os.environ.get("VIDEOQ_REDIS_URL")
-        if redis_url:
-            _say(f"Redis: using VIDEOQ_REDIS_URL ({redis_url.split('@')[-1]})")
-        else:
-            try:
-                server = RedisServer().start()
-            except RuntimeError as exc:
-                _say(f"videoq demo: {exc}")
-                return 3
-            stack.callback(server.cleanup)
-            redis_url = server.url
-            _say(f"Redis: started a private redis-server at {redis_url}")
-
-        sim = Simulator(generation_time=args.generation_time).start()
-        stack.callback(sim.stop)
-        # Show retries: the first create is rate-limited with Retry-After.
-        sim.add_fault(status=429, count=1, method="POST", retry_after=2, message="slow down")
-        _say(f"Upstream: the simulator at {sim.base_url} ({args.generation_time:g}s per 5s video)")
-
+        redis_url = _redis(stack)
+        if redis_url is None:
+            return 3
+        sim = _simulator(stack, args)
         queue = f"videoq-demo-{os.getpid()}"
-        env = {
-            "VIDEOQ_REDIS_URL": redis_url,
-            "AIMLAPI_BASE_URL": sim.base_url,
-            "AIMLAPI_KEY": "sim-key",
-            "VIDEOQ_POLL_INTERVAL": str(args.poll_interval),
-            "VIDEOQ_DEADLINE": str(args.deadline),
-            "VIDEOQ_RETRY_BACKOFF": "1",
-            "VIDEOQ_QUEUE": queue,
-            "VIDEOQ_LOG_LEVEL": "INFO",
-            "VIDEOQ_ALLOW_PRIVATE_URLS": "true",  # the simulator's videos are on 127.0.0.1
-        }
+        env = _worker_env(args, redis_url, sim, queue)
         worker_log_path = workdir / "worker.log"
         worker_log = stack.enter_context(worker_log_path.open("wb"))
         worker = start_worker(env, worker_log, name="demo", concurrency=2)
         stack.callback(stop_process, worker)
         _say(f"Worker: pid {worker.pid}, prefork x2 (log: {worker_log_path})")
-
         if not args.no_flower:
-            port = free_port()
-            flower_log = stack.enter_context((workdir / "flower.log").open("wb"))
-            flower = start_flower(env, flower_log, port)
-            stack.callback(stop_process, flower)
-            _say(f"Flower: http://127.0.0.1:{port}/tasks  (task events on)")
+            _flower(stack, env, workdir)
 
         settings = load_settings(
             redis_url=redis_url,
@@ -115,36 +87,106 @@ def _run(args: argparse.Namespace) -> int:
             ids.append(client.submit(IMAGE, prompt=prompt, duration=duration))
         _say(f"Submitted {len(ids)} jobs (deadline {args.deadline:g}s each); progress:")
 
-        progress = Progress()
-        give_up = time.monotonic() + args.deadline + 30
-        while True:
-            jobs = [client.get(job_id) for job_id in ids]
-            progress.update(jobs)
-            if all(job.is_terminal for job in jobs):
-                break
-            if worker.poll() is not None:
-                _say(f"videoq demo: the worker exited ({worker.returncode}); see {worker_log_path}")
-                return 1
-            if time.monotonic() > give_up:
-                _say("videoq demo: jobs did not finish in time")
-                return 1
-            time.sleep(1.0)
-
-        for job in jobs:
-            print(json.dumps(job.to_dict(), indent=2, sort_keys=True))
-        log = sim.requests()
-        creates = len(sim.creates())
-        limited = sum(1 for r in log if r.status_code == 429)
-        _say(
-            f"Done: {len(jobs)} jobs, {creates} upstream creates, {len(log)} upstream "
-            f"requests in all, {limited} answered 429 and retried."
-        )
+        jobs = _follow(client, ids, worker, worker_log_path, args.deadline + 30)
+        if jobs is None:
+            return 1
+        _report(jobs, sim)
         if args.keep_running:
-            _say("Everything keeps running (Flower above); Ctrl-C to stop.")
-            try:
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                pass
+            _keep_running()
         _say("Cleaning up.")
     return 0
+
+
+def _redis(stack: ExitStack) -> str | None:
+    """``VIDEOQ_REDIS_URL``, or a private redis-server's URL (None: it could not start)."""
+    redis_url = os.environ.get("VIDEOQ_REDIS_URL")
+    if redis_url:
+        _say(f"Redis: using VIDEOQ_REDIS_URL ({redis_url.split('@')[-1]})")
+        return redis_url
+    try:
+        server = RedisServer().start()
+    except RuntimeError as exc:
+        _say(f"videoq demo: {exc}")
+        return None
+    stack.callback(server.cleanup)
+    _say(f"Redis: started a private redis-server at {server.url}")
+    return server.url
+
+
+def _simulator(stack: ExitStack, args: argparse.Namespace) -> Simulator:
+    sim = Simulator(generation_time=args.generation_time).start()
+    stack.callback(sim.stop)
+    # Show retries: the first create is rate-limited with Retry-After.
+    sim.add_fault(status=429, count=1, method="POST", retry_after=2, message="slow down")
+    _say(f"Upstream: the simulator at {sim.base_url} ({args.generation_time:g}s per 5s video)")
+    return sim
+
+
+def _worker_env(
+    args: argparse.Namespace, redis_url: str, sim: Simulator, queue: str
+) -> dict[str, str]:
+    return {
+        "VIDEOQ_REDIS_URL": redis_url,
+        "AIMLAPI_BASE_URL": sim.base_url,
+        "AIMLAPI_KEY": "sim-key",
+        "VIDEOQ_POLL_INTERVAL": str(args.poll_interval),
+        "VIDEOQ_DEADLINE": str(args.deadline),
+        "VIDEOQ_RETRY_BACKOFF": "1",
+        "VIDEOQ_QUEUE": queue,
+        "VIDEOQ_LOG_LEVEL": "INFO",
+        "VIDEOQ_ALLOW_PRIVATE_URLS": "true",  # the simulator's videos are on 127.0.0.1
+    }
+
+
+def _flower(stack: ExitStack, env: dict[str, str], workdir: Path) -> None:
+    port = free_port()
+    flower_log = stack.enter_context((workdir / "flower.log").open("wb"))
+    flower = start_flower(env, flower_log, port, workdir / "flower.db")
+    stack.callback(stop_process, flower)
+    _say(f"Flower: http://127.0.0.1:{port}/tasks  (task events on)")
+
+
+def _follow(
+    client: Client,
+    ids: list[str],
+    worker: subprocess.Popen[bytes],
+    worker_log_path: Path,
+    limit: float,
+) -> list[Job] | None:
+    """Show progress until every job ends; None if the worker exits or ``limit`` s pass."""
+    progress = Progress()
+    give_up = time.monotonic() + limit
+    while True:
+        jobs = [client.get(job_id) for job_id in ids]
+        progress.update(jobs)
+        if all(job.is_terminal for job in jobs):
+            return jobs
+        if worker.poll() is not None:
+            _say(f"videoq demo: the worker exited ({worker.returncode}); see {worker_log_path}")
+            return None
+        if time.monotonic() > give_up:
+            _say("videoq demo: jobs did not finish in time")
+            return None
+        time.sleep(1.0)
+
+
+def _report(jobs: list[Job], sim: Simulator) -> None:
+    """Every job's record on stdout; what the upstream saw on stderr."""
+    for job in jobs:
+        print(json.dumps(job.to_dict(), indent=2, sort_keys=True))
+    log = sim.requests()
+    creates = len(sim.creates())
+    limited = sum(1 for r in log if r.status_code == 429)
+    _say(
+        f"Done: {len(jobs)} jobs, {creates} upstream creates, {len(log)} upstream "
+        f"requests in all, {limited} answered 429 and retried."
+    )
+
+
+def _keep_running() -> None:
+    _say("Everything keeps running (Flower above); Ctrl-C to stop.")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass

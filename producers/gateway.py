@@ -18,28 +18,42 @@ are read. The OpenAPI document is at ``/openapi.json``.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from worker.errors import JobNotFound, RequestError, RequestTooLarge, Unavailable
+from worker.errors import (
+    IdempotencyConflict,
+    JobNotFound,
+    RequestError,
+    RequestTooLarge,
+    Unavailable,
+)
 from worker.job import Job
-from worker.request import GenerationRequest
-from worker.settings import Settings
+from worker.request import parse_request
+from worker.settings import MODEL_ID, Settings
 from worker.states import JobState
 
 from .client import Client
+from .schemas import (
+    JobPage,
+    JobRequest,
+    Problem,
+    UpstreamCreated,
+    UpstreamFailure,
+    UpstreamStatus,
+    UpstreamVideo,
+)
 
-UPSTREAM_FIELDS = set(GenerationRequest.model_fields) - {"image_url"}
 UPSTREAM_PATHS = ("/v2/generate/video/kling/generation", "/v2/video/generations")
 # videoq's states in the upstream's words (the seed treats these as "still running").
 UPSTREAM_STATUS = {
@@ -48,42 +62,6 @@ UPSTREAM_STATUS = {
     JobState.GENERATING: "generating",
     JobState.COMPLETED: "completed",
 }
-
-
-class JobRequest(GenerationRequest):
-    """A generation request, plus where to POST the record when the job ends."""
-
-    webhook_url: str | None = Field(default=None, max_length=4096)
-
-
-class JobPage(BaseModel):
-    jobs: list[Job]
-    next_cursor: str | None = Field(description="pass as ?cursor= for the next page")
-
-
-class UpstreamCreated(BaseModel):
-    id: str
-    status: Literal["queued"]
-
-
-class UpstreamVideo(BaseModel):
-    url: str
-
-
-class UpstreamError(BaseModel):
-    name: str
-    message: str
-
-
-class UpstreamStatus(BaseModel):
-    id: str
-    status: Literal["queued", "generating", "completed", "error"]
-    video: UpstreamVideo | None = None
-    error: UpstreamError | None = None
-
-
-class Problem(BaseModel):
-    detail: Any
 
 
 _bearer = HTTPBearer(auto_error=False)
@@ -199,49 +177,90 @@ def create_gateway(settings: Settings, client: Client | None = None) -> FastAPI:
     app = FastAPI(
         title="videoq",
         version="0.1.0",
-        description="Image-to-video jobs for kling-video/v2.1/pro/image-to-video, queued, "
+        description=f"Image-to-video jobs for {MODEL_ID}, queued, "
         "retried and tracked by videoq. Authenticate with `Authorization: Bearer <token>`.",
     )
+    _add_body_limit(app, settings)
+    _add_callers(app, settings)
+    _add_exception_handlers(app)
+    _add_health_route(app, client)
+    _add_native_routes(app, client)
+    _add_upstream_routes(app, client)
+    return app
 
+
+# --- middleware and callers -----------------------------------------------------------------
+
+
+def _add_body_limit(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(LimitBody, limit=settings.max_request_bytes)
+
+
+def _add_callers(app: FastAPI, settings: Settings) -> None:
+    """The tokens :func:`_authorized` checks, and who each one is."""
     app.state.videoq_callers = [
         Caller(name, admin=name is not None and name in settings.admins)
         for name, _ in settings.callers
     ]
     app.state.videoq_tokens = [token.encode() for _, token in settings.callers]
 
-    @app.exception_handler(RequestError)
-    def _bad_request(_: Request, exc: RequestError) -> JSONResponse:
-        if isinstance(exc, RequestTooLarge):
-            return JSONResponse(status_code=413, content={"detail": str(exc)})
-        if exc.field == "idempotency_key" and "already used" in exc.message:
-            return JSONResponse(status_code=409, content={"detail": str(exc)})
-        return _unprocessable(exc.field, exc.message)
 
-    @app.exception_handler(Unavailable)
-    def _unavailable(_: Request, exc: Unavailable) -> JSONResponse:
-        content: dict[str, Any] = {"detail": str(exc)}
-        if exc.job_id:
-            content["job_id"] = exc.job_id
-        return JSONResponse(status_code=503, content=content)
+# --- exception handlers: each error type to its status, never by message text ---------------
 
-    @app.exception_handler(JobNotFound)
-    def _not_found(_: Request, exc: JobNotFound) -> JSONResponse:
-        return JSONResponse(status_code=404, content={"detail": str(exc)})
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
-        if exc.status_code == 400:  # a body Starlette cannot even decode (not UTF-8)
-            return _unprocessable("request", f"the body is not valid JSON: {exc.detail}")
-        return await http_exception_handler(request, exc)
+def _refused(_: Request, exc: RequestError) -> JSONResponse:
+    """A request refused by validation (``parse_request``) or the client: a 422 naming the
+    field, like FastAPI's own validation errors."""
+    return _unprocessable(exc.field, exc.message)
 
-    @app.exception_handler(RequestValidationError)
-    def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
-        return JSONResponse(status_code=422, content={"detail": errors})
 
-    # --- health -----------------------------------------------------------------------------
+def _answer(status: int) -> Callable[[Request, Exception], JSONResponse]:
+    def handler(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(status_code=status, content={"detail": str(exc)})
 
+    return handler
+
+
+def _unavailable(_: Request, exc: Unavailable) -> JSONResponse:
+    """A 503, with the job id whenever the job may exist."""
+    content: dict[str, Any] = {"detail": str(exc)}
+    if exc.job_id:
+        content["job_id"] = exc.job_id
+    return JSONResponse(status_code=503, content=content)
+
+
+async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+    if exc.status_code == 400:  # a body Starlette cannot even decode (not UTF-8)
+        return _unprocessable("request", f"the body is not valid JSON: {exc.detail}")
+    return await http_exception_handler(request, exc)
+
+
+def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+    return JSONResponse(status_code=422, content={"detail": errors})
+
+
+# The most specific type wins (Starlette looks handlers up along the exception's MRO).
+_HANDLERS: list[tuple[type[Exception], Callable[..., Any]]] = [
+    (RequestError, _refused),
+    (RequestTooLarge, _answer(413)),
+    (IdempotencyConflict, _answer(409)),
+    (JobNotFound, _answer(404)),
+    (Unavailable, _unavailable),
+    (StarletteHTTPException, _http),
+    (RequestValidationError, _invalid),
+]
+
+
+def _add_exception_handlers(app: FastAPI) -> None:
+    for kind, handler in _HANDLERS:
+        app.add_exception_handler(kind, handler)
+
+
+# --- routes ---------------------------------------------------------------------------------
+
+
+def _add_health_route(app: FastAPI, client: Client) -> None:
     @app.get("/healthz", tags=["health"], responses={503: {"model": Problem}})
     def healthz() -> dict[str, str]:
         try:
@@ -250,7 +269,9 @@ def create_gateway(settings: Settings, client: Client | None = None) -> FastAPI:
             raise HTTPException(503, "Redis is unreachable") from None
         return {"status": "ok"}
 
-    # --- the native API ---------------------------------------------------------------------
+
+def _add_native_routes(app: FastAPI, client: Client) -> None:
+    """``/v1/jobs``: submit, get, cancel, list."""
 
     def accepted(job_id: str, caller: Caller) -> Job:
         try:
@@ -324,35 +345,34 @@ def create_gateway(settings: Settings, client: Client | None = None) -> FastAPI:
         jobs, following = client.list_jobs(state, cursor, limit, owner=caller.scope)
         return JobPage(jobs=jobs, next_cursor=following)
 
-    # --- the upstream-compatible API --------------------------------------------------------
+
+def upstream_status(job: Job) -> UpstreamStatus:
+    """A job's record in the upstream's shape (its status words, ``video``, ``error``)."""
+    status = UPSTREAM_STATUS.get(job.state, "error")
+    answer = UpstreamStatus(id=job.id, status=status)
+    if job.state is JobState.COMPLETED and job.video_url:
+        answer.video = UpstreamVideo(url=job.video_url)
+    if status == "error":
+        kind = job.error.kind if job.error else job.state.value
+        message = job.error.message if job.error else job.state.value
+        answer.error = UpstreamFailure(name=kind, message=message)
+    return answer
+
+
+def _add_upstream_routes(app: FastAPI, client: Client) -> None:
+    """The AI/ML API's own paths and shapes (create, status), on both of its path pairs."""
 
     def create_like_upstream(caller: Authorized, body: dict[str, Any]) -> UpstreamCreated:
-        if not isinstance(body, dict):
-            raise RequestError("request", "must be a JSON object")
-        options = dict(body)
-        model = options.pop("model", None)
-        if model is not None and model != "kling-video/v2.1/pro/image-to-video":
-            raise RequestError("model", "must be 'kling-video/v2.1/pro/image-to-video'")
-        image_url = options.pop("image_url", None)
-        if image_url is None:
-            raise RequestError("image_url", "field required")
-        if not set(options) <= UPSTREAM_FIELDS:
-            unknown = sorted(set(options) - UPSTREAM_FIELDS)[0]
-            raise RequestError(unknown, "unknown field")
-        job_id = client.submit(image_url, owner=caller.name, **options)
+        # parse_request checks the model, the fields and their values; its RequestError
+        # (field, message) is the 422. A null "model" has always meant "not given" here.
+        if "model" in body and body["model"] is None:
+            body = {k: v for k, v in body.items() if k != "model"}
+        request = parse_request(body)
+        job_id = client.submit(owner=caller.name, **request.stored())
         return UpstreamCreated(id=job_id, status="queued")
 
     def status_like_upstream(caller: Authorized, generation_id: str) -> UpstreamStatus:
-        job = client.get(generation_id, owner=caller.scope)
-        status = UPSTREAM_STATUS.get(job.state, "error")
-        answer = UpstreamStatus(id=job.id, status=status)
-        if job.state is JobState.COMPLETED and job.video_url:
-            answer.video = UpstreamVideo(url=job.video_url)
-        if status == "error":
-            kind = job.error.kind if job.error else job.state.value
-            message = job.error.message if job.error else job.state.value
-            answer.error = UpstreamError(name=kind, message=message)
-        return answer
+        return upstream_status(client.get(generation_id, owner=caller.scope))
 
     for path in UPSTREAM_PATHS:
         app.post(
@@ -368,5 +388,3 @@ def create_gateway(settings: Settings, client: Client | None = None) -> FastAPI:
             response_model_exclude_none=True,
             summary="A generation's status (the upstream's shape)",
         )(status_like_upstream)
-
-    return app

@@ -16,6 +16,9 @@ from typing import IO
 
 import redis
 
+from producers.ops import flower_command
+from worker.settings import load_settings
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -140,17 +143,13 @@ def start_worker(
     )
 
 
-def start_flower(env: dict[str, str], log: IO[bytes], port: int) -> subprocess.Popen[bytes]:
-    args = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "worker.app",
-        "flower",
-        "--address=127.0.0.1",
-        f"--port={port}",
-    ]
+def start_flower(
+    env: dict[str, str], log: IO[bytes], port: int, db: Path
+) -> subprocess.Popen[bytes]:
+    """Flower on 127.0.0.1:``port`` as ``videoq flower`` runs it (the same command line,
+    from :func:`producers.ops.flower_command`), its state kept in ``db``, with ``env``
+    (settings) on top of ours."""
+    args = flower_command(load_settings(flower_db=str(db)), "127.0.0.1", port, [])
     return subprocess.Popen(
         args,
         env={**os.environ, **env},

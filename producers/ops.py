@@ -1,6 +1,6 @@
 """Operator commands: ``videoq serve``, ``flower``, ``metrics``, ``health`` and ``sweep``.
 
-Each returns a CLI exit code (see ``producers.cli``).
+Each returns a CLI exit code (see ``producers.exits``).
 """
 
 from __future__ import annotations
@@ -15,10 +15,14 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from producers.cli import EXIT_INPUT, EXIT_OK, EXIT_UNAVAILABLE, _err
+from producers.exits import (
+    EXIT_INPUT,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_UNHEALTHY,
+    print_error,
+)
 from worker.settings import Settings, load_settings
-
-EXIT_UNHEALTHY = 1  # `videoq health`: Redis answers but the named worker does not
 
 # What an operator wants to see in the task list: the kwargs carry job id and attempt.
 FLOWER_COLUMNS = "name,uuid,state,kwargs,received,started,runtime,worker"
@@ -63,7 +67,7 @@ def flower_env(settings: Settings) -> dict[str, str]:
 def run_flower(host: str, port: int, extra: list[str]) -> int:
     settings = load_settings()
     if not is_local(host) and not settings.flower_basic_auth.get_secret_value():
-        _err(
+        print_error(
             f"refusing to serve Flower on {host} without authentication: set "
             "VIDEOQ_FLOWER_BASIC_AUTH=user:password (or bind to 127.0.0.1)"
         )
@@ -81,7 +85,7 @@ def run_metrics(host: str, port: int) -> int:
     exporter = MetricsExporter(
         JobStore(connect(settings), settings), host, port, upstream_rate=settings.upstream_rate
     )
-    _err(f"serving job metrics on http://{host}:{exporter.port}/metrics")
+    print_error(f"serving job metrics on http://{host}:{exporter.port}/metrics")
     with contextlib.suppress(KeyboardInterrupt):
         exporter.serve_forever()
     return EXIT_OK
@@ -96,12 +100,12 @@ def run_health(worker: str | None, timeout: float) -> int:
     try:
         connect(settings.model_copy(update={"redis_retries": 0})).ping()
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-        _err(f"unhealthy: Redis is unreachable ({type(exc).__name__})")
+        print_error(f"unhealthy: Redis is unreachable ({type(exc).__name__})")
         return EXIT_UNAVAILABLE
     if worker:
         replies = app.control.ping([worker], timeout=timeout) or []
         if not any(worker in reply for reply in replies):
-            _err(f"unhealthy: worker {worker} did not answer a ping within {timeout}s")
+            print_error(f"unhealthy: worker {worker} did not answer a ping within {timeout}s")
             return EXIT_UNHEALTHY
     print("ok")
     return EXIT_OK
@@ -114,9 +118,9 @@ def run_serve(host: str, port: int) -> int:
 
     settings = load_settings()
     if not settings.tokens:
-        _err("refusing to serve without tokens: set VIDEOQ_API_TOKENS=token1,token2")
+        print_error("refusing to serve without tokens: set VIDEOQ_API_TOKENS=token1,token2")
         return EXIT_INPUT
-    _err(f"videoq gateway on http://{host}:{port} (OpenAPI: /openapi.json, docs: /docs)")
+    print_error(f"videoq gateway on http://{host}:{port} (OpenAPI: /openapi.json, docs: /docs)")
     uvicorn.run(create_gateway(settings), host=host, port=port, log_level="info", access_log=False)
     return EXIT_OK
 
@@ -130,7 +134,7 @@ def run_sweep(force: bool) -> int:
         backlog = queue_backlog(rt.store.redis, rt.settings.queue)
         report = sweep(rt, 0 if force else backlog)
     except (RedisConnectionError, RedisTimeoutError) as exc:
-        _err(f"Redis is unreachable ({type(exc).__name__})")
+        print_error(f"Redis is unreachable ({type(exc).__name__})")
         return EXIT_UNAVAILABLE
     report.backlog = backlog
     result: dict[str, Any] = report.as_dict()
