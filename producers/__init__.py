@@ -20,24 +20,16 @@ from worker.signatures import verify as verify_webhook
 from worker.states import TERMINAL_STATES, JobState
 
 if TYPE_CHECKING:
-    from worker.webhooks import verify as verify_webhook
-
     from .client import Client
 
 
 def __getattr__(name: str) -> Any:
     # Imported on first use, not with the package: the client brings in Celery, kombu
-    # and redis-py, which `videoq --help` and the webhook receivers do not need; the
-    # webhook verifier brings in worker.webhooks (and its sender's aiohttp), which
-    # neither the CLI nor the gateway needs.
+    # and redis-py, which `videoq --help` and the webhook receivers do not need.
     if name == "Client":
         from . import client
 
         return client.Client
-    if name == "verify_webhook":
-        from worker import webhooks
-
-        return webhooks.verify
     raise AttributeError(f"module 'producers' has no attribute {name!r}")
 
 
