@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -113,8 +113,9 @@ def _task_job_id(raw: str) -> str | None:
 def messages_for(rig: Rig, ids: set[str]) -> list[str]:
     """Messages about these jobs still in the queue or held unacknowledged."""
     r = rig.raw
-    queued = r.lrange(rig.cluster.settings.queue, 0, -1)
-    held = list(r.hgetall("unacked").values())
+    # the connection decodes its replies (decode_responses=True): str, never bytes
+    queued = cast(list[str], r.lrange(rig.cluster.settings.queue, 0, -1))
+    held = list(cast(dict[str, str], r.hgetall("unacked")).values())
     return [m for m in queued + held if _task_job_id(m) in ids]
 
 

@@ -33,7 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Generic, Protocol, Self, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-import psutil  # type: ignore[import-untyped]
+import psutil
 
 TRICKLE_INTERVAL = 0.5  # seconds between two bytes of a trickled answer
 TRICKLE_MAX = 40.0  # a trickle gives up (sends the rest at once) after this long

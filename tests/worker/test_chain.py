@@ -316,7 +316,7 @@ def test_backoff_grows_and_is_capped(world: Callable[..., World]) -> None:
     seed=st.integers(),
 )
 def test_backoff_bounds(errors: int, retry_after: float | None, floor: float, seed: int) -> None:
-    settings = Settings(retry_backoff=2.0, retry_backoff_max=30.0)  # type: ignore[call-arg]
+    settings = Settings(retry_backoff=2.0, retry_backoff_max=30.0)
     rt = Runtime(settings, None, None, None, time.time, random.Random(seed))  # type: ignore[arg-type]
     delay = rt.backoff(errors, retry_after, floor)
     assert delay >= (retry_after or 0.0) and delay >= floor and delay >= 1.0
