@@ -401,8 +401,3 @@ class Simulator:
     def add_fault(self, **fault: Any) -> None:
         with self.state.lock:
             self.state.faults.append(Fault(**fault))
-
-    def configure(self, **config: Any) -> None:
-        with self.state.lock:
-            for key, value in config.items():
-                setattr(self.state.config, key, value)
