@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from simulator import Simulator
-from simulator.server import LoggedRequest
+from simulator.model import LoggedRequest
 from tests.conftest import TEST_KEY
 from tests.integration.conftest import Cluster
 from worker.states import JobState
