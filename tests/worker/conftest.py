@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from simulator import Simulator
 from tests.fakes import FakeClock, FakeUpstream, RecordingScheduler
 from tests.rawhttp import Handler, RawServer
 from worker.chain import Runtime, run_generate, run_poll
@@ -19,6 +20,7 @@ from worker.states import JobState
 from worker.store import JobStore, connect
 
 IMG = "https://example.com/cat.png"
+SIM_KEY = "sk-sim-secret-0123"  # the API key of the ``sim`` fixture
 
 
 class World:
@@ -96,3 +98,11 @@ def raw_server() -> Iterator[Callable[[Handler], RawServer]]:
     yield start
     for server in servers:
         server.close()
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    """The threaded simulator, every generation finished at once; its key is SIM_KEY."""
+    server = Simulator(api_key=SIM_KEY, generation_time=0.0).start()
+    yield server
+    server.stop()

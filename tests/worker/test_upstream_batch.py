@@ -14,19 +14,11 @@ import requests
 from pydantic import SecretStr
 
 from simulator import Simulator
+from tests.worker.conftest import SIM_KEY
 from tests.worker.test_upstream import silent_server  # noqa: F401 (a fixture)
 from worker.errors import ProtocolError, Rejected, Transient
 from worker.http import BoundedHttp, EventLoop
 from worker.upstream import MAX_BODY_BYTES, Status, UpstreamClient
-
-KEY = "sk-fetcher-secret-0123"
-
-
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    server = Simulator(api_key=KEY, generation_time=0.0).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -43,7 +35,7 @@ def client_for(io_loop: EventLoop) -> Iterator[Callable[..., UpstreamClient]]:
             concurrency=10,
         )
         made.append(http)
-        return UpstreamClient(url, SecretStr(KEY), http)
+        return UpstreamClient(url, SecretStr(SIM_KEY), http)
 
     yield make
     for http in made:
@@ -54,7 +46,7 @@ def _generation(sim: Simulator) -> str:
     answer = requests.post(
         f"{sim.base_url}/generate/video/kling/generation",
         timeout=5,
-        headers={"Authorization": f"Bearer {KEY}"},
+        headers={"Authorization": f"Bearer {SIM_KEY}"},
         json={"model": "kling-video/v2.1/pro/image-to-video", "image_url": "https://x/y.png"},
     )
     return str(answer.json()["id"])
@@ -99,11 +91,11 @@ def test_many_at_once_in_order_with_the_bearer_key(
             {
                 "kind": "body",
                 "status": 401,
-                "body": f'{{"message": "bad key {KEY}"}}',
+                "body": f'{{"message": "bad key {SIM_KEY}"}}',
                 "content_type": "application/json",
             },
             Rejected,
-            lambda e: KEY not in str(e) and "bad key ***" in str(e),
+            lambda e: SIM_KEY not in str(e) and "bad key ***" in str(e),
         ),
         (
             {
