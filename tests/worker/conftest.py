@@ -60,6 +60,13 @@ class World:
         run_poll(self.rt, job_id, self.deadline_at, seq, errors)
 
 
+def generating(w: World) -> None:
+    """The first job created, its create answered: now generating, its poll popped."""
+    w.job()
+    w.generate()
+    w.scheduler.pop()
+
+
 @pytest.fixture
 def world(make_settings: Callable[..., Settings]) -> Callable[..., World]:
     def make(**overrides: Any) -> World:
