@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 
@@ -21,6 +21,14 @@ from worker.store import JobStore, connect
 
 IMG = "https://example.com/cat.png"
 SIM_KEY = "sk-sim-secret-0123"  # the API key of the ``sim`` fixture
+
+
+class CreateTimes(TypedDict):
+    """``JobStore.create``'s times and idempotency key, passed as ``**times``."""
+
+    accepted_at: float
+    deadline_at: float
+    idempotency_key: str
 
 
 class World:

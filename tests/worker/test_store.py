@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypedDict
 
 import pytest
 import redis
 
+from tests.worker.conftest import CreateTimes
 from worker.errors import IdempotencyConflict
 from worker.request import parse_request
 from worker.settings import Settings
@@ -15,14 +15,6 @@ from worker.states import TERMINAL_STATES, ErrorKind, JobState
 from worker.store import Fence, JobStore, Outcome, connect
 
 IMG = "https://example.com/a.png"
-
-
-class Times(TypedDict):
-    """``JobStore.create``'s times and idempotency key, passed as ``**times``."""
-
-    accepted_at: float
-    deadline_at: float
-    idempotency_key: str
 
 
 @pytest.fixture
@@ -384,7 +376,7 @@ def test_the_fingerprint_covers_inline_images_and_the_webhook(store: JobStore) -
             deadline_at=2000.0,
             idempotency_key="k1",
         )
-    hook: Times = {"accepted_at": 1000.0, "deadline_at": 2000.0, "idempotency_key": "k2"}
+    hook: CreateTimes = {"accepted_at": 1000.0, "deadline_at": 2000.0, "idempotency_key": "k2"}
     assert store.create("h1", first, webhook_url="https://a.example/h", **hook) == ("h1", True)
     assert store.create("h2", first, webhook_url="https://a.example/h", **hook) == ("h1", False)
     with pytest.raises(IdempotencyConflict):
@@ -395,7 +387,7 @@ def test_the_fingerprint_covers_inline_images_and_the_webhook(store: JobStore) -
 
 def test_owner_is_stored_and_scopes_idempotency_keys(store: JobStore) -> None:
     request = parse_request({"image_url": IMG})
-    times: Times = {"accepted_at": 1000.0, "deadline_at": 2000.0, "idempotency_key": "same"}
+    times: CreateTimes = {"accepted_at": 1000.0, "deadline_at": 2000.0, "idempotency_key": "same"}
     assert store.create("o1", request, owner="alice", **times) == ("o1", True)
     assert store.create("o2", request, owner="bob", **times) == ("o2", True)
     assert store.create("o3", request, **times) == ("o3", True)  # unnamed: its own space
