@@ -5,7 +5,8 @@
 # - Debian's chromium and chromium-driver, for the Flower browser test, when missing
 #   (this needs root, as on the project's machines; otherwise it says what to install);
 # - a virtualenv in .venv with videoq and its test tools;
-# - ruff, mypy and pytest (extra pytest arguments pass through: scripts/test.sh -x -k gateway).
+# - ruff (lint, then the format check), mypy and pytest (extra pytest arguments pass
+#   through: scripts/test.sh -x -k gateway).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
@@ -26,5 +27,6 @@ python3 -m venv .venv
 . .venv/bin/activate
 pip install -q -e '.[test]'
 ruff check .
+ruff format --check .
 mypy
 pytest "$@"

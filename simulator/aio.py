@@ -24,10 +24,10 @@ from dataclasses import asdict
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from .server import (
-    _TIME_TAG,
+from .model import (
     API_PATHS,
     MODEL_ID,
+    TIME_TAG,
     Generation,
     LoggedRequest,
     RateWindow,
@@ -131,7 +131,7 @@ class AioSimulator:
             return 400, {"message": "image_url: Required"}
         entry.prompt = str(body.get("prompt") or "")
         duration = 10 if str(body.get("duration", "5")) == "10" else 5
-        tag = _TIME_TAG.search(entry.prompt)
+        tag = TIME_TAG.search(entry.prompt)
         gen_time = float(tag.group(1)) if tag else self.config.generation_time * duration / 5
         gen = Generation(
             id=uuid.uuid4().hex,

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from worker.errors import UpstreamError
+from worker.ratelimit import Refused
 from worker.upstream import Status
 
 
@@ -48,14 +50,14 @@ class FakeUpstream:
     # A batch's calls, one after another, each answer given as it comes (a tick's
     # ``fetch``; the real client makes them at once on its event loop).
 
-    def reserve(self, kind: str, count: int, timeout: float) -> list[float] | None:
+    def reserve(self, kind: str, count: int, timeout: float) -> list[float | Refused] | None:
         return None  # no rate limit
 
     def each_status(
         self, calls: Sequence[tuple[str, float]], idle: float = 0.25, slots: object = None
     ) -> Iterator[tuple[int, Status | UpstreamError]]:
         for index, (generation_id, timeout) in enumerate(calls):
-            yield index, _caught(lambda g=generation_id, t=timeout: self.status(g, timeout=t))
+            yield index, _caught(partial(self.status, generation_id, timeout=timeout))
 
     def each_create(
         self,
@@ -64,7 +66,7 @@ class FakeUpstream:
         slots: object = None,
     ) -> Iterator[tuple[int, Status | UpstreamError]]:
         for index, (body, timeout) in enumerate(calls):
-            yield index, _caught(lambda b=body, t=timeout: self.create(b, timeout=t))
+            yield index, _caught(partial(self.create, body, timeout=timeout))
 
 
 def _caught(call: Callable[[], Status]) -> Status | UpstreamError:

@@ -5,6 +5,7 @@ The examples in README.md and docs/ are run by tests/test_examples.py.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -24,12 +25,11 @@ def test_every_setting_has_a_description() -> None:
 
 
 def _settings_doc() -> Any:
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import settings_doc
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
-    return settings_doc
+    spec = importlib.util.spec_from_file_location("settings_doc", ROOT / "scripts/settings_doc.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_the_configuration_page_is_what_the_script_generates() -> None:

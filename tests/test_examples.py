@@ -380,7 +380,7 @@ def test_python_examples_run(block: Block, stack: Stack, monkeypatch: pytest.Mon
                 time.sleep(0.1)
         assert job.state == JobState.COMPLETED, job
     if "app" in namespace:  # a webhook receiver: a signed delivery is taken, others refused
-        from worker.webhooks import headers_for
+        from worker.signatures import headers_for
 
         body = json.dumps({"id": "j1", "state": "completed", "video_url": "https://v"}).encode()
         headers = headers_for(

@@ -18,6 +18,7 @@ from producers.client import Client
 from producers.local import start_worker, stop_process
 from simulator import Simulator
 from tests.conftest import TEST_KEY, settings_for
+from tests.integration.gateway import ALICE, BOB, LIMIT, ROOT, TOKEN, WEBHOOK_SECRET, Gateway
 from worker.job import Job
 from worker.settings import Settings
 
@@ -180,3 +181,28 @@ def clusters(
             sys.stderr.write(
                 f"\n--- worker logs ({request.node.name}) ---\n{cluster.log_text()[-4000:]}\n"
             )
+
+
+@pytest.fixture(scope="module")
+def web(
+    redis_url: str, sim: Simulator, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Cluster, Gateway]]:
+    """A worker and the gateway in front of it, for a test_gateway*.py module."""
+    tmp = tmp_path_factory.mktemp("gateway")
+    cluster = make_cluster(
+        redis_url,
+        tmp,
+        "gateway",
+        sim,
+        api_tokens=f"{TOKEN},other-token,alice:{ALICE},bob:{BOB},root:{ROOT}",
+        api_admins="root",
+        max_request_bytes=LIMIT,
+        webhook_secret=WEBHOOK_SECRET,
+        webhook_window=4.0,
+        retry_backoff=0.5,
+    )
+    cluster.start_worker(concurrency=2)
+    gateway = Gateway(cluster, tmp / "gateway.log")
+    yield cluster, gateway
+    stop_process(gateway.proc)
+    cluster.stop()

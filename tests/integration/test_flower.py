@@ -208,7 +208,9 @@ def _show_all_rows(driver: Any) -> None:
         time.sleep(0.2)
     menu = Select(menus[0])
     longest = max(menu.options, key=lambda o: int(o.get_attribute("value") or 0))
-    menu.select_by_value(longest.get_attribute("value"))
+    value = longest.get_attribute("value")
+    assert value is not None, "a page-length option without a value"
+    menu.select_by_value(value)
 
 
 def test_flower_tasks_page_in_a_browser(flower: Flower, cluster: Cluster, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from simulator import Simulator
-from simulator.server import LoggedRequest
+from simulator.model import LoggedRequest
 from tests.conftest import TEST_KEY
 from tests.integration.conftest import Cluster
 from worker.states import JobState
@@ -111,8 +111,8 @@ def test_the_rate_holds_fleet_wide_and_no_job_or_create_starves(
     bound = 2 * len(jobs) / (RATE / 2) + 1.0
     for job in jobs:
         assert len(sim.creates(prompt=job.request["prompt"])) == 1
-        create = sim.creates(prompt=job.request["prompt"])[0].t
-        polls = [create] + [p.t for p in sim.polls(job.generation_id or "")]
+        created_at = sim.creates(prompt=job.request["prompt"])[0].t
+        polls = [created_at] + [p.t for p in sim.polls(job.generation_id or "")]
         assert max(b - a for a, b in pairwise(polls)) <= bound, job.id
 
     # The limit did hold calls back, in both processes.

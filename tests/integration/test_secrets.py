@@ -51,7 +51,7 @@ def monitor(redis_url: str) -> Iterator[list[str]]:
     conn = redis.Redis.from_url(redis_url)
 
     def run() -> None:
-        with conn.monitor() as mon:
+        with conn.monitor() as mon:  # type: ignore[no-untyped-call]  # redis-py: untyped
             while not stop.is_set():
                 try:
                     captured.append(str(mon.next_command()["command"]))

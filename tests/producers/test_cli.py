@@ -150,10 +150,10 @@ def test_an_aliased_setting_is_named_by_its_variable() -> None:
     from producers.cli import settings_error
 
     with pytest.raises(ValidationError) as info:
-        Settings(aimlapi_base_url=5)  # type: ignore[call-arg]
+        Settings(aimlapi_base_url=5)
     assert settings_error(info.value).startswith("invalid setting AIMLAPI_BASE_URL: ")
     with pytest.raises(ValidationError) as info:
-        Settings(max_request_bytes=10)  # type: ignore[call-arg]
+        Settings(max_request_bytes=10)
     assert settings_error(info.value).startswith("invalid setting VIDEOQ_MAX_REQUEST_BYTES: ")
 
 
@@ -198,14 +198,14 @@ def test_a_worker_that_fails_to_start_returns_a_non_zero_exit_code(
 
     import worker.app
 
-    class Boom(bootsteps.StartStopStep):
+    class Boom(bootsteps.StartStopStep):  # type: ignore[misc]  # celery is untyped
         def start(self, parent: object) -> None:
             raise RuntimeError("cannot start")
 
     app = Celery("videoq-boom", broker="memory://", set_as_current=False)
     app.conf.worker_hijack_root_logger = False
     app.steps["worker"].add(Boom)
-    app.videoq_settings = make_settings()  # type: ignore[attr-defined]
+    app.videoq_settings = make_settings()
     monkeypatch.setattr(worker.app, "app", app)
     code = main(
         [

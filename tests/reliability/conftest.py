@@ -12,14 +12,15 @@ from __future__ import annotations
 import base64
 import json
 import os
+import secrets
 import signal
 import statistics
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -28,6 +29,7 @@ from producers.local import RedisServer
 from simulator import Simulator
 from tests.conftest import TEST_KEY
 from tests.integration.conftest import Cluster, make_cluster
+from tests.reliability.hostile import HostileReceiver, HostileUpstream
 from tests.reliability.proxy import CuttableProxy
 from worker.job import Job
 from worker.states import ErrorKind
@@ -113,8 +115,9 @@ def _task_job_id(raw: str) -> str | None:
 def messages_for(rig: Rig, ids: set[str]) -> list[str]:
     """Messages about these jobs still in the queue or held unacknowledged."""
     r = rig.raw
-    queued = r.lrange(rig.cluster.settings.queue, 0, -1)
-    held = list(r.hgetall("unacked").values())
+    # the connection decodes its replies (decode_responses=True): str, never bytes
+    queued = cast(list[str], r.lrange(rig.cluster.settings.queue, 0, -1))
+    held = list(cast(dict[str, str], r.hgetall("unacked")).values())
     return [m for m in queued + held if _task_job_id(m) in ids]
 
 
@@ -258,3 +261,85 @@ def rig(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
             print(f"\n--- worker logs ({request.node.name}) ---\n{tail}")
         rig.sim.stop()
         rig.redis_server.cleanup()
+
+
+# --- the hostile rig (test_hostile_peers.py, test_hostile_webhooks.py) ----------------------
+
+HOSTILE_GEN = 3.0  # the simulator's generation time for ordinary jobs
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+TOTAL_TIMEOUT = 3.0
+WEBHOOK_TIMEOUT = 2.0
+WEBHOOK_WINDOW = 8.0
+HOSTILE_DEADLINE = 20.0
+
+HOSTILE_SETTINGS: dict[str, Any] = {
+    **RIG_SETTINGS,
+    "deadline": HOSTILE_DEADLINE,
+    "webhook_secret": WEBHOOK_SECRET,
+    "webhook_window": WEBHOOK_WINDOW,
+    "http_total_timeout": TOTAL_TIMEOUT,
+    "webhook_timeout": WEBHOOK_TIMEOUT,
+    "allow_private_urls": True,
+}
+
+
+@dataclass
+class HostileRig:
+    rig: Rig
+    front: HostileUpstream
+    receiver: HostileReceiver
+    restarts: int = 0
+
+    @property
+    def worker_pid(self) -> int:
+        return self.rig.cluster.workers[-1].pid
+
+    def stop_peers(self) -> None:
+        """Stop what the peers are sending now (the memory watchdog's brake)."""
+        self.front.state.stop.set()
+        self.receiver.state.stop.set()
+
+
+@pytest.fixture(scope="module")
+def hostile_rig(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Callable[[str], HostileRig]]:
+    """``hostile_rig(poll_mode)``: one rig per poll mode, shared by a test module's tests:
+    a private Redis, the simulator behind the hostile front, a webhook receiver and
+    one worker process with ``-c 2``."""
+    made: dict[str, HostileRig] = {}
+
+    def get(mode: str) -> HostileRig:
+        hr = made.get(mode)
+        if hr is None:
+            tmp = tmp_path_factory.mktemp(f"hostile-{mode}")
+            server = RedisServer(appendonly=True).start()
+            sim = Simulator(api_key=TEST_KEY, generation_time=HOSTILE_GEN).start()
+            front = HostileUpstream(sim.port).start()
+            settings = {**HOSTILE_SETTINGS, "aimlapi_base_url": front.base_url, "poll_mode": mode}
+            cluster = make_cluster(server.url, tmp, f"hostile-{mode}", sim, **settings)
+            hr = HostileRig(Rig(server, sim, cluster, tmp), front, HostileReceiver().start())
+            made[mode] = hr
+            cluster.start_worker(concurrency=2)
+        elif hr.rig.cluster.workers[-1].poll() is not None:  # a previous case killed it
+            hr.restarts += 1
+            hr.rig.cluster.start_worker(concurrency=2)
+        return hr
+
+    yield get
+    for hr in made.values():
+        hr.front.reset()
+        hr.receiver.reset()
+        hr.rig.cluster.stop()
+        if request.session.testsfailed:
+            print(f"\n--- worker log (hostile rig) ---\n{hr.rig.cluster.log_text()[-4000:]}")
+        hr.front.stop()
+        hr.receiver.stop()
+        hr.rig.sim.stop()
+        hr.rig.redis_server.cleanup()
+
+
+def verdict(problems: list[str]) -> None:
+    """Fail with every problem found, on one line each."""
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)

@@ -13,17 +13,16 @@ finds the end of the stream), and stops when the peer is reset or stopped.
   (``/ok``, ``/trickle``, ``/huge``, ``/chunked``, ``/redirect``). It records every
   delivery, the most deliveries in progress at once per ``webhook-id``, and whether
   anyone followed the redirect.
-- :class:`TreeRSS` samples the resident memory of a process and its children.
+
+The bounded writes and the hostile answers themselves are in :mod:`tests.reliability.wire`;
+:class:`tests.reliability.memory.TreeRSS` samples the worker's memory.
 """
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
 import re
-import select
-import socket
 import threading
 import time
 from collections import Counter
@@ -33,13 +32,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Generic, Protocol, Self, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-import psutil  # type: ignore[import-untyped]
+from tests.reliability.wire import STREAM_MAX, Wire, http_head, misbehave
 
-TRICKLE_INTERVAL = 0.5  # seconds between two bytes of a trickled answer
-TRICKLE_MAX = 40.0  # a trickle gives up (sends the rest at once) after this long
-STREAM_MAX = 60.0  # a huge or endless answer stops after this long ...
-HUGE_BYTES = 1_500_000_000  # ... or after this many bytes
-CHUNK = 1 << 20
 ELSEWHERE = "/_hostile/elsewhere"  # where the redirects point
 
 _TAG = re.compile(r"\[hostile:([a-z0-9_]+)@(create|status)\]")
@@ -58,124 +52,6 @@ REWRITES: dict[str, Callable[[dict[str, Any]], None]] = {
 def hostile_tag(mode: str, where: str) -> str:
     """The prompt tag that makes the front misbehave: ``where`` is create or status."""
     return f"[hostile:{mode}@{where}]"
-
-
-# --- the wire ---------------------------------------------------------------------------
-
-
-class Wire:
-    """Bounded, interruptible writes to one accepted socket."""
-
-    def __init__(self, sock: socket.socket, stop: threading.Event, budget: float) -> None:
-        self.sock = sock
-        self.stop = stop
-        self.started = time.monotonic()
-        self.until = self.started + budget
-        self.sent = 0
-        self.ended = ""  # why the writes stopped: done | peer_closed | stopped | budget
-        sock.settimeout(0.2)
-
-    def _over(self) -> bool:
-        if self.stop.is_set():
-            self.ended = "stopped"
-        elif time.monotonic() > self.until:
-            self.ended = "budget"
-        return bool(self.ended)
-
-    def peer_gone(self, wait: float = 0.0) -> bool:
-        """True once the peer has closed (readable, and a peek finds end of stream)."""
-        try:
-            readable, _, _ = select.select([self.sock], [], [], wait)
-            if readable and self.sock.recv(1, socket.MSG_PEEK) == b"":
-                self.ended = "peer_closed"
-        except (OSError, ValueError):
-            self.ended = "peer_closed"
-        return self.ended == "peer_closed"
-
-    def send(self, data: bytes) -> bool:
-        """Send all of ``data``; False (stop writing) if the peer left or time is up."""
-        view = memoryview(data)
-        while view:
-            if self._over():
-                return False
-            try:
-                n = self.sock.send(view)
-            except TimeoutError:
-                if self.peer_gone():
-                    return False
-                continue
-            except OSError:
-                self.ended = "peer_closed"
-                return False
-            view = view[n:]
-            self.sent += n
-        return True
-
-    def pause(self, seconds: float) -> bool:
-        """Wait ``seconds``, waking early if the peer hangs up; False if it did."""
-        end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
-            if self._over() or self.peer_gone(min(left, 0.1)):
-                return False
-        return not self._over()
-
-    def trickle(
-        self, data: bytes, interval: float = TRICKLE_INTERVAL, limit: float = TRICKLE_MAX
-    ) -> bool:
-        """One byte every ``interval`` for up to ``limit`` seconds, then the rest."""
-        give_up = time.monotonic() + limit
-        for i in range(len(data)):
-            if time.monotonic() > give_up:
-                return self.send(data[i:])
-            if not self.send(data[i : i + 1]) or not self.pause(interval):
-                return False
-        return True
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-
-def _head(code: int, headers: dict[str, str]) -> bytes:
-    reason = http.client.responses.get(code, "")
-    lines = [f"HTTP/1.1 {code} {reason}", *(f"{k}: {v}" for k, v in headers.items())]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def misbehave(wire: Wire, mode: str, answer: bytes, location: str) -> None:
-    """Answer an HTTP request in one of the hostile ways. ``answer`` is a valid body
-    (used where the mode keeps one: trickles and redirects)."""
-    json_type = {"Content-Type": "application/json"}
-    if mode == "trickle_headers":
-        head = _head(200, {**json_type, "Content-Length": str(len(answer))})
-        if wire.trickle(head):
-            wire.send(answer)
-    elif mode in ("trickle", "trickle_body"):
-        # whitespace before the JSON keeps it valid and makes the trickle last
-        padded = b" " * max(0, int(TRICKLE_MAX / TRICKLE_INTERVAL) - len(answer)) + answer
-        if wire.send(_head(200, {**json_type, "Content-Length": str(len(padded))})):
-            wire.trickle(padded)
-    elif mode.startswith("redirect"):
-        code = int(mode.split("_")[1]) if "_" in mode else 302
-        wire.send(
-            _head(code, {**json_type, "Location": location, "Content-Length": str(len(answer))})
-            + answer
-        )
-    elif mode == "huge":
-        if wire.send(_head(200, {**json_type, "Content-Length": str(HUGE_BYTES)})):
-            block = b"x" * CHUNK
-            left = HUGE_BYTES
-            while left > 0 and wire.send(block[:left]):
-                left -= min(left, CHUNK)
-    elif mode == "chunked":
-        if wire.send(_head(200, {**json_type, "Transfer-Encoding": "chunked"})):
-            size = 64 * 1024
-            frame = f"{size:x}\r\n".encode() + b"x" * size + b"\r\n"
-            while wire.sent < HUGE_BYTES and wire.send(frame):
-                pass
-    else:
-        raise ValueError(f"unknown hostile mode {mode!r}")
-    if not wire.ended:
-        wire.ended = "done"
 
 
 # --- the upstream front -----------------------------------------------------------------
@@ -227,7 +103,7 @@ class _FrontHandler(BaseHTTPRequestHandler):
         self._handle("POST")
 
     def _relay(self, code: int, content_type: str, body: bytes) -> None:
-        head = _head(code, {"Content-Type": content_type, "Content-Length": str(len(body))})
+        head = http_head(code, {"Content-Type": content_type, "Content-Length": str(len(body))})
         self.wfile.write(head + body)
 
     def _handle(self, method: str) -> None:
@@ -423,7 +299,7 @@ class _ReceiverHandler(BaseHTTPRequestHandler):
         if path == "/elsewhere":
             with state.lock:
                 state.redirect_hits.append(self.path)
-            self.wfile.write(_head(200, {"Content-Length": "0"}))
+            self.wfile.write(http_head(200, {"Content-Length": "0"}))
             return
         webhook_id = self.headers.get("webhook-id", "")
         delivery = Delivery(webhook_id, path, time.time())
@@ -438,9 +314,8 @@ class _ReceiverHandler(BaseHTTPRequestHandler):
         wire = Wire(self.connection, stop, budget=STREAM_MAX + 5)
         try:
             if path == "/ok":
-                wire.send(
-                    _head(200, {"Content-Type": "application/json", "Content-Length": "2"}) + b"{}"
-                )
+                ok = {"Content-Type": "application/json", "Content-Length": "2"}
+                wire.send(http_head(200, ok) + b"{}")
                 wire.ended = "done"
             else:
                 self.close_connection = True
@@ -471,65 +346,3 @@ class HostileReceiver(_Peer[ReceiverRecord]):
         old, self.state = self.state, ReceiverRecord()
         old.stop.set()
         return old
-
-
-# --- memory -----------------------------------------------------------------------------
-
-
-class TreeRSS:
-    """Samples the summed RSS of a process and all its descendants every ``every``
-    seconds. ``on_exceed`` is called once if growth passes ``safety_bytes`` (to stop a
-    peer before it pushes the machine too far)."""
-
-    def __init__(
-        self,
-        pid: int,
-        every: float = 0.2,
-        safety_bytes: int = 800 << 20,
-        on_exceed: Callable[[], None] | None = None,
-    ) -> None:
-        self.pid = pid
-        self.every = every
-        self.safety_bytes = safety_bytes
-        self.on_exceed = on_exceed
-        self.baseline = self._sample()
-        self.peak = self.baseline
-        self.samples = 1
-        self.tripped = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tree-rss", daemon=True)
-
-    def _sample(self) -> int:
-        try:
-            root = psutil.Process(self.pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return 0
-        total = 0
-        for proc in procs:
-            with contextlib.suppress(psutil.Error):
-                total += proc.memory_info().rss
-        return total
-
-    def _run(self) -> None:
-        give_up = time.monotonic() + 600  # bounded even if nobody stops it
-        while not self._stop.wait(self.every) and time.monotonic() < give_up:
-            rss = self._sample()
-            self.samples += 1
-            self.peak = max(self.peak, rss)
-            if not self.tripped and rss - self.baseline > self.safety_bytes:
-                self.tripped = True
-                if self.on_exceed is not None:
-                    self.on_exceed()
-
-    def __enter__(self) -> TreeRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    @property
-    def growth_mb(self) -> float:
-        return round((self.peak - self.baseline) / 2**20, 1)

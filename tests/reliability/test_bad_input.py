@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from producers import Client
-from producers.cli import EXIT_INPUT, main
+from producers.cli import main
+from producers.exits import EXIT_INPUT
 from tests.conftest import settings_for
 from worker.errors import RequestError
 from worker.request import MAX_PROMPT_LENGTH, MAX_URL_LENGTH
@@ -67,7 +68,7 @@ bad_urls = st.one_of(
     ),
     st.text(max_size=40).filter(lambda t: not t.startswith(("http://", "https://", "data:"))),
 )
-bad_numbers_for_duration = st.one_of(
+bad_numbers_for_duration: st.SearchStrategy[object] = st.one_of(
     st.integers().filter(lambda n: n not in (5, 10)),
     st.floats().filter(lambda f: f not in (5.0, 10.0)),
     st.text(max_size=5).filter(lambda t: t.strip() not in ("5", "10")),
@@ -184,7 +185,7 @@ def test_random_payloads_never_escape_as_anything_but_a_request_error(
 ) -> None:
     image_url = payload.pop("image_url", None)
     try:
-        client.submit(image_url, **payload)  # type: ignore[arg-type]
+        client.submit(image_url, **payload)
     except RequestError as exc:
         assert exc.field and exc.message
     except TypeError as exc:  # only Python's own "got multiple values for argument"
@@ -233,6 +234,7 @@ def test_hostile_cli_arguments_exit_2_naming_the_field(
     monkeypatch.setenv("VIDEOQ_QUEUE", s.queue)
     monkeypatch.setenv("VIDEOQ_KEY_PREFIX", s.key_prefix)
     capsys.readouterr()
+    code: int | str | None
     try:
         code = main(argv)
     except SystemExit as exited:  # argparse's own refusals

@@ -131,7 +131,7 @@ def test_rate_limit_answers_429_over_the_window(sim: Simulator) -> None:
 
 def test_aio_simulator_rate_limit() -> None:
     from simulator.aio import AioSimulator
-    from simulator.server import SimConfig
+    from simulator.model import SimConfig
 
     aio = AioSimulator(SimConfig(api_key=KEY, rate_limit=2, rate_retry_after=None))
     auth = {"authorization": f"Bearer {KEY}"}

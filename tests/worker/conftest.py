@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 
+from simulator import Simulator
 from tests.fakes import FakeClock, FakeUpstream, RecordingScheduler
 from tests.rawhttp import Handler, RawServer
 from worker.chain import PollStep, run_generate, run_poll
@@ -20,6 +21,15 @@ from worker.states import JobState
 from worker.store import JobStore, connect
 
 IMG = "https://example.com/cat.png"
+SIM_KEY = "sk-sim-secret-0123"  # the API key of the ``sim`` fixture
+
+
+class CreateTimes(TypedDict):
+    """``JobStore.create``'s times and idempotency key, passed as ``**times``."""
+
+    accepted_at: float
+    deadline_at: float
+    idempotency_key: str
 
 
 class World:
@@ -57,6 +67,13 @@ class World:
 
     def poll(self, seq: int, errors: int = 0, job_id: str = "job-1") -> None:
         run_poll(self.rt, PollStep(job_id, self.deadline_at, seq, errors))
+
+
+def generating(w: World) -> None:
+    """The first job created, its create answered: now generating, its poll popped."""
+    w.job()
+    w.generate()
+    w.scheduler.pop()
 
 
 @pytest.fixture
@@ -97,3 +114,11 @@ def raw_server() -> Iterator[Callable[[Handler], RawServer]]:
     yield start
     for server in servers:
         server.close()
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    """The threaded simulator, every generation finished at once; its key is SIM_KEY."""
+    server = Simulator(api_key=SIM_KEY, generation_time=0.0).start()
+    yield server
+    server.stop()

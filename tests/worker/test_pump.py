@@ -14,11 +14,13 @@ from worker.store import BookedPoll, JobStore, connect
 
 TICK = 0.25
 
+Pumps = tuple[JobStore, FakeClock, list[tuple[str, float]], Callable[[], Pump]]
+
 
 @pytest.fixture
 def pumps(
     make_settings: Callable[..., Settings],
-) -> tuple[JobStore, FakeClock, list[tuple[str, float]], Callable[[], Pump]]:
+) -> Pumps:
     settings = make_settings(poll_tick=TICK)
     store = JobStore(connect(settings), settings)
     clock = FakeClock(1000.1)
@@ -30,7 +32,7 @@ def pumps(
     return store, clock, sent, make
 
 
-def test_nothing_due_sends_nothing_and_sleeps_until_the_first_entry(pumps: tuple) -> None:
+def test_nothing_due_sends_nothing_and_sleeps_until_the_first_entry(pumps: Pumps) -> None:
     store, clock, sent, make = pumps
     pump = make()
     assert pump.once() == TICK  # empty books: look again in a slot
@@ -39,7 +41,7 @@ def test_nothing_due_sends_nothing_and_sleeps_until_the_first_entry(pumps: tuple
     assert sent == []
 
 
-def test_due_work_gets_one_tick_per_slot_and_book_across_pumps(pumps: tuple) -> None:
+def test_due_work_gets_one_tick_per_slot_and_book_across_pumps(pumps: Pumps) -> None:
     store, clock, sent, make = pumps
     first, second = make(), make()  # two workers' pumps
     store.schedule_polls([BookedPoll("a", clock() - 1)], clock())
@@ -54,7 +56,7 @@ def test_due_work_gets_one_tick_per_slot_and_book_across_pumps(pumps: tuple) -> 
     assert sorted(sent[2:]) == [(CREATE_TICK_TASK, 1000.5), (TICK_TASK, 1000.5)]
 
 
-def test_a_leased_poll_of_a_dead_tick_is_sent_for_when_the_lease_ends(pumps: tuple) -> None:
+def test_a_leased_poll_of_a_dead_tick_is_sent_for_when_the_lease_ends(pumps: Pumps) -> None:
     store, clock, sent, make = pumps
     pump = make()
     store.redis.hset(store.keys.job("a"), mapping={"state": "generating", "generation_id": "g"})

@@ -69,7 +69,7 @@ def test_bad_settings_are_refused(overrides: dict[str, object]) -> None:
 
 
 def test_celery_config_follows_the_settings() -> None:
-    s = Settings(visibility_timeout=400, queue="vq", eta_task_limit=123)  # type: ignore[call-arg]
+    s = Settings(visibility_timeout=400, queue="vq", eta_task_limit=123)
     conf = celery_config(s)
     assert conf["broker_transport_options"]["visibility_timeout"] == 400
     assert conf["task_default_queue"] == "vq"
@@ -83,23 +83,23 @@ def test_request_size_and_tenant_settings() -> None:
     assert s.max_request_bytes == 16 * 1024 * 1024
     assert s.api_admins == "admin" and s.admins == frozenset({"admin"})
     with pytest.raises(ValidationError):
-        Settings(max_request_bytes=1023)  # type: ignore[call-arg]
-    assert Settings(max_request_bytes=1024).max_request_bytes == 1024  # type: ignore[call-arg]
+        Settings(max_request_bytes=1023)
+    assert Settings(max_request_bytes=1024).max_request_bytes == 1024
 
 
 def test_api_tokens_name_callers() -> None:
-    plain = Settings(api_tokens="t1, t2")  # type: ignore[call-arg]
+    plain = Settings(api_tokens="t1, t2")
     assert plain.tokens == ["t1", "t2"]
     assert plain.callers == [(None, "t1"), (None, "t2")]
-    named = Settings(api_tokens="alice:a-tok,bob.x_1-2:b:tok,plain")  # type: ignore[call-arg]
+    named = Settings(api_tokens="alice:a-tok,bob.x_1-2:b:tok,plain")
     assert named.callers == [("alice", "a-tok"), ("bob.x_1-2", "b:tok"), (None, "plain")]
     assert named.tokens == ["a-tok", "b:tok", "plain"]
     for bad in ("bad name:secret-1", "a" * 65 + ":secret-1", "alice:", "al/ice:secret-1"):
         with pytest.raises(ValidationError) as info:
-            Settings(api_tokens=bad)  # type: ignore[call-arg]
+            Settings(api_tokens=bad)
         assert "secret-1" not in str(info.value)  # a refused entry is never echoed
     with pytest.raises(ValidationError):
-        Settings(api_admins="ok,not ok")  # type: ignore[call-arg]
+        Settings(api_admins="ok,not ok")
 
 
 @pytest.mark.parametrize(
@@ -122,7 +122,7 @@ def test_malformed_redis_urls_are_refused_naming_the_setting(url: str) -> None:
     from producers.cli import settings_error
 
     with pytest.raises(ValidationError) as info:
-        Settings(redis_url=url)  # type: ignore[call-arg]
+        Settings(redis_url=url)
     line = settings_error(info.value)
     assert line.startswith("invalid setting VIDEOQ_REDIS_URL: ") and "\n" not in line
 
@@ -140,4 +140,4 @@ def test_malformed_redis_urls_are_refused_naming_the_setting(url: str) -> None:
     ],
 )
 def test_good_redis_urls_are_accepted(url: str) -> None:
-    assert Settings(redis_url=url).redis_url == url  # type: ignore[call-arg]
+    assert Settings(redis_url=url).redis_url == url

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
+from tests.worker.conftest import CreateTimes
 from worker.errors import IdempotencyConflict
 from worker.request import parse_request
 from worker.settings import Settings
@@ -259,7 +260,7 @@ def test_the_fingerprint_covers_inline_images_and_the_webhook(store: JobStore) -
             deadline_at=2000.0,
             idempotency_key="k1",
         )
-    hook = {"accepted_at": 1000.0, "deadline_at": 2000.0, "idempotency_key": "k2"}
+    hook: CreateTimes = {"accepted_at": 1000.0, "deadline_at": 2000.0, "idempotency_key": "k2"}
     assert store.create("h1", first, webhook_url="https://a.example/h", **hook) == ("h1", True)
     assert store.create("h2", first, webhook_url="https://a.example/h", **hook) == ("h1", False)
     with pytest.raises(IdempotencyConflict):
@@ -270,7 +271,7 @@ def test_the_fingerprint_covers_inline_images_and_the_webhook(store: JobStore) -
 
 def test_owner_is_stored_and_scopes_idempotency_keys(store: JobStore) -> None:
     request = parse_request({"image_url": IMG})
-    times = {"accepted_at": 1000.0, "deadline_at": 2000.0, "idempotency_key": "same"}
+    times: CreateTimes = {"accepted_at": 1000.0, "deadline_at": 2000.0, "idempotency_key": "same"}
     assert store.create("o1", request, owner="alice", **times) == ("o1", True)
     assert store.create("o2", request, owner="bob", **times) == ("o2", True)
     assert store.create("o3", request, **times) == ("o3", True)  # unnamed: its own space

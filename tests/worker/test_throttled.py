@@ -122,7 +122,7 @@ def test_paused_polls_at_their_deadline_still_end_on_time(
     deadline comes is still timed out by the tick, with the pause as its last error."""
     w, s = batch_world(world, poll_interval=10.0, deadline=30.0, upstream_rate=5.0)
 
-    def reserve(kind: str, count: int, timeout: float) -> list[Refused]:
+    def reserve(kind: str, count: int, timeout: float) -> list[float | Refused]:
         return [Refused(60.0, "paused")] * count
 
     w.upstream.reserve = reserve  # type: ignore[method-assign]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from typing import NoReturn
 
 import pytest
 
@@ -192,7 +193,7 @@ def test_a_tick_that_dies_mid_call_leaves_its_jobs_leased_only_for_the_lease(
     start(w, "a")
     w.clock.advance(10.0)
 
-    def killed(calls: object, slots: object = None) -> list[Status]:
+    def killed(calls: object, slots: object = None) -> NoReturn:
         raise RuntimeError("the worker died during the status calls")
 
     with pytest.raises(RuntimeError):

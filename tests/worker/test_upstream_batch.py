@@ -14,20 +14,12 @@ import requests
 from pydantic import SecretStr
 
 from simulator import Simulator
+from tests.worker.conftest import SIM_KEY
 from tests.worker.test_upstream import silent_server  # noqa: F401 (a fixture)
 from tests.worker.upstream_fakes import all_answers
 from worker.errors import ProtocolError, Rejected, Transient
 from worker.http import BoundedHttp, EventLoop
 from worker.upstream import MAX_BODY_BYTES, Status, UpstreamClient
-
-KEY = "sk-fetcher-secret-0123"
-
-
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    server = Simulator(api_key=KEY, generation_time=0.0).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -44,7 +36,7 @@ def client_for(io_loop: EventLoop) -> Iterator[Callable[..., UpstreamClient]]:
             concurrency=10,
         )
         made.append(http)
-        return UpstreamClient(url, SecretStr(KEY), http)
+        return UpstreamClient(url, SecretStr(SIM_KEY), http)
 
     yield make
     for http in made:
@@ -55,7 +47,7 @@ def _generation(sim: Simulator) -> str:
     answer = requests.post(
         f"{sim.base_url}/generate/video/kling/generation",
         timeout=5,
-        headers={"Authorization": f"Bearer {KEY}"},
+        headers={"Authorization": f"Bearer {SIM_KEY}"},
         json={"model": "kling-video/v2.1/pro/image-to-video", "image_url": "https://x/y.png"},
     )
     return str(answer.json()["id"])
@@ -100,11 +92,11 @@ def test_many_at_once_in_order_with_the_bearer_key(
             {
                 "kind": "body",
                 "status": 401,
-                "body": f'{{"message": "bad key {KEY}"}}',
+                "body": f'{{"message": "bad key {SIM_KEY}"}}',
                 "content_type": "application/json",
             },
             Rejected,
-            lambda e: KEY not in str(e) and "bad key ***" in str(e),
+            lambda e: SIM_KEY not in str(e) and "bad key ***" in str(e),
         ),
         (
             {

@@ -308,6 +308,6 @@ def test_the_setting_and_its_environment_name(
 ) -> None:
     monkeypatch.chdir(tmp_path)  # type: ignore[arg-type]
     monkeypatch.delenv("VIDEOQ_ALLOW_PRIVATE_URLS", raising=False)
-    assert Settings().allow_private_urls is False  # type: ignore[call-arg]
+    assert Settings().allow_private_urls is False
     monkeypatch.setenv("VIDEOQ_ALLOW_PRIVATE_URLS", "true")
-    assert Settings().allow_private_urls is True  # type: ignore[call-arg]
+    assert Settings().allow_private_urls is True
