@@ -39,7 +39,7 @@ same values: producers compute each job's deadline from `VIDEOQ_DEADLINE` and pu
 
 FOOTER = """
 The Celery configuration is derived from these settings in
-[worker/app.py](../worker/app.py) (`celery_config`). It sets `acks_late` and
+[worker/config.py](../worker/config.py) (`celery_config`). It sets `acks_late` and
 `reject_on_worker_lost`, which is safe because every step is idempotent. It also turns on
 publish retries for the next step, JSON-only messages, no result backend, and task events
 for Flower.

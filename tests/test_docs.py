@@ -105,3 +105,24 @@ def test_the_link_check_finds_a_broken_link(tmp_path: Path) -> None:
 def test_the_readme_is_a_front_door() -> None:
     lines = (ROOT / "README.md").read_text().splitlines()
     assert len(lines) <= 250, f"README.md has {len(lines)} lines; move detail to docs/"
+
+
+def _layout_section() -> str:
+    text = (ROOT / "docs/architecture.md").read_text()
+    return text.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_layout_names_every_module() -> None:
+    """Every source module is in docs/architecture.md's Layout (a module in a package
+    folder may be named by its file name under the folder's line)."""
+    layout = _layout_section()
+    named = set(re.findall(r"\]\(\.\./([^)#]+)\)", layout))
+    missing = [
+        str(path.relative_to(ROOT))
+        for folder in ("worker", "producers", "simulator", "bench")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        if path.name not in ("__init__.py", "__main__.py")
+        and str(path.relative_to(ROOT)) not in named
+    ]
+    assert len(named) > 40
+    assert missing == []
