@@ -20,7 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from worker.config import publisher
 from worker.errors import JobNotFound, RequestError, RequestTooLarge, Unavailable, UrlRefused
 from worker.job import Job
-from worker.request import MAX_URL_LENGTH, build_request
+from worker.request import MAX_URL_LENGTH, GenerationRequest, build_request
 from worker.scheduling import after_terminal, scheduler_for
 from worker.settings import Settings, load_settings
 from worker.states import ACTIVE_STATES, ErrorKind, JobState
@@ -146,6 +146,21 @@ class Client:
         idempotency key); ``job_id`` is set whenever the job may exist.
         """
         request = build_request(image_url, prompt, duration, **upstream_options)
+        return self.submit_request(
+            request, idempotency_key=idempotency_key, webhook_url=webhook_url, owner=owner
+        )
+
+    def submit_request(
+        self,
+        request: GenerationRequest,
+        *,
+        idempotency_key: str | None = None,
+        webhook_url: str | None = None,
+        owner: str | None = None,
+    ) -> str:
+        """:meth:`submit` for a request already validated (``worker.request``'s
+        ``parse_request`` or ``build_request``): the same checks of the size, the
+        webhook URL and the idempotency key, and the same errors."""
         size = len(json.dumps(request.stored(), sort_keys=True).encode())
         if size > self.settings.max_request_bytes:
             raise RequestTooLarge(
@@ -250,7 +265,7 @@ class Client:
             raise JobNotFound(job_id)
         if outcome is Outcome.APPLIED:
             after_terminal(
-                self.store, self._scheduler, self.settings.max_in_flight, job.id, time.time()
+                self.store, self._scheduler, self.settings.max_in_flight, job, time.time()
             )
         return job
 

@@ -367,8 +367,7 @@ def _add_upstream_routes(app: FastAPI, client: Client) -> None:
         # (field, message) is the 422. A null "model" has always meant "not given" here.
         if "model" in body and body["model"] is None:
             body = {k: v for k, v in body.items() if k != "model"}
-        request = parse_request(body)
-        job_id = client.submit(owner=caller.name, **request.stored())
+        job_id = client.submit_request(parse_request(body), owner=caller.name)
         return UpstreamCreated(id=job_id, status="queued")
 
     def status_like_upstream(caller: Authorized, generation_id: str) -> UpstreamStatus:

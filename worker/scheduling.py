@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from .job import Job
 from .keys import GENERATE_TASK, POLL_TASK, WEBHOOK_TASK, task_label
 from .settings import Settings
 from .store import BookedPoll, JobStore
@@ -114,11 +115,12 @@ def wake_waiting(store: JobStore, scheduler: Scheduler, max_in_flight: int, now:
 
 
 def after_terminal(
-    store: JobStore, scheduler: Scheduler, max_in_flight: int, job_id: str, now: float
+    store: JobStore, scheduler: Scheduler, max_in_flight: int, ended: Job | str, now: float
 ) -> None:
     """A job just ended (finished, failed, timed out or cancelled): send its webhook,
-    and start whoever waits for its slot."""
-    job = store.get(job_id)
+    and start whoever waits for its slot. ``ended``: the job's record as the ending
+    write left it, or its id (the record is then read)."""
+    job = store.get(ended) if isinstance(ended, str) else ended
     if job is not None and job.webhook_state == "pending":
-        scheduler.webhook(job_id, 1, countdown=0)
+        scheduler.webhook(job.id, 1, countdown=0)
     wake_waiting(store, scheduler, max_in_flight, now)

@@ -40,6 +40,7 @@ class VideoqTask(Task):  # type: ignore[misc]
     ignore_result = True
     max_retries = 0
     step = "-"  # names the step in logs
+    first_attempt = 0  # the attempt of a message that names none
 
     @property
     def runtime(self) -> Runtime:
@@ -51,15 +52,32 @@ class VideoqTask(Task):  # type: ignore[misc]
         try:
             return super().__call__(*args, **kwargs)
         except RedisError as exc:
-            _requeue_on_redis_outage(
-                str(kwargs.get("job_id") or "-"), self.step, _attempt_of(kwargs), exc
-            )
+            job_id, attempt = self.names(kwargs)
+            _requeue_on_redis_outage(job_id, self.step, attempt, exc)
             return None
 
+    def names(self, kwargs: dict[str, Any]) -> tuple[str, int]:
+        """The job id and attempt a message is about, for the log (``-`` and 0: a tick,
+        which is about no one job)."""
+        attempt = kwargs.get("seq", kwargs.get("attempt", self.first_attempt))
+        return str(kwargs.get("job_id") or "-"), attempt if isinstance(attempt, int) else 0
 
-def _attempt_of(kwargs: dict[str, Any]) -> int:
-    value = kwargs.get("attempt", kwargs.get("seq", 0))
-    return value if isinstance(value, int) else 0
+
+class DeliverTask(VideoqTask):
+    """A webhook delivery: a message without an attempt is the first."""
+
+    first_attempt = 1
+
+
+class GenerateTask(VideoqTask):
+    """A create: a message from an app without videoq has no job id; its task id
+    becomes the job's id."""
+
+    first_attempt = 1
+
+    def names(self, kwargs: dict[str, Any]) -> tuple[str, int]:
+        job_id, attempt = super().names(kwargs)
+        return (self.request.id or job_id) if job_id == "-" else job_id, attempt
 
 
 def _requeue_on_redis_outage(job_id: str, step: str, attempt: int, exc: RedisError) -> None:
@@ -86,9 +104,9 @@ def _requeue_on_redis_outage(job_id: str, step: str, attempt: int, exc: RedisErr
     raise Reject(f"redis unavailable: {type(exc).__name__}", requeue=not refused) from None
 
 
-def _task(name: str, step: str) -> Any:
+def _task(name: str, step: str, base: type[VideoqTask] = VideoqTask) -> Any:
     """Binds a step function to a task named ``name`` (the names are a contract)."""
-    return app.task(name=name, base=VideoqTask, bind=True, step=step)
+    return app.task(name=name, base=base, bind=True, step=step)
 
 
 def _send_tick(task: Any, step: str, tick: float) -> None:
@@ -110,7 +128,7 @@ def _show(task: Any, report: TickReport) -> str:
     return label
 
 
-@_task(GENERATE_TASK, "generate")  # type: ignore[untyped-decorator]
+@_task(GENERATE_TASK, "generate", GenerateTask)  # type: ignore[untyped-decorator]
 def generate_video(
     self: VideoqTask,
     job_id: str | None = None,
@@ -145,7 +163,7 @@ def poll_video(
     run_poll(self.runtime, PollStep(job_id, float(deadline_at), int(seq), int(errors)))
 
 
-@_task(WEBHOOK_TASK, "webhook")  # type: ignore[untyped-decorator]
+@_task(WEBHOOK_TASK, "webhook", DeliverTask)  # type: ignore[untyped-decorator]
 def deliver_webhook(self: VideoqTask, job_id: str, attempt: int = 1) -> None:
     """POST a finished job's record to its webhook_url, signed; retry by rescheduling."""
     run_webhook(self.runtime, job_id, int(attempt))

@@ -2,7 +2,7 @@
 
 Nothing here sleeps or waits for the upstream to finish: a step does one upstream call,
 records the outcome with a compare-and-set, and either ends the job or asks the
-:class:`Scheduler` to run the next step after a countdown. The Celery tasks in
+``worker.scheduling.Scheduler`` to run the next step after a countdown. The Celery tasks in
 ``worker.tasks`` are thin bindings of these functions; tests drive them directly with
 a fake clock, a fake upstream and a recording scheduler.
 
