@@ -5,8 +5,10 @@
 # - Debian's chromium and chromium-driver, for the Flower browser test, when missing
 #   (this needs root, as on the project's machines; otherwise it says what to install);
 # - a virtualenv in .venv with videoq and its test tools;
-# - ruff (lint, then the format check), mypy and pytest (extra pytest arguments pass
-#   through: scripts/test.sh -x -k gateway).
+# - ruff (lint, then the format check), mypy, the fast mutation check
+#   (scripts/mutants.py --fast: each guard the catalogue removes from worker/producers
+#   must make its unit tests fail) and pytest (extra pytest arguments pass through:
+#   scripts/test.sh -x -k gateway).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
@@ -29,4 +31,5 @@ pip install -q -e '.[test]'
 ruff check .
 ruff format --check .
 mypy
+python scripts/mutants.py --fast
 pytest "$@"

@@ -61,11 +61,13 @@ def test_a_generating_job_whose_poll_vanished_gets_the_next_poll_number(
 
 
 def test_a_job_alive_and_on_schedule_is_never_resumed(world: Callable[..., World]) -> None:
-    w = world(stall_timeout=5.0, poll_interval=10.0, deadline=1000.0)
+    # Polls far apart (longer than a claim's lease of one upstream call and the stall
+    # timeout): only the due time each poll step writes keeps the job off the sweep.
+    w = world(stall_timeout=5.0, poll_interval=30.0, deadline=1000.0)
     w.job()
     w.generate()
-    for _ in range(8):  # a poll every 10 s, sweeps in between
-        w.clock.advance(9.0)
+    for _ in range(8):  # a poll every 30 s, sweeps in between
+        w.clock.advance(29.0)
         assert sweep(w.rt, backlog=0).overdue == 0
         w.clock.advance(1.0)
         w.upstream.status_answers.append(Status("gen-1", "generating"))
