@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from worker.answers import Status
 from worker.errors import UpstreamError
 from worker.ratelimit import Refused
-from worker.upstream import Status
 
 
 @dataclass

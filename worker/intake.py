@@ -30,6 +30,7 @@ from typing import Any
 import redis
 
 from . import logs
+from .answers import Status
 from .chain import (
     ClaimedCreate,
     claim_batch,
@@ -42,7 +43,6 @@ from .job import Job
 from .runtime import Runtime
 from .states import JobState
 from .ticks import TickReport, TickScheduler, flush_polls
-from .upstream import Status
 
 # How long a create tick holds the creates it took before another tick may take them
 # (a tick claims them within milliseconds; this only covers a tick that dies first).

@@ -35,13 +35,14 @@ from itertools import chain
 import redis
 
 from . import logs
+from .answers import Status
 from .chain import DEADLINE_EPSILON, PollStep, poll_answered, poll_out_of_time
 from .errors import UpstreamError
 from .ratelimit import Kind, Refused, Slot
 from .runtime import Runtime
 from .scheduling import Scheduler
 from .store import BookedPoll, ClaimedPoll, JobStore
-from .upstream import Status, throttled_error
+from .upstream import throttled_error
 
 # How long a tick holds the polls it claimed before another tick may take them: the
 # longest a killed worker's jobs wait (plus one tick). Renewed every

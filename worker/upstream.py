@@ -28,13 +28,9 @@ from pydantic import SecretStr
 
 from . import answers
 from .answers import (
-    IN_PROGRESS,
     MAX_BODY_BYTES,
-    MAX_ID_LENGTH,
-    MAX_TEXT_LENGTH,
     PATHS,
     Status,
-    parse_retry_after,
 )
 from .errors import HttpFailure, ProtocolError, Throttled, Transient, UpstreamError
 from .http import Answer, BoundedHttp, EventLoop
@@ -43,17 +39,7 @@ from .ratelimit import Kind, RateLimiter, Refused, Slot
 from .settings import Settings
 from .store import connect
 
-__all__ = [
-    "IN_PROGRESS",
-    "MAX_BODY_BYTES",
-    "MAX_ID_LENGTH",
-    "MAX_TEXT_LENGTH",
-    "PATHS",
-    "Status",
-    "UpstreamClient",
-    "parse_retry_after",
-    "throttled_error",
-]
+__all__ = ["UpstreamClient", "throttled_error"]
 
 
 def throttled_error(what: str, refused: Refused) -> Throttled:

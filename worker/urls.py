@@ -36,17 +36,12 @@ from .addresses import (
     IPAddress,
     blocked_reason,
     never_allowed,
-    private_allowed_reason,
 )
 from .errors import UrlRefused
 
 __all__ = [
-    "IPAddress",
-    "UrlRefused",
-    "blocked_reason",
     "check_url",
     "parse_host",
-    "private_allowed_reason",
     "resolve_host",
     "video_url_problem",
 ]

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from tests.reliability.conftest import IMG, check_invariants, report
+from worker.answers import MAX_BODY_BYTES
 from worker.keys import GENERATE_TASK, POLL_TASK
 from worker.states import ErrorKind, JobState
-from worker.upstream import MAX_BODY_BYTES
 
 GEN = 4.0
 

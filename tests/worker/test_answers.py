@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from tests.worker.upstream_fakes import KEY, all_answers, client_with
+from worker.answers import MAX_ID_LENGTH, Status, parse_retry_after
 from worker.errors import ProtocolError as UpstreamProtocolError
 from worker.errors import Rejected, Transient, UpstreamError
-from worker.upstream import MAX_ID_LENGTH, Status, parse_retry_after
 
 
 def test_parse_retry_after() -> None:

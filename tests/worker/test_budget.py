@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tests.worker.conftest import IMG, World
+from worker.answers import Status
 from worker.request import parse_request
 from worker.states import JobState
-from worker.upstream import Status
 
 
 def submit(w: World, job_id: str) -> None:

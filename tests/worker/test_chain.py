@@ -13,11 +13,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.worker.conftest import World, generating
+from worker.answers import Status
 from worker.errors import ProtocolError, Rejected, Transient
 from worker.runtime import Runtime
 from worker.settings import Settings
 from worker.states import ErrorKind, JobState
-from worker.upstream import Status
 
 
 def test_happy_path_one_create_then_polls_until_completed(world: Callable[..., World]) -> None:

@@ -10,8 +10,8 @@ from collections.abc import Callable
 import pytest
 
 from tests.worker.conftest import World, generating
+from worker.answers import Status
 from worker.states import ErrorKind, JobState
-from worker.upstream import Status
 
 
 @pytest.mark.parametrize(

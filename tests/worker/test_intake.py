@@ -9,11 +9,11 @@ import pytest
 
 from tests.worker.conftest import World
 from tests.worker.test_ticks import TICK, BookScheduler, batch_world, due_at
+from worker.answers import Status
 from worker.errors import Transient
 from worker.intake import CREATE_LEASE, run_create_tick
 from worker.states import ErrorKind, JobState
 from worker.ticks import TickReport, tick_of
-from worker.upstream import Status
 
 
 def submit(w: World, *job_ids: str) -> None:

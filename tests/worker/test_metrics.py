@@ -10,10 +10,10 @@ import requests
 from producers.local import free_port
 from tests.conftest import settings_for
 from tests.worker.conftest import World
+from worker.answers import Status
 from worker.errors import Rejected, Transient
 from worker.metrics import MetricsExporter, render
 from worker.store import JobStore, connect
-from worker.upstream import Status
 
 
 def parse(text: str) -> dict[str, float]:

@@ -18,13 +18,14 @@ from simulator import Simulator
 from tests.worker.conftest import SIM_KEY
 from tests.worker.ratelimit_world import World, most_in_any_window, run
 from tests.worker.upstream_fakes import all_answers
+from worker.answers import MAX_BODY_BYTES, Status
 from worker.errors import Throttled, Transient
 from worker.http import BoundedHttp, EventLoop
 from worker.metrics import render
 from worker.ratelimit import HORIZON, REFRESH, RateLimiter, Refused
 from worker.settings import Settings
 from worker.store import JobStore, connect
-from worker.upstream import MAX_BODY_BYTES, Status, UpstreamClient
+from worker.upstream import UpstreamClient
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 from tests.fakes import Scheduled
 from tests.worker.conftest import World
+from worker.answers import Status
 from worker.states import JobState
 from worker.sweeper import SweeperThread, sweep
-from worker.upstream import Status
 
 
 def _drain(w: World) -> list[Scheduled]:

@@ -10,10 +10,10 @@ import pytest
 from tests.worker.conftest import World
 from tests.worker.test_intake import booked, create_tick, submit
 from tests.worker.test_ticks import batch_world, due_at, start, tick
+from worker.answers import Status
 from worker.errors import Throttled, Transient
 from worker.ratelimit import Refused
 from worker.states import JobState
-from worker.upstream import Status
 
 
 def throttled(after: float) -> Throttled:

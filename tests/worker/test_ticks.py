@@ -9,12 +9,12 @@ import pytest
 
 from tests.worker.conftest import World
 from worker import scheduling
+from worker.answers import Status
 from worker.chain import PollStep, poll_answered
 from worker.errors import Transient
 from worker.states import JobState
 from worker.store import BookedPoll
 from worker.ticks import LEASE_RENEWAL, POLL_LEASE, TickReport, run_tick, tick_of
-from worker.upstream import Status
 
 TICK = 0.25
 

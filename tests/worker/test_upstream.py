@@ -16,6 +16,7 @@ import pytest
 from pydantic import SecretStr
 
 from tests.worker.upstream_fakes import KEY, all_answers, client_with
+from worker.answers import MAX_BODY_BYTES, PATHS, Status
 from worker.errors import (
     AddressRefused,
     ConnectFailed,
@@ -28,7 +29,7 @@ from worker.errors import (
 )
 from worker.errors import ProtocolError as UpstreamProtocolError
 from worker.http import BoundedHttp, EventLoop
-from worker.upstream import MAX_BODY_BYTES, PATHS, Status, UpstreamClient
+from worker.upstream import UpstreamClient
 
 
 def test_create_sends_bearer_json_and_its_timeout() -> None:

@@ -17,9 +17,10 @@ from simulator import Simulator
 from tests.worker.conftest import SIM_KEY
 from tests.worker.test_upstream import silent_server  # noqa: F401 (a fixture)
 from tests.worker.upstream_fakes import all_answers
+from worker.answers import MAX_BODY_BYTES, Status
 from worker.errors import ProtocolError, Rejected, Transient
 from worker.http import BoundedHttp, EventLoop
-from worker.upstream import MAX_BODY_BYTES, Status, UpstreamClient
+from worker.upstream import UpstreamClient
 
 
 @pytest.fixture

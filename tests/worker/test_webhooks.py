@@ -18,12 +18,12 @@ from multidict import CIMultiDict
 from tests.rawhttp import Handler, RawServer, answer, trickle_body
 from tests.worker.conftest import World
 from worker import webhooks
+from worker.answers import Status
 from worker.errors import ConnectFailed, HttpFailure, WebhookVerificationError
 from worker.http import Answer, BoundedHttp, EventLoop
 from worker.request import parse_request
 from worker.signatures import headers_for, sign, verify
 from worker.sweeper import sweep
-from worker.upstream import Status
 from worker.webhooks import LEASE_MARGIN, run_webhook, webhook_http
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()

@@ -10,9 +10,10 @@ from typing import Any
 from multidict import CIMultiDict
 from pydantic import SecretStr
 
+from worker.answers import Status
 from worker.errors import HttpFailure, UpstreamError
 from worker.http import Answer, EventLoop
-from worker.upstream import Status, UpstreamClient
+from worker.upstream import UpstreamClient
 
 KEY = "sk-unit-secret-0123456789abcdef"
 

@@ -16,13 +16,13 @@ from typing import Any
 import redis
 
 from .. import logs
+from ..answers import Status
 from ..errors import Rejected, RequestError, Throttled, Transient, UpstreamError
 from ..job import Job
 from ..request import parse_request
 from ..runtime import Runtime
 from ..states import ErrorKind, JobState
 from ..store import Fence, JobStore, Outcome
-from ..upstream import Status
 from .common import DEADLINE_EPSILON, clamp, drop, finish
 
 

@@ -13,11 +13,11 @@ import logging
 from dataclasses import dataclass
 
 from .. import logs
+from ..answers import IN_PROGRESS, Status
 from ..errors import Throttled, Transient, UpstreamError
 from ..runtime import Runtime
 from ..states import ErrorKind, JobState
 from ..store import BookedPoll, Fence, Outcome
-from ..upstream import IN_PROGRESS, Status
 from ..urls import video_url_problem
 from .common import DEADLINE_EPSILON, clamp, drop, finish
 
