@@ -95,7 +95,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
         return EXIT_OK
     progress = Progress()
     try:
-        job = client.wait(job_id, args.timeout, on_update=lambda j: progress.update([j]))
+        job = client.wait(job_id, args.timeout, on_update=lambda u: progress.update([u.job]))
     except TimeoutError as exc:
         print_error(str(exc))
         return EXIT_TIMEOUT

@@ -27,6 +27,8 @@ from worker.states import ACTIVE_STATES, ErrorKind, JobState
 from worker.store import JobStore, Outcome, connect, write_refusal
 from worker.urls import check_url
 
+from .updates import Update
+
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
 # A listing's cursor: "<SCAN cursor>.<job keys of that SCAN step already listed>".
 _CURSOR = re.compile(r"^(?:0|(?P<scan>[0-9]{1,20})\.(?P<skip>[0-9]{1,5}))$")
@@ -326,24 +328,36 @@ class Client:
             raise JobNotFound(job_id)
         return job
 
+    def update_of(self, job: Job) -> Update:
+        """``job``'s progress now: its record and, while it waits for a slot, its place
+        in line."""
+        place = None
+        if job.state is JobState.QUEUED and self.settings.max_in_flight:
+            try:
+                place = self.store.budget.place_in_line(job.id)
+            except (RedisConnectionError, RedisTimeoutError, RedisResponseError) as exc:
+                raise self._read_failed(f"read job {job.id}", exc, job.id) from None
+        return Update(job, place, time.time())
+
     def wait(
         self,
         job_id: str,
         timeout: float | None = None,
         *,
         interval: float = 0.5,
-        on_update: Callable[[Job], None] | None = None,
+        on_update: Callable[[Update], None] | None = None,
     ) -> Job:
         """Block the *caller* until the job is terminal; return it.
 
-        Raises :class:`TimeoutError` when ``timeout`` seconds pass first. (This reads
-        the record every ``interval`` seconds; the worker itself never waits.)
+        ``on_update`` is called with an :class:`~producers.updates.Update` after every
+        read. Raises :class:`TimeoutError` when ``timeout`` seconds pass first. (This
+        reads the record every ``interval`` seconds; the worker itself never waits.)
         """
         give_up = None if timeout is None else time.monotonic() + timeout
         while True:
             job = self.get(job_id)
             if on_update is not None:
-                on_update(job)
+                on_update(self.update_of(job))
             if job.is_terminal:
                 return job
             if give_up is not None and time.monotonic() >= give_up:

@@ -52,5 +52,11 @@ class Budget:
                 out.append(job)
         return out
 
+    def place_in_line(self, job_id: str) -> int | None:
+        """Where a job waits for a slot: 1 is next; None when it is not waiting (it holds
+        a slot, has ended, or no cap is set)."""
+        rank = self.redis.zrank(self.keys.waiting(), job_id)
+        return rank + 1 if isinstance(rank, int) else None
+
     def in_flight_slots(self) -> int:
         return int(self.redis.zcard(self.keys.slots()))
