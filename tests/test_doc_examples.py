@@ -39,11 +39,16 @@ ROOT = Path(__file__).resolve().parent.parent
 #                                   demo, the test command, docker, kubectl, the bench):
 #                                   every command, option and file they name must exist;
 #   <!-- example: cli-synopsis -->  the CLI's synopsis: every command and option it shows
-#                                   must be in that command's --help.
+#                                   must be in that command's --help;
+#   <!-- example: serve -->         the line that starts the gateway (``videoq serve``): it
+#                                   is started as written, with its own settings only (on
+#                                   loopback and a free port), and the page's shell
+#                                   examples that call localhost:8080 call it. An example
+#                                   that needs a setting its page's server line lacks fails.
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 MARKER = re.compile(r"^<!-- example: ([a-z-]+) -->$")
-KINDS = {"run", "check", "cli-synopsis"}
+KINDS = {"run", "check", "cli-synopsis", "serve"}
 SIM_KEY = "sim-key"
 GATEWAY_TOKEN = "tok_live_1"
 
@@ -111,7 +116,9 @@ def test_every_code_block_is_text_or_covered_by_a_test() -> None:
 
 
 @functools.cache
-@pytest.mark.parametrize("block", blocks_of("check") + blocks_of("cli-synopsis"))
+@pytest.mark.parametrize(
+    "block", blocks_of("check") + blocks_of("cli-synopsis") + blocks_of("serve")
+)
 def test_checked_examples_name_only_what_exists(block: Block) -> None:
     commands = shell_commands(block.code, synopsis=block.kind == "cli-synopsis")
     assert commands
@@ -135,17 +142,23 @@ def test_the_checker_refuses_what_does_not_exist() -> None:
 # --- run: against a private stack -----------------------------------------------------------
 
 
+# Settings the workers of the stack have but a page's gateway gets only from its server line.
+GATEWAY_SETTINGS = ("VIDEOQ_API_TOKENS", "VIDEOQ_API_ADMINS", "VIDEOQ_WEBHOOK_SECRET")
+
+
 @dataclass
 class Stack:
     env: dict[str, str]
-    gateway_port: int
     sim: Simulator
+    logs: Path
+    gateways: dict[Path, int]  # a page's gateway, started from its serve block
+    procs: list[subprocess.Popen[bytes]]
 
 
 @pytest.fixture(scope="module")
 def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A Redis of its own (the examples use the default key prefix and queue), the
-    simulator, one worker and the gateway."""
+    simulator and one worker; each page's gateway starts on first use."""
     server = RedisServer().start() if shutil.which("redis-server") else None
     sim = Simulator(api_key=SIM_KEY, generation_time=2.0).start()
     logs = tmp_path_factory.mktemp("examples")
@@ -159,30 +172,62 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         "VIDEOQ_WEBHOOK_SECRET": "whsec_" + base64.b64encode(b"example-secret").decode(),
         "VIDEOQ_API_TOKENS": GATEWAY_TOKEN,
     }
-    procs = []
+    procs: list[subprocess.Popen[bytes]] = []
     try:
         with (logs / "worker.log").open("wb") as log:
             procs.append(start_worker(env, log, name="examples"))
-        port = free_port()
-        with (logs / "gateway.log").open("wb") as log:
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "producers", "serve", "--port", str(port)],
-                    env={**os.environ, **env},
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
         wait_until(lambda: b" ready." in (logs / "worker.log").read_bytes(), logs)
-        wait_until(lambda: gateway_up(port), logs)
-        yield Stack(env, port, sim)
+        yield Stack(env, sim, logs, {}, procs)
     finally:
         for proc in procs:
             stop_process(proc)
         sim.stop()
         if server:
             server.cleanup()
+
+
+def serve_line(block: Block) -> tuple[dict[str, str], list[str]]:
+    """A serve block's settings and its ``videoq serve`` options, as written."""
+    (words,) = shell_commands(block.code)
+    settings = {}
+    while words and re.match(r"^[A-Z_]+=", words[0]):
+        name, _, value = words.pop(0).partition("=")
+        settings[name] = value
+    assert words[:2] == ["videoq", "serve"], f"{block.name}: not a `videoq serve` line"
+    return settings, words[2:]
+
+
+def page_gateway(page: Path, stack: Stack) -> int:
+    """The port of the gateway ``page``'s serve block starts, with that line's settings
+    and none of the stack's gateway settings; started once per page."""
+    if page in stack.gateways:
+        return stack.gateways[page]
+    serves = [b for b in BLOCKS if b.page == page and b.kind == "serve"]
+    assert len(serves) == 1, f"{page.name} calls the gateway: it must show one line that starts it"
+    settings, options = serve_line(serves[0])
+    port = free_port()
+    for flag, value in (("--host", "127.0.0.1"), ("--port", str(port))):
+        if flag in options:
+            options[options.index(flag) + 1] = value
+        else:
+            options += [flag, value]
+    env = {k: v for k, v in stack.env.items() if k not in GATEWAY_SETTINGS}
+    log_path = stack.logs / f"gateway-{page.stem}.log"
+    with log_path.open("wb") as log:
+        stack.procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "producers", "serve", *options],
+                env={k: v for k, v in os.environ.items() if k not in GATEWAY_SETTINGS}
+                | env
+                | settings,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+    wait_until(lambda: gateway_up(port), stack.logs)
+    stack.gateways[page] = port
+    return port
 
 
 def gateway_up(port: int) -> bool:
@@ -239,7 +284,9 @@ def test_python_examples_run(block: Block, stack: Stack, monkeypatch: pytest.Mon
 
 @pytest.mark.parametrize("block", blocks_of("run", "sh"))
 def test_shell_examples_run(block: Block, stack: Stack) -> None:
-    code = block.code.replace("localhost:8080", f"localhost:{stack.gateway_port}")
+    code = block.code
+    if "localhost:8080" in code:
+        code = code.replace("localhost:8080", f"localhost:{page_gateway(block.page, stack)}")
     bindir = str(Path(sys.executable).parent)
     done = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", code],
