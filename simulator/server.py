@@ -12,7 +12,9 @@ Control (no auth; bind it to loopback):
   ``{"kind": "delay", "seconds": 3, "count": 1}``, ``{"kind": "body", "status": 200,
   "body": "<html>oops</html>", "size": 0}`` (a raw, hostile answer; ``size`` repeats it);
 - ``POST /_sim/config``     change settings (``generation_time``, ``latency``, ...);
-- ``POST /_sim/reset``      forget requests, generations and faults.
+- ``POST /_sim/reset``      forget requests, generations and faults;
+- ``GET|HEAD /_sim/videos/<id>.mp4`` a completed generation's video (a real MP4, see
+  :mod:`simulator.videos`): the ``video.url`` that status calls report.
 
 Per-job behaviour, chosen by a tag in the prompt: ``[sim:never]`` (never finishes),
 ``[sim:error]`` (ends in ``error``), ``[sim:unknown]`` (reports an unknown status),
@@ -44,6 +46,7 @@ from .model import (
     behaviour_for,
     rate_limited,
 )
+from .videos import video_answer, video_id
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -85,11 +88,32 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         url = urlsplit(self.path)
+        if video_id(url.path) is not None:
+            return self._video("GET", url.path, parse_qs(url.query))
         if url.path.startswith("/_sim/"):
             return self._control("GET", url.path, None)
         if url.path.startswith("/_sim"):
             return self._send(404, {"message": "not found"})
         return self._api("GET", url.path, parse_qs(url.query), None)
+
+    def do_HEAD(self) -> None:
+        url = urlsplit(self.path)
+        if video_id(url.path) is not None:
+            return self._video("HEAD", url.path, parse_qs(url.query))
+        return self._send_raw(405, "", "text/plain", 0)
+
+    def _video(self, method: str, path: str, query: dict[str, list[str]]) -> None:
+        state = self.server.state
+        with state.lock:
+            gen = state.generations.get(video_id(path) or "")
+            fraction = state.config.queued_fraction
+        now = time.time()
+        ready = gen is not None and gen.has_video(now, fraction)
+        answer = video_answer(method, ready, next(iter(query.get("expires") or []), None), now)
+        head = [f"HTTP/1.1 {answer.status} {self.responses.get(answer.status, ('',))[0]}"]
+        head += [f"{k}: {v}" for k, v in answer.headers.items()]
+        self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode() + answer.body)
+        self.wfile.flush()
 
     def do_POST(self) -> None:
         url = urlsplit(self.path)
