@@ -182,6 +182,12 @@ def _simulator(sub: Any) -> None:
         metavar="STATUS",
         help="answer every create with this 4xx status",
     )
+    sim.add_argument(
+        "--state",
+        metavar="FILE",
+        help="keep the generations in FILE (rewritten after each create), so a restart "
+        "forgets none",
+    )
 
 
 def _demo(sub: Any) -> None:

@@ -161,16 +161,21 @@ def _cmd_ops(args: argparse.Namespace, extra: list[str]) -> int:
 def _cmd_simulator(args: argparse.Namespace) -> int:
     from simulator import Simulator
 
-    sim = Simulator(
-        args.host,
-        args.port,
-        api_key=args.api_key,
-        generation_time=args.generation_time,
-        latency=args.latency,
-        never_finish=args.never_finish,
-        fail_generations=args.fail,
-        reject_create=args.reject_create,
-    )
+    try:
+        sim = Simulator(
+            args.host,
+            args.port,
+            state_file=args.state,
+            api_key=args.api_key,
+            generation_time=args.generation_time,
+            latency=args.latency,
+            never_finish=args.never_finish,
+            fail_generations=args.fail,
+            reject_create=args.reject_create,
+        )
+    except ValueError as exc:  # a state file that is not one
+        print_error(str(exc))
+        return EXIT_INPUT
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
     print_error(
         f"simulator listening on {args.host}:{sim.port}: "

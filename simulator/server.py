@@ -31,6 +31,7 @@ import time
 import uuid
 from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -46,6 +47,7 @@ from .model import (
     behaviour_for,
     rate_limited,
 )
+from .state import StateFile, load_generations
 from .videos import video_answer, video_id
 
 
@@ -149,6 +151,7 @@ class _Handler(BaseHTTPRequestHandler):
                 state.faults.clear()
                 state.generations.clear()
                 state.log.clear()
+            self.server.save()
             return self._send(200, {"reset": True})
         return self._send(404, {"message": "not found"})
 
@@ -223,6 +226,7 @@ class _Handler(BaseHTTPRequestHandler):
         )
         with self.server.state.lock:
             self.server.state.generations[gen.id] = gen
+        self.server.save()
         entry.generation_id = gen.id
         entry.status_code = 200
         return self._send(200, {"id": gen.id, "status": "queued"})
@@ -254,17 +258,39 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 1024
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], state: SimState) -> None:
+    def __init__(
+        self, address: tuple[str, int], state: SimState, state_file: StateFile | None
+    ) -> None:
         self.state = state
+        self.state_file = state_file
         super().__init__(address, _Handler)
+
+    def save(self) -> None:
+        """Write the generations to the state file, if there is one (after each change)."""
+        if self.state_file is not None:
+            self.state_file.save(self.state)
 
 
 class Simulator:
-    """The simulator as an object: ``start()`` in a background thread, ``stop()``."""
+    """The simulator as an object: ``start()`` in a background thread, ``stop()``.
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, **config: Any) -> None:
+    With ``state_file``, the generations are loaded from that file (when it exists) and
+    written back after every create and reset (see :mod:`simulator.state`), so a
+    restarted simulator still answers for them."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        state_file: str | Path | None = None,
+        **config: Any,
+    ) -> None:
         self.state = SimState(config=SimConfig(**config))
-        self._server = _Server((host, port), self.state)
+        saver = None
+        if state_file is not None:
+            saver = StateFile(Path(state_file))
+            self.state.generations.update(load_generations(saver.path))
+        self._server = _Server((host, port), self.state, saver)
         self._thread: threading.Thread | None = None
 
     @property
