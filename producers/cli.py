@@ -14,6 +14,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -78,6 +79,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
         client = Client()
         job_id = client.submit(
             args.image_url,
+            image=Path(args.image) if args.image else None,
             prompt=args.prompt,
             duration=args.duration,
             idempotency_key=args.idempotency_key,
