@@ -8,6 +8,7 @@ job = Client().wait(job_id)
 from typing import TYPE_CHECKING, Any
 
 from worker.errors import (
+    DownloadFailed,
     JobNotFound,
     RequestError,
     Unavailable,
@@ -37,6 +38,7 @@ __all__ = [
     "GENERATE_TASK",
     "TERMINAL_STATES",
     "Client",
+    "DownloadFailed",
     "Job",
     "JobError",
     "JobNotFound",

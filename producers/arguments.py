@@ -78,7 +78,9 @@ def _submit(sub: Any) -> None:
         description="Validate and enqueue one image-to-video generation. Prints only the job "
         "id on stdout; progress and messages go to stderr.",
     )
-    s.add_argument("--image-url", required=True, help="http(s) URL or data:image/...;base64")
+    first = s.add_mutually_exclusive_group(required=True)
+    first.add_argument("--image-url", help="http(s) URL or data:image/...;base64")
+    first.add_argument("--image", metavar="FILE", help="a local PNG or JPEG (sent inline)")
     s.add_argument("--prompt")
     s.add_argument("--duration", default="5", help="5 or 10 (seconds of video)")
     s.add_argument("--negative-prompt")
@@ -181,6 +183,12 @@ def _simulator(sub: Any) -> None:
         default=0,
         metavar="STATUS",
         help="answer every create with this 4xx status",
+    )
+    sim.add_argument(
+        "--state",
+        metavar="FILE",
+        help="keep the generations in FILE (rewritten after each create), so a restart "
+        "forgets none",
     )
 
 

@@ -14,6 +14,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -78,6 +79,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
         client = Client()
         job_id = client.submit(
             args.image_url,
+            image=Path(args.image) if args.image else None,
             prompt=args.prompt,
             duration=args.duration,
             idempotency_key=args.idempotency_key,
@@ -161,16 +163,21 @@ def _cmd_ops(args: argparse.Namespace, extra: list[str]) -> int:
 def _cmd_simulator(args: argparse.Namespace) -> int:
     from simulator import Simulator
 
-    sim = Simulator(
-        args.host,
-        args.port,
-        api_key=args.api_key,
-        generation_time=args.generation_time,
-        latency=args.latency,
-        never_finish=args.never_finish,
-        fail_generations=args.fail,
-        reject_create=args.reject_create,
-    )
+    try:
+        sim = Simulator(
+            args.host,
+            args.port,
+            state_file=args.state,
+            api_key=args.api_key,
+            generation_time=args.generation_time,
+            latency=args.latency,
+            never_finish=args.never_finish,
+            fail_generations=args.fail,
+            reject_create=args.reject_create,
+        )
+    except ValueError as exc:  # a state file that is not one
+        print_error(str(exc))
+        return EXIT_INPUT
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
     print_error(
         f"simulator listening on {args.host}:{sim.port}: "

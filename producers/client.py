@@ -27,6 +27,7 @@ from worker.states import ACTIVE_STATES, ErrorKind, JobState
 from worker.store import JobStore, Outcome, connect, write_refusal
 from worker.urls import check_url
 
+from .images import ImageSource, resolve_image_url
 from .updates import Update
 
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
@@ -127,15 +128,22 @@ class Client:
 
     def submit(
         self,
-        image_url: str,
+        image_url: str | None = None,
         prompt: str | None = None,
         duration: int | str = 5,
         idempotency_key: str | None = None,
         webhook_url: str | None = None,
         owner: str | None = None,
+        *,
+        image: ImageSource | None = None,
         **upstream_options: object,
     ) -> str:
         """Validate and enqueue a generation; return the job id.
+
+        The first frame is ``image_url`` (an http(s) or data:image URL) or ``image``, a
+        local image: a ``pathlib.Path``, a ``(bytes, content type)`` pair or a
+        :class:`producers.images.Image`, sent as a data: URL (PNG or JPEG, at most
+        7.5 MB; see :mod:`producers.images`). Exactly one of the two.
 
         Raises :class:`RequestError` (``.field`` names the field) on bad input, with
         nothing enqueued. With an ``idempotency_key`` already used within the retention
@@ -147,6 +155,7 @@ class Client:
         was certainly not accepted, or whether that is unknown (retry with the same
         idempotency key); ``job_id`` is set whenever the job may exist.
         """
+        image_url = resolve_image_url(image_url, image, self.settings.max_request_bytes)
         request = build_request(image_url, prompt, duration, **upstream_options)
         return self.submit_request(
             request, idempotency_key=idempotency_key, webhook_url=webhook_url, owner=owner

@@ -8,7 +8,8 @@ names and Bearer check, over HTTP/1.1 keep-alive, from a single event loop. It h
 faults and no config changes: it is the well-behaved upstream that contenders race on.
 
 Control (no auth): ``GET /_sim/requests`` and ``GET /_sim/generations`` return the
-same shapes as the threaded simulator's, ``POST /_sim/reset`` forgets everything.
+same shapes as the threaded simulator's, ``POST /_sim/reset`` forgets everything, and
+``GET``/``HEAD /_sim/videos/<id>.mp4`` serves a completed generation's MP4.
 
 Run it with ``python -m simulator.aio --port 8399 --generation-time 5``.
 """
@@ -34,9 +35,11 @@ from .model import (
     SimConfig,
     rate_limited,
 )
+from .videos import VideoAnswer, video_answer, video_id
 
 _REASONS = {
     200: "OK",
+    403: "Forbidden",
     400: "Bad Request",
     401: "Unauthorized",
     404: "Not Found",
@@ -68,13 +71,18 @@ class AioSimulator:
                 length = int(headers.get("content-length") or 0)
                 body = await reader.readexactly(length) if length else b""
                 self.extra_headers = {}
-                code, payload = self.route(method, target, headers, body)
-                data = json.dumps(payload).encode()
-                extra = "".join(f"{k}: {v}\r\n" for k, v in self.extra_headers.items())
+                video = self.video(method, target)
+                if video is not None:
+                    code, data, extra_headers = video.status, video.body, video.headers
+                else:
+                    code, payload = self.route(method, target, headers, body)
+                    data = json.dumps(payload).encode()
+                    extra_headers = {"Content-Type": "application/json"}
+                    extra_headers["Content-Length"] = str(len(data))
+                    extra_headers.update(self.extra_headers)
+                extra = "".join(f"{k}: {v}\r\n" for k, v in extra_headers.items())
                 writer.write(
-                    f"HTTP/1.1 {code} {_REASONS.get(code, '')}\r\nContent-Type: "
-                    f"application/json\r\nContent-Length: {len(data)}\r\n{extra}\r\n".encode()
-                    + data
+                    f"HTTP/1.1 {code} {_REASONS.get(code, '')}\r\n{extra}\r\n".encode() + data
                 )
                 if headers.get("connection", "").lower() == "close":
                     break
@@ -85,6 +93,18 @@ class AioSimulator:
             writer.close()
 
     # --- routes ------------------------------------------------------------------------------
+
+    def video(self, method: str, target: str) -> VideoAnswer | None:
+        """The answer to a video URL (``GET``/``HEAD /_sim/videos/<id>.mp4``), else None."""
+        url = urlsplit(target)
+        gen_id = video_id(url.path)
+        if gen_id is None or method not in ("GET", "HEAD"):
+            return None
+        gen = self.generations.get(gen_id)
+        now = time.time()
+        ready = gen is not None and gen.has_video(now, self.config.queued_fraction)
+        expires = next(iter(parse_qs(url.query).get("expires") or []), None)
+        return video_answer(method, ready, expires, now)
 
     def route(
         self, method: str, target: str, headers: dict[str, str], raw: bytes

@@ -62,6 +62,11 @@ class Generation:
             return "active" if legacy else "generating"
         return {"error": "error", "unknown": "mystery-state"}.get(self.behaviour, "completed")
 
+    def has_video(self, now: float, queued_fraction: float) -> bool:
+        """Whether the generation has completed with a video (its URL serves the MP4)."""
+        completed = self.status(now, queued_fraction) == "completed"
+        return completed and self.behaviour != "novideo"
+
 
 @dataclass
 class LoggedRequest:

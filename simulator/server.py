@@ -12,7 +12,9 @@ Control (no auth; bind it to loopback):
   ``{"kind": "delay", "seconds": 3, "count": 1}``, ``{"kind": "body", "status": 200,
   "body": "<html>oops</html>", "size": 0}`` (a raw, hostile answer; ``size`` repeats it);
 - ``POST /_sim/config``     change settings (``generation_time``, ``latency``, ...);
-- ``POST /_sim/reset``      forget requests, generations and faults.
+- ``POST /_sim/reset``      forget requests, generations and faults;
+- ``GET|HEAD /_sim/videos/<id>.mp4`` a completed generation's video (a real MP4, see
+  :mod:`simulator.videos`): the ``video.url`` that status calls report.
 
 Per-job behaviour, chosen by a tag in the prompt: ``[sim:never]`` (never finishes),
 ``[sim:error]`` (ends in ``error``), ``[sim:unknown]`` (reports an unknown status),
@@ -29,6 +31,7 @@ import time
 import uuid
 from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -44,6 +47,8 @@ from .model import (
     behaviour_for,
     rate_limited,
 )
+from .state import StateFile, load_generations
+from .videos import video_answer, video_id
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -85,11 +90,32 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         url = urlsplit(self.path)
+        if video_id(url.path) is not None:
+            return self._video("GET", url.path, parse_qs(url.query))
         if url.path.startswith("/_sim/"):
             return self._control("GET", url.path, None)
         if url.path.startswith("/_sim"):
             return self._send(404, {"message": "not found"})
         return self._api("GET", url.path, parse_qs(url.query), None)
+
+    def do_HEAD(self) -> None:
+        url = urlsplit(self.path)
+        if video_id(url.path) is not None:
+            return self._video("HEAD", url.path, parse_qs(url.query))
+        return self._send_raw(405, "", "text/plain", 0)
+
+    def _video(self, method: str, path: str, query: dict[str, list[str]]) -> None:
+        state = self.server.state
+        with state.lock:
+            gen = state.generations.get(video_id(path) or "")
+            fraction = state.config.queued_fraction
+        now = time.time()
+        ready = gen is not None and gen.has_video(now, fraction)
+        answer = video_answer(method, ready, next(iter(query.get("expires") or []), None), now)
+        head = [f"HTTP/1.1 {answer.status} {self.responses.get(answer.status, ('',))[0]}"]
+        head += [f"{k}: {v}" for k, v in answer.headers.items()]
+        self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode() + answer.body)
+        self.wfile.flush()
 
     def do_POST(self) -> None:
         url = urlsplit(self.path)
@@ -125,6 +151,7 @@ class _Handler(BaseHTTPRequestHandler):
                 state.faults.clear()
                 state.generations.clear()
                 state.log.clear()
+            self.server.save()
             return self._send(200, {"reset": True})
         return self._send(404, {"message": "not found"})
 
@@ -199,6 +226,7 @@ class _Handler(BaseHTTPRequestHandler):
         )
         with self.server.state.lock:
             self.server.state.generations[gen.id] = gen
+        self.server.save()
         entry.generation_id = gen.id
         entry.status_code = 200
         return self._send(200, {"id": gen.id, "status": "queued"})
@@ -230,17 +258,39 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 1024
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], state: SimState) -> None:
+    def __init__(
+        self, address: tuple[str, int], state: SimState, state_file: StateFile | None
+    ) -> None:
         self.state = state
+        self.state_file = state_file
         super().__init__(address, _Handler)
+
+    def save(self) -> None:
+        """Write the generations to the state file, if there is one (after each change)."""
+        if self.state_file is not None:
+            self.state_file.save(self.state)
 
 
 class Simulator:
-    """The simulator as an object: ``start()`` in a background thread, ``stop()``."""
+    """The simulator as an object: ``start()`` in a background thread, ``stop()``.
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, **config: Any) -> None:
+    With ``state_file``, the generations are loaded from that file (when it exists) and
+    written back after every create and reset (see :mod:`simulator.state`), so a
+    restarted simulator still answers for them."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        state_file: str | Path | None = None,
+        **config: Any,
+    ) -> None:
         self.state = SimState(config=SimConfig(**config))
-        self._server = _Server((host, port), self.state)
+        saver = None
+        if state_file is not None:
+            saver = StateFile(Path(state_file))
+            self.state.generations.update(load_generations(saver.path))
+        self._server = _Server((host, port), self.state, saver)
         self._thread: threading.Thread | None = None
 
     @property

@@ -15,6 +15,8 @@ The families, and who sees them:
   callers turn it into an upstream or webhook outcome.
 - **webhook verification** (:class:`WebhookVerificationError`): a delivery's
   signature, timestamp or headers do not check out.
+- **download** (:class:`DownloadFailed`): ``Job.save`` could not save the video (no
+  video yet, a refused URL, a bad answer, a timeout, too large, an unwritable path).
 
 Callers tell them apart by type, never by message text.
 """
@@ -179,3 +181,10 @@ class TooLarge(HttpFailure):
 
 class WebhookVerificationError(VideoqError, ValueError):
     """The webhook's signature, timestamp or headers do not check out."""
+
+
+# --- download -----------------------------------------------------------------------------
+
+
+class DownloadFailed(VideoqError):
+    """A job's video could not be saved (``Job.save``); nothing was left at the path."""

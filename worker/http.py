@@ -232,9 +232,13 @@ class BoundedHttp:
         timeout: float | None = None,
         max_bytes: int | None = None,
         encoded: bool = False,
+        sink: Callable[[bytes], object] | None = None,
     ) -> Answer:
         """One call, awaited on this object's loop. Raises :class:`HttpFailure`.
-        ``encoded``: ``url`` is already percent-encoded (taken as it is, unparsed)."""
+        ``encoded``: ``url`` is already percent-encoded (taken as it is, unparsed).
+        ``sink`` (a download): a 200 answer's body goes to it chunk by chunk, within the
+        same deadline and cap, and the :class:`Answer`'s body is empty; any other
+        answer's body is not read."""
         total = self.total_timeout if timeout is None else min(timeout, self.total_timeout)
         cap = self.max_bytes if max_bytes is None else max_bytes
         if total <= 0:
@@ -260,6 +264,10 @@ class BoundedHttp:
                 ) as resp:
                     if resp.content_length is not None and resp.content_length > cap:
                         raise TooLarge(f"answer over {cap} bytes ({resp.content_length} announced)")
+                    if sink is not None:
+                        if resp.status == 200:
+                            await _read_capped(resp.content, cap, sink)
+                        return Answer(resp.status, resp.reason, resp.headers, b"")
                     body = await _read_capped(resp.content, cap)
                     return Answer(resp.status, resp.reason, resp.headers, body)
         except HttpFailure:
@@ -306,8 +314,11 @@ class BoundedHttp:
             self._session = None
 
 
-async def _read_capped(stream: aiohttp.StreamReader, cap: int) -> bytes:
-    """The body, or :class:`TooLarge` as soon as more than ``cap`` bytes arrived."""
+async def _read_capped(
+    stream: aiohttp.StreamReader, cap: int, sink: Callable[[bytes], object] | None = None
+) -> bytes:
+    """The body, or :class:`TooLarge` as soon as more than ``cap`` bytes arrived. With
+    ``sink``, each chunk goes to it instead, and the result is empty."""
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -317,4 +328,7 @@ async def _read_capped(stream: aiohttp.StreamReader, cap: int) -> bytes:
         size += len(chunk)
         if size > cap:
             raise TooLarge(f"answer over {cap} bytes")
-        chunks.append(chunk)
+        if sink is None:
+            chunks.append(chunk)
+        else:
+            sink(chunk)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
+from .errors import DownloadFailed
 from .states import JobState
 
 
@@ -43,6 +46,43 @@ class Job:
     @property
     def is_terminal(self) -> bool:
         return self.state.is_terminal
+
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_bytes: int | None = None,
+        timeout: float | None = None,
+        allow_private: bool | None = None,
+    ) -> Path:
+        """Save the job's video to ``path`` and return it as a :class:`~pathlib.Path`.
+
+        The video is downloaded from ``video_url``, the upstream's link (which expires;
+        videoq keeps no copy of its own yet), streamed and bounded: see
+        :mod:`worker.download` (``max_bytes``, default 2 GiB; ``timeout`` for the whole
+        download, default 600 s). Private and loopback hosts are refused unless
+        ``allow_private`` (default: ``VIDEOQ_ALLOW_PRIVATE_URLS``). A failure, or a job
+        that has no video (not completed), raises :class:`DownloadFailed`; no partial
+        file is left at ``path``.
+        """
+        # Imported here: the downloader brings in aiohttp, which reading records does not need.
+        from .download import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, save_video
+        from .settings import load_settings
+
+        if self.state is not JobState.COMPLETED:
+            later = "" if self.state.is_terminal else " (only a completed job has one)"
+            raise DownloadFailed(f"job {self.id} has no video: it is {self.state.value}{later}")
+        if not self.video_url:
+            raise DownloadFailed(f"job {self.id} completed without a video URL")
+        if allow_private is None:
+            allow_private = load_settings().allow_private_urls
+        return save_video(
+            self.video_url,
+            path,
+            allow_private=allow_private,
+            max_bytes=DEFAULT_MAX_BYTES if max_bytes is None else max_bytes,
+            timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
+        )
 
     @classmethod
     def from_hash(cls, raw: dict[str, str]) -> Job:

@@ -36,10 +36,12 @@ from .addresses import (
     IPAddress,
     blocked_reason,
     never_allowed,
+    private_allowed_reason,
 )
 from .errors import UrlRefused
 
 __all__ = [
+    "address_guard",
     "check_url",
     "parse_host",
     "resolve_host",
@@ -306,3 +308,23 @@ def video_url_problem(url: object, *, allow_private: bool) -> str | None:
     except UrlRefused as exc:
         return str(exc)
     return None
+
+
+def address_guard(allow_private: bool) -> Callable[[str], str | None]:
+    """The connect-time guard of :class:`~worker.http.BoundedHttp` (webhooks, video
+    downloads): why a call must not go to a host (an address, or a name as in a URL),
+    or None. Names are judged by what they resolve to (``BoundedHttp``'s resolver).
+    With ``allow_private``, loopback and private addresses pass, link-local (the cloud
+    metadata service) and the like still do not."""
+    judge = private_allowed_reason if allow_private else blocked_reason
+
+    def guard(host: str) -> str | None:
+        try:
+            parsed = parse_host(host)
+        except UrlRefused as exc:
+            return str(exc)
+        if isinstance(parsed, ipaddress.IPv4Address | ipaddress.IPv6Address):
+            return judge(parsed)
+        return None
+
+    return guard

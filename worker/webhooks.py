@@ -26,18 +26,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import ipaddress
 import json
 import logging
 from typing import TYPE_CHECKING
 
 from . import logs
-from .addresses import blocked_reason, private_allowed_reason
 from .errors import HttpFailure, UrlRefused
-from .http import BoundedHttp, EventLoop, Guard
+from .http import BoundedHttp, EventLoop
 from .settings import Settings
 from .signatures import headers_for
-from .urls import check_url, parse_host
+from .urls import address_guard, check_url
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -46,25 +44,6 @@ MAX_ANSWER_BYTES = 64 * 1024  # a receiver's answer is read up to this, then cut
 CONCURRENCY = 100  # deliveries one worker process makes at once
 PER_HOST = 10  # ... and to one receiver host, so one slow receiver cannot take them all
 LEASE_MARGIN = 5.0  # seconds a delivery's lease outlasts its longest attempt
-
-
-def address_guard(allow_private: bool) -> Guard:
-    """Why a webhook must not go to a host (an address, or a name as in a URL), or
-    None. Names are judged by what they resolve to (``BoundedHttp``'s resolver). With
-    ``allow_private``, loopback and private addresses pass, link-local (the cloud
-    metadata service) and the like still do not."""
-    judge = private_allowed_reason if allow_private else blocked_reason
-
-    def guard(host: str) -> str | None:
-        try:
-            parsed = parse_host(host)
-        except UrlRefused as exc:
-            return str(exc)
-        if isinstance(parsed, ipaddress.IPv4Address | ipaddress.IPv6Address):
-            return judge(parsed)
-        return None
-
-    return guard
 
 
 def webhook_http(settings: Settings, loop: EventLoop) -> BoundedHttp:

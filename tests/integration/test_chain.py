@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import itertools
 import time
+from pathlib import Path
 
 import pytest
 from celery import Celery
 
+from simulator.videos import VIDEO
 from tests.integration.conftest import Cluster
 from worker.keys import GENERATE_TASK, POLL_TASK
 from worker.states import ErrorKind, JobState
@@ -34,6 +36,18 @@ def test_job_completes_with_the_simulators_video(cluster: Cluster) -> None:
     assert job.deadline_at == pytest.approx(job.created_at + cluster.settings.deadline)
     assert job.error is None and job.polls >= 2
     assert len(cluster.sim.creates(prompt="completes")) == 1
+
+
+def test_a_local_image_in_and_the_saved_video_out(cluster: Cluster, tmp_path: Path) -> None:
+    jpeg = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(200)
+    job_id = cluster.client.submit(image=(jpeg, "image/jpeg"), prompt="local image")
+    job = cluster.client.wait(job_id, timeout=30)
+    assert job.state is JobState.COMPLETED
+    assert job.request["image_url"].startswith("data:image/jpeg;base64,")
+    allow_private = cluster.settings.allow_private_urls  # the simulator is on loopback
+    saved = job.save(tmp_path / "video.mp4", allow_private=allow_private)
+    assert saved.read_bytes() == VIDEO  # the simulator's MP4, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["video.mp4"]
 
 
 def test_one_create_even_when_generate_is_delivered_again(cluster: Cluster) -> None:

@@ -79,14 +79,14 @@ def run_case(
     client = hr.rig.cluster.client
     sim = hr.rig.sim
     run = uuid.uuid4().hex[:8]
-    hook = {"webhook_url": hr.receiver.url(webhook_path)} if webhook_path else {}
-    ok_hook = {"webhook_url": hr.receiver.url("/ok")} if webhook_path else {}
+    hook = hr.receiver.url(webhook_path) if webhook_path else None
+    ok_hook = hr.receiver.url("/ok") if webhook_path else None
     started = time.monotonic()
     try:
         with TreeRSS(hr.worker_pid, on_exceed=hr.stop_peers) as rss:
-            hostile_ids = [client.submit(IMG, prompt=p, **hook) for p in hostile_prompts]
+            hostile_ids = [client.submit(IMG, prompt=p, webhook_url=hook) for p in hostile_prompts]
             ordinary_ids = [
-                client.submit(IMG, prompt=f"ordinary {run} #{i}", **ok_hook)
+                client.submit(IMG, prompt=f"ordinary {run} #{i}", webhook_url=ok_hook)
                 for i in range(ORDINARY)
             ]
             settled = _webhook_settled if webhook_path else _terminal

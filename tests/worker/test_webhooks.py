@@ -24,6 +24,7 @@ from worker.http import Answer, BoundedHttp, EventLoop
 from worker.request import parse_request
 from worker.signatures import headers_for, sign, verify
 from worker.sweeper import sweep
+from worker.urls import address_guard
 from worker.webhooks import LEASE_MARGIN, run_webhook, webhook_http
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
@@ -362,7 +363,7 @@ def test_an_attempt_whose_lease_ran_out_records_nothing_and_schedules_nothing(
 def test_the_connection_guard_refuses_the_metadata_service_in_any_mode(
     allow_private: bool,
 ) -> None:
-    guard = webhooks.address_guard(allow_private)
+    guard = address_guard(allow_private)
     for host in ("169.254.169.254", "64:ff9b::a9fe:a9fe", "::ffff:169.254.169.254", "0.0.0.0"):
         assert guard(host), host
     assert (guard("127.0.0.1") is None) is allow_private
@@ -383,7 +384,7 @@ def test_a_guarded_client_never_goes_through_a_proxy(
         read_timeout=1,
         total_timeout=1,
         max_bytes=10,
-        guard=webhooks.address_guard(False),
+        guard=address_guard(False),
     )
     plain = BoundedHttp(io_loop, connect_timeout=1, read_timeout=1, total_timeout=1, max_bytes=10)
     assert guarded._proxy("http://hooks.example.com/h") is None
