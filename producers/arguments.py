@@ -12,6 +12,7 @@ from typing import Any
 
 from producers.exits import EXIT_INPUT, print_error
 from worker.settings import MODEL_ID
+from worker.states import JobState
 
 
 def _json_arg(field: str) -> Any:
@@ -54,7 +55,18 @@ def build_parser() -> argparse.ArgumentParser:
         description=f"A non-blocking Celery worker for {MODEL_ID} on the AI/ML API.",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (_worker, _submit, _status, _sweep, _servers, _health, _simulator, _demo):
+    for add in (
+        _worker,
+        _submit,
+        _status,
+        _cancel,
+        _list,
+        _sweep,
+        _servers,
+        _health,
+        _simulator,
+        _demo,
+    ):
         add(sub)
     return parser
 
@@ -93,13 +105,64 @@ def _submit(sub: Any) -> None:
         "--wait", action="store_true", help="wait until the job ends; exit 0 only when it completed"
     )
     s.add_argument("--timeout", type=float, default=None, help="with --wait: give up after S s")
+    s.add_argument(
+        "--output",
+        choices=("id", "json"),
+        default="id",
+        help="what stdout gets: the job id at once (id, the default), or the job's record "
+        "as one JSON object (json): with --wait, the last one read, when the job ends "
+        "(or at --timeout, or Ctrl-C)",
+    )
+
+
+_JOB_HELP = "the job's id, or the start of it (at least 8 characters, naming one job)"
 
 
 def _status(sub: Any) -> None:
     """``videoq status``."""
     st = sub.add_parser("status", help="show a job's record", description="Show a job's record.")
-    st.add_argument("job_id")
+    st.add_argument("job_id", metavar="JOB", help=_JOB_HELP)
     st.add_argument("--json", action="store_true", help="print the record as one JSON object")
+
+
+def _cancel(sub: Any) -> None:
+    """``videoq cancel``."""
+    c = sub.add_parser(
+        "cancel",
+        help="cancel a job that has not ended",
+        description="Cancel a job that has not ended and print its record's line (or, "
+        "with --json, the record). Before the upstream create, none is made; during "
+        "generation, polling stops (the upstream has no cancel call: its generation "
+        "runs on and may be charged). Exit 0 when the job is cancelled (now or "
+        "before), 1 when it had already ended otherwise or does not exist.",
+    )
+    c.add_argument("job_id", metavar="JOB", help=_JOB_HELP)
+    c.add_argument("--json", action="store_true", help="print the record as one JSON object")
+
+
+def _limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError("must be a whole number from 1 to 1000")
+    return value
+
+
+def _list(sub: Any) -> None:
+    """``videoq list``."""
+    ls = sub.add_parser(
+        "list",
+        help="list the newest jobs",
+        description="List the newest jobs, newest first (by acceptance time): id (its "
+        "first 12 characters), state, age, and the video URL or the error. Reads every "
+        "job record's time and state (at most 100000), so it is for people; a web app "
+        "pages through GET /v1/jobs.",
+    )
+    ls.add_argument("--state", choices=[s.value for s in JobState], help="only jobs in this state")
+    ls.add_argument("--limit", type=_limit, default=20, help="how many (1-1000, default 20)")
+    ls.add_argument("--json", action="store_true", help="print one JSON array of the full records")
 
 
 def _sweep(sub: Any) -> None:

@@ -1,34 +1,33 @@
-"""``videoq``: the command line (worker, submit, status, simulator, demo, and the operator
-commands flower, metrics, health and sweep in ``producers.ops``).
+"""``videoq``: the command line (worker, simulator, demo; the job commands submit,
+status, cancel and list in ``producers.commands``; the operator commands flower,
+metrics, health and sweep in ``producers.ops``).
 
 Exit codes (``producers.exits``): 0 success; 1 the job ended without completing
-(``submit --wait``), was not found (``status``), or the named worker did not answer
-(``health``); 2 bad input; 3 Redis unreachable; 4 ``--wait`` timed out.
+(``submit --wait``), was not found (``status``, ``cancel``), had already ended
+(``cancel``), or the named worker did not answer (``health``); 2 bad input; 3 Redis
+unreachable; 4 ``--wait`` timed out; 130 interrupted (Ctrl-C); 141 stdout closed
+early (a pipe into ``head``), quietly.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
+import os
 import sys
-import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from producers.arguments import build_parser
 from producers.exits import (
+    EXIT_CLOSED_PIPE,
     EXIT_INPUT,
-    EXIT_JOB,
+    EXIT_INTERRUPTED,
     EXIT_OK,
-    EXIT_TIMEOUT,
-    EXIT_UNAVAILABLE,
     print_error,
 )
-from worker.states import JobState
 
 
 def _cmd_worker(args: argparse.Namespace, extra: list[str]) -> int:
@@ -61,89 +60,6 @@ def _run_celery(app: Any, argv: list[str]) -> int:
     finally:
         celery_command.params[0].default = None
     return code if isinstance(code, int) else EXIT_OK
-
-
-def _cmd_submit(args: argparse.Namespace) -> int:
-    from producers.client import Client
-    from producers.progress import Progress
-    from worker.errors import RequestError, Unavailable
-
-    options = {
-        "negative_prompt": args.negative_prompt,
-        "cfg_scale": args.cfg_scale,
-        "static_mask": args.static_mask,
-        "dynamic_masks": args.dynamic_masks,
-        "camera_control": args.camera_control,
-    }
-    try:
-        client = Client()
-        job_id = client.submit(
-            args.image_url,
-            image=Path(args.image) if args.image else None,
-            prompt=args.prompt,
-            duration=args.duration,
-            idempotency_key=args.idempotency_key,
-            **options,
-        )
-    except RequestError as exc:
-        print_error(f"invalid request: {exc}")
-        return EXIT_INPUT
-    except Unavailable as exc:
-        print_error(str(exc))
-        return EXIT_UNAVAILABLE
-    print(job_id, flush=True)
-    if not args.wait:
-        print_error(f"accepted: job {job_id} (check with: videoq status {job_id})")
-        return EXIT_OK
-    progress = Progress()
-    try:
-        job = client.wait(job_id, args.timeout, on_update=lambda u: progress.update([u.job]))
-    except TimeoutError as exc:
-        print_error(str(exc))
-        return EXIT_TIMEOUT
-    except Unavailable as exc:
-        print_error(
-            f"job {job_id} was accepted; following it failed: {exc} "
-            f"(check later with: videoq status {job_id})"
-        )
-        return EXIT_UNAVAILABLE
-    if job.state is JobState.COMPLETED:
-        print_error(f"completed: {job.video_url}")
-        return EXIT_OK
-    print_error(f"job {job.state.value}: {job.error.message if job.error else ''}")
-    return EXIT_JOB
-
-
-def _cmd_status(args: argparse.Namespace) -> int:
-    from producers.client import Client
-    from producers.progress import describe
-    from worker.errors import JobNotFound, Unavailable
-
-    try:
-        job = Client().get(args.job_id)
-    except JobNotFound as exc:
-        print_error(str(exc))
-        return EXIT_JOB
-    except Unavailable as exc:
-        print_error(str(exc))
-        return EXIT_UNAVAILABLE
-    if args.json:
-        print(job.to_json())
-        return EXIT_OK
-    print(describe(job, time.time()))
-    for name in ("generation_id", "video_url", "credits_used", "attempts", "polls"):
-        value = getattr(job, name)
-        if value is not None:
-            print(f"  {name}: {value}")
-    for name in ("created_at", "submitted_at", "finished_at", "deadline_at"):
-        value = getattr(job, name)
-        if value is not None:
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(value))
-            print(f"  {name}: {stamp} UTC")
-    if job.error:
-        print(f"  error: {job.error.kind}: {job.error.message}")
-    print(f"  request: {json.dumps(job.request)[:300]}")
-    return EXIT_OK
 
 
 def _cmd_ops(args: argparse.Namespace, extra: list[str]) -> int:
@@ -206,21 +122,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra and args.command not in ("worker", "flower"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return _run(args, extra)
+        code = _run(args, extra)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
     except ValidationError as exc:
         if exc.title != "Settings":
             raise
         print_error(settings_error(exc))
         return EXIT_INPUT
+    except KeyboardInterrupt:
+        print_error("interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return _closed_pipe()
+    return code
+
+
+def _closed_pipe() -> int:
+    """stdout's reader went away (``videoq list | head -1``): stop quietly. What is
+    still buffered goes to /dev/null, so the flush at exit cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_CLOSED_PIPE
 
 
 def _run(args: argparse.Namespace, extra: list[str]) -> int:
     if args.command == "worker":
         return _cmd_worker(args, extra)
-    if args.command == "submit":
-        return _cmd_submit(args)
-    if args.command == "status":
-        return _cmd_status(args)
+    if args.command in ("submit", "status", "cancel", "list"):
+        from producers import commands
+
+        return commands.run(args)
     if args.command in ("sweep", "flower", "metrics", "health", "serve"):
         return _cmd_ops(args, extra)
     if args.command == "simulator":

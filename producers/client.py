@@ -27,6 +27,7 @@ from worker.states import ACTIVE_STATES, ErrorKind, JobState
 from worker.store import JobStore, Outcome, connect, write_refusal
 from worker.urls import check_url
 
+from . import lookup
 from .images import ImageSource, resolve_image_url
 from .updates import Update
 
@@ -325,6 +326,23 @@ class Client:
                     return found, f"{scan}.0"
         except (RedisConnectionError, RedisTimeoutError, RedisResponseError) as exc:
             raise self._read_failed("list jobs", exc) from None
+
+    def recent(self, state: JobState | None = None, limit: int = 20) -> list[Job]:
+        """The ``limit`` newest jobs (by ``created_at``), newest first, optionally in one
+        state, of every owner (:func:`producers.lookup.newest`: it reads at most 100 000
+        records). For people (``videoq list``); a web app pages with :meth:`list_jobs`."""
+        try:
+            return lookup.newest(self.store, state, limit)
+        except (RedisConnectionError, RedisTimeoutError, RedisResponseError) as exc:
+            raise self._read_failed("list jobs", exc) from None
+
+    def find(self, job_id: str) -> Job:
+        """The job with this id, or the one job whose id starts with it (at least 8
+        characters; :func:`producers.lookup.find`). A full id costs one read."""
+        try:
+            return lookup.find(job_id, self.get, self.store.ids_starting_with)
+        except (RedisConnectionError, RedisTimeoutError, RedisResponseError) as exc:
+            raise self._read_failed(f"look up job {job_id}", exc) from None
 
     def get(self, job_id: str, *, owner: str | None = None) -> Job:
         """The job's current record. Raises :class:`JobNotFound` (also for another

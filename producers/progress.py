@@ -1,7 +1,9 @@
 """Progress display for long waits (``submit --wait``, ``demo``): one line per job.
 
-On a terminal the block is redrawn in place once a second; otherwise (CI logs,
-pipes) a job's line is printed only when its state changes, plus a heartbeat line.
+On a terminal the block is redrawn in place at every update; otherwise (CI logs,
+pipes) a job's line is printed only when it has news: its state, the upstream error
+it is retrying past or that retry's time, or its place in line changed; plus a
+heartbeat line.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import TextIO
 from worker.job import Job
 from worker.states import JobState
 
+from .updates import Update
+
 _MARK = {
     JobState.QUEUED: "·",
     JobState.SUBMITTING: "↑",
@@ -25,7 +29,10 @@ _MARK = {
 }
 
 
-def describe(job: Job, now: float) -> str:
+def describe(job: Job, now: float, place: int | None = None) -> str:
+    """One line for a job: its state, age, deadline and polls, then its video, its
+    error, the upstream error it is retrying past (and when it retries), or its place
+    in the line for a slot (``place``, 1 = next)."""
     start = job.created_at or now
     end = job.finished_at or now
     line = f"{_MARK[job.state]} {job.id[:12]}  {job.state.value:<10} {end - start:6.1f}s"
@@ -38,8 +45,34 @@ def describe(job: Job, now: float) -> str:
     elif job.error:
         line += f"  {job.error.kind}: {job.error.message}"
     elif job.last_error:
-        line += f"  (retrying: {job.last_error})"
+        line += f"  ({retrying(job, now)})"
+    if place is not None and job.state is JobState.QUEUED:
+        line += f"  waiting for a slot, {ordinal(place)} in line"
     return line
+
+
+def retry_due(job: Job) -> float | None:
+    """When a job retrying past an upstream error makes its next call: the retried
+    create's due time while it is queued, the next poll's while it is generating."""
+    if job.state is JobState.QUEUED:
+        return job.next_create_at
+    if job.state is JobState.GENERATING:
+        return job.next_poll_at
+    return None
+
+
+def retrying(job: Job, now: float) -> str:
+    """``upstream error: <last error>; retrying in 8 s`` (or ``retrying now`` once the
+    retry is due or under way)."""
+    due = retry_due(job)
+    when = f"in {due - now:.0f} s" if due is not None and due - now >= 0.5 else "now"
+    return f"upstream error: {job.last_error}; retrying {when}"
+
+
+def ordinal(n: int) -> str:
+    """1st, 2nd, 3rd, 4th ... 11th, 12th, 13th ... 21st."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def summary(jobs: Sequence[Job]) -> str:
@@ -50,7 +83,20 @@ def summary(jobs: Sequence[Job]) -> str:
     return f"{len(jobs)} job(s): " + " · ".join(parts)
 
 
+# What a piped display compares: state, last error, its retry's due time, place in line.
+_Mark = tuple[JobState, str | None, float | None, int | None]
+
+
+def _what_shows(item: Job | Update) -> tuple[Job, int | None]:
+    if isinstance(item, Update):
+        return item.job, item.place_in_line
+    return item, None
+
+
 class Progress:
+    """Shows the jobs given to :meth:`update`: records, or a waiting caller's
+    :class:`~producers.updates.Update` (which adds the place in line)."""
+
     def __init__(
         self,
         stream: TextIO | None = None,
@@ -63,14 +109,22 @@ class Progress:
         self.live = bool(getattr(self.stream, "isatty", lambda: False)())
         self.heartbeat = heartbeat
         self._drawn = 0
-        self._seen: dict[str, JobState] = {}
+        self._seen: dict[str, _Mark] = {}
         self._last_beat = clock()
         self._started = clock()
 
-    def update(self, jobs: Sequence[Job]) -> None:
+    def update(self, items: Sequence[Job | Update]) -> None:
         now = self.clock()
+        shown = [_what_shows(item) for item in items]
+        jobs = [job for job, _ in shown]
         header = f"[{now - self._started:6.1f}s] {summary(jobs)}"
-        lines = [describe(job, now) for job in jobs]
+        lines = [describe(job, now, place) for job, place in shown]
+        # What makes a piped line worth printing again: the state, the upstream error
+        # and its retry (an outage shows while the state stays), the place in line.
+        marks: dict[str, _Mark] = {
+            job.id: (job.state, job.last_error, retry_due(job) if job.last_error else None, place)
+            for job, place in shown
+        }
         if self.live:
             if self._drawn:
                 self.stream.write(f"\x1b[{self._drawn}F\x1b[J")
@@ -80,10 +134,10 @@ class Progress:
             changed = [
                 line
                 for job, line in zip(jobs, lines, strict=True)
-                if self._seen.get(job.id) is not job.state
+                if self._seen.get(job.id) != marks[job.id]
             ]
             if changed or now - self._last_beat >= self.heartbeat:
                 self.stream.write("\n".join([header, *changed]) + "\n")
                 self._last_beat = now
-        self._seen = {job.id: job.state for job in jobs}
+        self._seen = marks
         self.stream.flush()

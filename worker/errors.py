@@ -4,6 +4,7 @@ The families, and who sees them:
 
 - **request** (:class:`RequestError`): a request, or a URL in it, was refused;
   nothing was enqueued. ``field`` names the offending field (a dotted path).
+  :class:`AmbiguousJobId`: a job id prefix that names several jobs.
 - **not found** (:class:`JobNotFound`): no job with that id.
 - **unavailable** (:class:`Unavailable`): Redis (the queue and the job store) could
   not be reached or refused a write.
@@ -54,6 +55,20 @@ class IdempotencyConflict(RequestError):
         )
         self.key = key
         self.job_id = job_id
+
+
+class AmbiguousJobId(RequestError):
+    """A job id prefix (field ``job_id``) that starts the ids of several jobs;
+    ``candidates`` holds a few of them."""
+
+    def __init__(self, prefix: str, candidates: list[str]) -> None:
+        shown = ", ".join(candidates[:5]) + (", ..." if len(candidates) > 5 else "")
+        super().__init__(
+            "job_id",
+            f"{prefix!r} starts the ids of several jobs ({shown}); give more characters",
+        )
+        self.prefix = prefix
+        self.candidates = candidates
 
 
 class UrlRefused(VideoqError, ValueError):

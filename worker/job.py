@@ -36,6 +36,7 @@ class Job:
     finished_at: float | None = None
     deadline_at: float | None = None
     next_poll_at: float | None = None
+    next_create_at: float | None = None  # when a create retried after an error is due
     idempotency_key: str | None = None
     owner: str | None = None  # the gateway caller's name (VIDEOQ_API_TOKENS name:token)
     webhook_url: str | None = None
@@ -114,6 +115,7 @@ class Job:
             finished_at=num("finished_at"),
             deadline_at=num("deadline_at"),
             next_poll_at=num("next_poll_at"),
+            next_create_at=num("next_create_at"),
             idempotency_key=text("idempotency_key"),
             owner=text("owner"),
             webhook_url=text("webhook_url"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 # Upper bounds (seconds, from acceptance) of the completion-latency histogram.
@@ -35,8 +36,11 @@ class Keys:
         """Hash: the job record."""
         return f"{self.prefix}:job:{job_id}"
 
-    def job_pattern(self) -> str:
-        return f"{self.prefix}:job:*"
+    def job_pattern(self, id_prefix: str = "") -> str:
+        """SCAN pattern of the job records, or of those whose id starts with
+        ``id_prefix`` (its glob characters escaped, so they match only themselves)."""
+        escaped = re.sub(r"([\\*?\[\]])", r"\\\1", id_prefix)
+        return f"{self.prefix}:job:{escaped}*"
 
     def active(self) -> str:
         """Sorted set: every unfinished job id, scored by the time its next step is due

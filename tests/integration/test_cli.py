@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+
+from tests.integration.conftest import Cluster
+from worker.states import JobState
 
 pytestmark = pytest.mark.integration
 
@@ -71,3 +79,80 @@ def test_a_worker_that_cannot_start_exits_non_zero_in_one_line(tmp_path: object)
         assert done.returncode == 2, (command, done.stderr)
         assert done.stderr.startswith("videoq: invalid setting VIDEOQ_REDIS_URL: "), done.stderr
         assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_ctrl_c_during_wait_leaves_the_job_running_and_its_short_id_cancels_it(
+    cluster: Cluster, videoq_cli: Run
+) -> None:
+    script = Path(sys.executable).with_name("videoq")
+    waiting = subprocess.Popen(
+        [str(script), "submit", "--image-url", IMG, "--prompt", "cli [sim:never]", "--wait"],
+        env={**os.environ, **cluster.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert waiting.stdout is not None
+        job_id = waiting.stdout.readline().strip()
+        give_up = time.monotonic() + 20
+        while cluster.client.get(job_id).state is not JobState.GENERATING:
+            assert time.monotonic() < give_up, "the job did not start"
+            time.sleep(0.1)
+        waiting.send_signal(signal.SIGINT)
+        _, err = waiting.communicate(timeout=20)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+    assert waiting.returncode == 130, err
+    assert "Traceback" not in err
+    last = err.splitlines()[-1]
+    assert f"job {job_id} keeps running" in last and f"videoq status {job_id}" in last
+
+    short = job_id[:12]  # as the progress lines print it
+    status = videoq_cli("status", short, "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["state"] == "generating"  # it kept running
+    cancel = videoq_cli("cancel", short)
+    assert cancel.returncode == 0, cancel.stderr
+    assert "cancelled" in cancel.stdout
+    assert cluster.client.get(job_id).state is JobState.CANCELLED
+
+
+def test_output_into_a_closed_pipe_ends_quietly(cluster: Cluster) -> None:
+    job_id = cluster.client.submit(IMG, prompt="cli pipe")
+    script = Path(sys.executable).with_name("videoq")
+    # As in the Docker image (PYTHONUNBUFFERED=1), each line is written at once, so the
+    # later ones may meet the pipe head closed; `true` is gone before anything is written.
+    env = {**os.environ, **cluster.env, "PYTHONUNBUFFERED": "1"}
+    for command in (f"status {job_id}", "list"):
+        done = subprocess.run(
+            [
+                "bash",
+                "-c",
+                f"set +o pipefail; {script} {command} | head -1; {script} {command} | true",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0
+        assert done.stderr == "", done.stderr
+        assert len(done.stdout.splitlines()) == 1
+
+
+def test_wait_shows_an_upstream_outage_and_output_json_gives_the_record(
+    cluster: Cluster, videoq_cli: Run
+) -> None:
+    cluster.sim.add_fault(status=503, count=2, method="POST", retry_after=1.5, message="outage")
+    done = videoq_cli(
+        "submit", "--image-url", IMG, "--prompt", "cli outage", "--wait", "--output", "json"
+    )
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)  # one JSON object, and nothing else
+    assert record["state"] == "completed" and record["id"][:12] in done.stderr
+    lines = done.stderr.splitlines()
+    retrying = [i for i, line in enumerate(lines) if "HTTP 503" in line and "retrying in" in line]
+    finished = [i for i, line in enumerate(lines) if "completed" in line]
+    assert retrying and finished and retrying[0] < finished[0], done.stderr

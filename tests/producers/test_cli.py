@@ -112,9 +112,9 @@ def test_submit_prints_only_the_job_id(
 
 
 def test_status_of_an_unknown_job(env: Settings, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["status", "nope", "--json"]) == 1
+    assert main(["status", "no-such-job", "--json"]) == 1
     out, err = capsys.readouterr()
-    assert out == "" and "no job with id 'nope'" in err
+    assert out == "" and "no job with id 'no-such-job'" in err
 
 
 def test_redis_down_exits_3(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import io
 
-from producers.progress import Progress, describe, summary
+from producers.progress import Progress, describe, ordinal, summary
+from producers.updates import Update
 from tests.fakes import FakeClock
 from worker.job import Job, JobError
 from worker.states import JobState
@@ -30,7 +31,56 @@ def test_describe_finished_jobs() -> None:
     )
     assert "deadline: late" in failed
     retrying = describe(job(JobState.QUEUED, last_error="HTTP 429"), now=101.0)
-    assert "retrying: HTTP 429" in retrying
+    assert "(upstream error: HTTP 429; retrying now)" in retrying
+
+
+def test_describe_says_when_an_upstream_error_is_retried() -> None:
+    create = job(JobState.QUEUED, last_error="HTTP 503: down", next_create_at=109.0)
+    assert describe(create, now=101.0).endswith("(upstream error: HTTP 503: down; retrying in 8 s)")
+    poll = job(JobState.GENERATING, last_error="connection refused", next_poll_at=104.0)
+    assert "connection refused; retrying in 3 s" in describe(poll, now=101.0)
+    assert "retrying now" in describe(poll, now=104.0)  # due: the poll is under way
+
+
+def test_describe_shows_the_place_in_line() -> None:
+    line = describe(job(JobState.QUEUED), now=101.0, place=3)
+    assert line.endswith("waiting for a slot, 3rd in line")
+    assert "in line" not in describe(job(JobState.SUBMITTING), now=101.0, place=3)
+    assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 23, 101, 111)] == [
+        "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "23rd", "101st",
+        "111th",
+    ]  # fmt: skip
+
+
+def test_piped_output_shows_an_outage_while_the_state_stays() -> None:
+    """A job stuck in one state while the upstream fails: each new error, and each new
+    retry time, gets a line; an unchanged one does not."""
+    out = io.StringIO()
+    clock = FakeClock(100.0)
+    progress = Progress(out, clock=clock, heartbeat=60.0)
+
+    def shown(**kw: object) -> str:
+        before = len(out.getvalue())
+        clock.advance(0.5)
+        progress.update([Update(job(JobState.QUEUED, **kw), None, clock.now)])
+        return out.getvalue()[before:]
+
+    assert "queued" in shown()
+    assert "HTTP 503: down; retrying in 2 s" in shown(
+        last_error="HTTP 503: down", next_create_at=103.0
+    )
+    assert shown(last_error="HTTP 503: down", next_create_at=103.0) == ""
+    assert "retrying in 4 s" in shown(last_error="HTTP 503: down", next_create_at=105.5)
+    assert "connection refused" in shown(last_error="connection refused", next_create_at=105.5)
+
+
+def test_piped_output_shows_the_line_moving() -> None:
+    out = io.StringIO()
+    progress = Progress(out, clock=FakeClock(100.0), heartbeat=60.0)
+    for place in (2, 2, 1):
+        progress.update([Update(job(JobState.QUEUED), place, 100.0)])
+    text = out.getvalue()
+    assert text.count("2nd in line") == 1 and text.count("1st in line") == 1
 
 
 def test_summary_counts_states_in_order() -> None:

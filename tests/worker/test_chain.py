@@ -113,6 +113,9 @@ def test_429_on_create_is_rescheduled_no_sooner_than_retry_after(
     assert w.state() is JobState.QUEUED
     retry = w.scheduler.pop()
     assert retry.step == "generate" and retry.attempt == 2 and retry.countdown >= 17.0
+    job = w.store.get("job-1")
+    assert job is not None and job.last_error == "HTTP 429"
+    assert job.next_create_at == pytest.approx(w.clock.now + retry.countdown)  # for --wait
     w.clock.advance(retry.countdown)
     w.generate(attempt=2)
     assert w.state() is JobState.GENERATING

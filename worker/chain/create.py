@@ -260,12 +260,14 @@ def _retry_create(rt: Runtime, create: ClaimedCreate, exc: Transient) -> None:
             last_error=str(exc),
         )
         return
-    # A throttled create was not made: it does not count as an attempt.
+    # A throttled create was not made: it does not count as an attempt. The record
+    # shows when the next one is due (``videoq submit --wait`` says so).
     fields: dict[str, object] = (
         {"claim_token": "", "attempts": attempt - 1}
         if throttled
         else {"claim_token": "", "last_error": str(exc)}
     )
+    fields["next_create_at"] = now + delay
     released = rt.store.transition(
         job_id,
         [JobState.SUBMITTING],

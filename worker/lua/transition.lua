@@ -37,7 +37,8 @@ local function member(list, value)
   end
   return false
 end
-local NUMERIC_FIELDS = 'credits_used,next_poll_at,submitted_at,claim_at,last_poll_at,poll_seq'
+local NUMERIC_FIELDS =
+  'credits_used,next_poll_at,next_create_at,submitted_at,claim_at,last_poll_at,poll_seq'
 finite(ARGV[3], 'now')
 finite(ARGV[7], 'ttl')
 if ARGV[11] ~= '' then finite(ARGV[11], 'due time') end

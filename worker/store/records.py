@@ -10,7 +10,9 @@ a live one.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import json
+import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -33,6 +35,16 @@ from .scripts import register
 
 _TERMINAL = ",".join(sorted(s.value for s in TERMINAL_STATES))
 _BUCKETS = ",".join(str(b) for b in LATENCY_BUCKETS)
+_SCAN_STEP = 1000  # job keys per SCAN step when looking for ids or the newest jobs
+
+
+def _number(text: object) -> float:
+    """A stored time as a number (0 when missing or not a finite number)."""
+    try:
+        value = float(str(text))
+    except ValueError:
+        return 0.0
+    return value if math.isfinite(value) else 0.0
 
 
 class Outcome(Enum):
@@ -213,6 +225,57 @@ class JobStore(PollBooks, Deliveries):
         prefix_len = len(self.keys.job(""))
         following, keys = self.redis.scan(cursor, match=self.keys.job_pattern(), count=count)
         return int(following), [str(k)[prefix_len:] for k in keys]
+
+    def ids_starting_with(self, start: str, limit: int) -> list[str]:
+        """Up to ``limit`` ids of jobs whose id starts with ``start`` (a SCAN over the
+        job keys, matching that prefix only)."""
+        prefix_len = len(self.keys.job(""))
+        found: dict[str, None] = {}  # SCAN may return a key twice
+        cursor = 0
+        while True:
+            cursor, keys = self.redis.scan(
+                cursor, match=self.keys.job_pattern(start), count=_SCAN_STEP
+            )
+            found.update(dict.fromkeys(str(k)[prefix_len:] for k in keys))
+            if int(cursor) == 0 or len(found) >= limit:
+                return list(found)[:limit]
+
+    def newest_ids(
+        self, limit: int, state: JobState | None = None, examine: int = 100_000
+    ) -> tuple[list[str], bool]:
+        """The ids of the ``limit`` newest jobs (by ``created_at``, newest first),
+        optionally in one state, and whether every record was examined.
+
+        Reads each record's ``created_at`` and ``state`` (a SCAN step of job keys, then
+        one pipelined read for the step) and keeps only the newest ``limit``; it stops
+        after about ``examine`` records, and the ids are then the newest of those."""
+        prefix_len = len(self.keys.job(""))
+        newest: list[tuple[float, str]] = []  # a min-heap of (created_at, id)
+        kept: set[str] = set()
+        examined = 0
+        cursor = 0
+        while True:
+            cursor, keys = self.redis.scan(cursor, match=self.keys.job_pattern(), count=_SCAN_STEP)
+            pipe = self.redis.pipeline(transaction=False)
+            for key in keys:
+                pipe.hmget(key, ["created_at", "state"])
+            for key, (created, current) in zip(keys, pipe.execute() if keys else [], strict=True):
+                examined += 1
+                job_id = str(key)[prefix_len:]
+                if current is None or job_id in kept:
+                    continue  # expired since the SCAN step, or a key SCAN gave twice
+                if state is not None and current != state.value:
+                    continue
+                item = (_number(created), job_id)
+                if len(newest) < limit:
+                    heapq.heappush(newest, item)
+                    kept.add(job_id)
+                elif item > newest[0]:
+                    kept.discard(heapq.heapreplace(newest, item)[1])
+                    kept.add(job_id)
+            complete = int(cursor) == 0
+            if complete or examined >= examine:
+                return [job_id for _, job_id in sorted(newest, reverse=True)], complete
 
     # --- the active set (what the sweeper reads) ---------------------------------------
 
