@@ -15,11 +15,15 @@ The families, and who sees them:
   callers turn it into an upstream or webhook outcome.
 - **webhook verification** (:class:`WebhookVerificationError`): a delivery's
   signature, timestamp or headers do not check out.
+- **waiting** (:class:`JobFailed`, :class:`WaitTimeout`): a job a caller waited for
+  ended without a video, or did not end in the time the caller gave.
 
 Callers tell them apart by type, never by message text.
 """
 
 from __future__ import annotations
+
+from .job import Job
 
 
 class VideoqError(Exception):
@@ -179,3 +183,34 @@ class TooLarge(HttpFailure):
 
 class WebhookVerificationError(VideoqError, ValueError):
     """The webhook's signature, timestamp or headers do not check out."""
+
+
+# --- waiting ------------------------------------------------------------------------------
+
+
+class JobFailed(VideoqError):
+    """A job ``Client.run`` waited for ended without a video: ``failed``, ``timed_out``
+    or ``cancelled``. ``job``: its final record; ``kind``: its ``error.kind``
+    (``upstream_error``, ``deadline``, ``cancelled`` ...)."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.job_id = job.id
+        self.state = job.state.value
+        self.kind = job.error.kind if job.error else job.state.value
+        detail = job.error.message if job.error else "no error was recorded"
+        ended = {"timed_out": "timed out", "cancelled": "was cancelled"}.get(self.state, "failed")
+        super().__init__(f"job {job.id} {ended}: {self.kind}: {detail}")
+
+
+class WaitTimeout(VideoqError, TimeoutError):
+    """A wait gave up before the job ended. The job itself keeps running: ``job_id``
+    names it, ``job`` is its last record read. Also a builtin :class:`TimeoutError`."""
+
+    def __init__(self, job: Job, timeout: float) -> None:
+        super().__init__(
+            f"job {job.id} is still {job.state.value} after {timeout}s; it keeps running "
+            f"(until its deadline): read it later with get({job.id!r}) or wait({job.id!r})"
+        )
+        self.job = job
+        self.job_id = job.id
