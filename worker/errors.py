@@ -86,6 +86,12 @@ class Unavailable(VideoqError, RuntimeError):
         self.job_id = job_id
 
 
+class ModeUnsupported(VideoqError, RuntimeError):
+    """A client cannot work in this configuration: ``AsyncClient`` in chain mode
+    (``VIDEOQ_POLL_MODE=chain``), whose first task is a Celery message it cannot send
+    without blocking its event loop."""
+
+
 # --- upstream -----------------------------------------------------------------------------
 
 
