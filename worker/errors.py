@@ -216,7 +216,7 @@ class WaitTimeout(VideoqError, TimeoutError):
     def __init__(self, job: Job, timeout: float) -> None:
         super().__init__(
             f"job {job.id} is still {job.state.value} after {timeout}s; it keeps running "
-            f"(until its deadline): read it later with get({job.id!r}) or wait({job.id!r})"
+            "until it ends or reaches its deadline: look it up later by its id"
         )
         self.job = job
         self.job_id = job.id

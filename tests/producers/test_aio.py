@@ -75,7 +75,9 @@ def test_run_returns_the_completed_job_and_awaits_async_callbacks(client: Client
         called.append(update.state)
         steps(update)
 
-    job = arun(client.settings, lambda a: a.run(IMG, "hi", interval=0.01, on_update=on_update))
+    job = arun(
+        client.settings, lambda a: a.run(IMG, "hi", timeout=10, interval=0.01, on_update=on_update)
+    )
     assert job.state is JobState.COMPLETED and job.video_url == "v"
     assert job.request["prompt"] == "hi"
     assert called == [JobState.QUEUED, JobState.COMPLETED]
@@ -85,7 +87,7 @@ def test_run_raises_job_failed_and_wait_timeout(client: Client) -> None:
     error = {"error_kind": "upstream_error", "error_message": "bad image"}
     fail = Steps(lambda: end(client.store, only_job(client), JobState.FAILED, **error))
     with pytest.raises(JobFailed) as info:
-        arun(client.settings, lambda a: a.run(IMG, interval=0.01, on_update=fail))
+        arun(client.settings, lambda a: a.run(IMG, timeout=10, interval=0.01, on_update=fail))
     assert str(info.value) == f"job {info.value.job_id} failed: upstream_error: bad image"
     assert info.value.kind == "upstream_error" and info.value.job.state is JobState.FAILED
     with pytest.raises(WaitTimeout) as timed_out:
@@ -112,7 +114,7 @@ def test_updates_give_the_place_in_line_and_the_record(
         ),
         lambda: end(client.store, second, JobState.COMPLETED, video_url="https://v/2"),
     )
-    arun(client.settings, lambda a: a.wait(second, interval=0.02, on_update=on_update))
+    arun(client.settings, lambda a: a.wait(second, timeout=10, interval=0.02, on_update=on_update))
     seen = on_update.seen
     assert [u.state for u in seen] == ["queued", "generating", "completed"]
     assert [u.place_in_line for u in seen] == [1, None, None]

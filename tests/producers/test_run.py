@@ -22,6 +22,7 @@ def test_run_submits_and_returns_the_completed_job(client: Client) -> None:
         10,
         cfg_scale=0.3,
         idempotency_key="k-1",
+        timeout=10,
         interval=0.01,
         on_update=on_update,
     )
@@ -50,7 +51,7 @@ def test_run_raises_job_failed_for_a_job_that_ends_without_a_video(
         lambda: end(client.store, only_job(client), state, error_kind=kind, error_message=message)
     )
     with pytest.raises(JobFailed) as info:
-        client.run(IMG, interval=0.01, on_update=on_update)
+        client.run(IMG, timeout=10, interval=0.01, on_update=on_update)
     failed = info.value
     assert failed.job_id == only_job(client) and failed.job.id == failed.job_id
     assert failed.job.state is state and failed.kind == kind and failed.state == state.value
@@ -60,7 +61,7 @@ def test_run_raises_job_failed_for_a_job_that_ends_without_a_video(
 def test_run_raises_job_failed_for_a_cancelled_job(client: Client) -> None:
     on_update = Steps(lambda: client.cancel(only_job(client)))
     with pytest.raises(JobFailed, match="was cancelled: cancelled: cancelled by the caller"):
-        client.run(IMG, interval=0.01, on_update=on_update)
+        client.run(IMG, timeout=10, interval=0.01, on_update=on_update)
 
 
 def test_run_times_out_saying_the_job_keeps_running(client: Client) -> None:
@@ -109,7 +110,10 @@ def test_updates_give_the_place_in_line_the_deadline_and_the_polls(
         ),
         lambda: end(store, second, JobState.COMPLETED, video_url="https://v/2"),
     )
-    assert client.wait(second, interval=0.02, on_update=on_update).video_url == "https://v/2"
+    assert (
+        client.wait(second, timeout=10, interval=0.02, on_update=on_update).video_url
+        == "https://v/2"
+    )
     seen: list[Update] = on_update.seen
     assert [u.state for u in seen] == ["queued", "queued", "generating", "completed"]
     assert [u.place_in_line for u in seen] == [1, None, None, None]
