@@ -1,12 +1,15 @@
 """The Python client for asyncio apps (FastAPI, aiohttp, Starlette ...):
 ``await AsyncClient().run(...)``, the same calls as :class:`~producers.client.Client`.
 
-It runs on redis-py's asyncio client and never blocks the event loop: no thread runs a
-blocking call for it. Its records are written by the same scripts as the workers' and
-:class:`Client`'s (``worker.store.aio``). It needs batch mode (``VIDEOQ_POLL_MODE=batch``,
-the default), where a new job's create is booked with its record: in chain mode the
-first step is a Celery message, and Celery publishes only by blocking, so the
-constructor raises :class:`~worker.errors.ModeUnsupported` there.
+It does not block the event loop: its Redis calls are awaited (redis-py's asyncio
+client), and the host names a request's checks resolve are looked up ahead with the
+loop's ``getaddrinfo`` (``worker.urls.resolve_ahead``; asyncio runs it in the loop's
+default executor), so the checks find them cached. Its records
+are written by the same scripts as the workers' and :class:`Client`'s
+(``worker.store.aio``). It needs batch mode (``VIDEOQ_POLL_MODE=batch``, the default),
+where a new job's create is booked with its record: in chain mode the first step is a
+Celery message, and Celery publishes only by blocking, so the constructor raises
+:class:`~worker.errors.ModeUnsupported` there.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from worker.settings import Settings, load_settings
 from worker.states import ACTIVE_STATES, ErrorKind, JobState
 from worker.store import Outcome, write_refusal
 from worker.store.aio import AsyncJobStore, connect_async
+from worker.urls import resolve_ahead
 
 from . import failures
 from .listing import SCAN_COUNT, Page
@@ -38,6 +42,15 @@ from .updates import Update
 # ``on_update``: a function or a coroutine function of an :class:`Update`.
 OnUpdate = Callable[[Update], object]
 _READ_ERRORS = (RedisConnectionError, RedisTimeoutError, RedisResponseError)
+
+
+def _image_urls(image_url: object, options: dict[str, object]) -> list[object]:
+    """The URLs of a request's images, as given (unchecked)."""
+    masks = options.get("dynamic_masks")
+    moving = (
+        [m.get("mask") for m in masks if isinstance(m, dict)] if isinstance(masks, list) else []
+    )
+    return [image_url, options.get("static_mask"), *moving]
 
 
 class AsyncClient:
@@ -96,6 +109,8 @@ class AsyncClient:
         **upstream_options: object,
     ) -> str:
         """``Client.submit``: validate and store a job (its create booked); its id."""
+        # The checks resolve image hosts: from the cache this fills, not blocking.
+        await resolve_ahead(_image_urls(image_url, upstream_options))
         request = build_request(image_url, prompt, duration, **upstream_options)
         return await self.submit_request(
             request, idempotency_key=idempotency_key, webhook_url=webhook_url, owner=owner
@@ -110,6 +125,8 @@ class AsyncClient:
         owner: str | None = None,
     ) -> str:
         """``Client.submit_request``: the same checks, the same errors."""
+        if webhook_url is not None and not self.settings.allow_private_urls:
+            await resolve_ahead([webhook_url])  # as in submit: checked from the cache
         check_submission(self.settings, request, idempotency_key, webhook_url)
         now = time.time()
         new_id = uuid.uuid4().hex

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -24,6 +25,7 @@ from producers import (
 )
 from producers.local import free_port
 from tests.producers.conftest import IMG, Steps, booked_creates, end, job_keys, only_job
+from worker import urls
 from worker.settings import Settings
 
 T = TypeVar("T")
@@ -185,3 +187,37 @@ def test_no_blocking_call_hides_in_a_thread() -> None:
         for hidden in ("run_in_executor", "to_thread", "threading", "concurrent.futures"):
             assert hidden not in text, f"{path} uses {hidden}"
         assert "import redis.asyncio" in text or "worker.store.aio" in text
+
+
+@pytest.mark.parametrize(("address", "refused"), [("93.184.215.14", False), ("10.0.0.7", True)])
+def test_image_hosts_are_resolved_by_the_loop_not_by_a_blocking_lookup(
+    client: Client, monkeypatch: pytest.MonkeyPatch, address: str, refused: bool
+) -> None:
+    blocking: list[str] = []
+
+    def blocking_lookup(name: str) -> list[str]:
+        blocking.append(name)
+        return []
+
+    monkeypatch.setattr(urls, "_getaddrinfo", blocking_lookup)
+    monkeypatch.setattr(urls, "_cache", {})
+    asked: list[str] = []
+
+    async def getaddrinfo(host: str, *_: object, **__: object) -> list[tuple[object, ...]]:
+        asked.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, 0))]
+
+    async def submit(a: AsyncClient) -> str:
+        monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", getaddrinfo)
+        return await a.submit(
+            "https://cdn.example.org/a.png", static_mask="https://m.example.org/m.png"
+        )
+
+    if refused:
+        with pytest.raises(RequestError) as info:
+            arun(client.settings, submit)
+        assert info.value.field == "image_url" and "cdn.example.org -> 10.0.0.7" in str(info.value)
+        assert job_keys(client) == []
+    else:
+        assert client.get(arun(client.settings, submit)).state is JobState.QUEUED
+    assert blocking == [] and sorted(asked) == ["cdn.example.org", "m.example.org"]
