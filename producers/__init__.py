@@ -1,18 +1,22 @@
 """Producers: what applications use to submit videoq jobs (Python client and CLI).
 
 from producers import Client
-job_id = Client().submit("https://example.com/cat.jpg", prompt="a cat surfing")
-job = Client().wait(job_id)
+job = Client().run("https://example.com/cat.jpg", prompt="a cat surfing")
+
+``AsyncClient`` is the same for asyncio apps: ``job = await AsyncClient().run(...)``.
 """
 
 from typing import TYPE_CHECKING, Any
 
 from worker.errors import (
     DownloadFailed,
+    JobFailed,
     JobNotFound,
+    ModeUnsupported,
     RequestError,
     Unavailable,
     VideoqError,
+    WaitTimeout,
     WebhookVerificationError,
 )
 from worker.job import Job, JobError
@@ -20,7 +24,10 @@ from worker.keys import GENERATE_TASK
 from worker.signatures import verify as verify_webhook
 from worker.states import TERMINAL_STATES, JobState
 
+from .updates import Update
+
 if TYPE_CHECKING:
+    from .aio import AsyncClient
     from .client import Client
 
 
@@ -31,21 +38,30 @@ def __getattr__(name: str) -> Any:
         from . import client
 
         return client.Client
+    if name == "AsyncClient":
+        from . import aio
+
+        return aio.AsyncClient
     raise AttributeError(f"module 'producers' has no attribute {name!r}")
 
 
 __all__ = [
     "GENERATE_TASK",
     "TERMINAL_STATES",
+    "AsyncClient",
     "Client",
     "DownloadFailed",
     "Job",
     "JobError",
+    "JobFailed",
     "JobNotFound",
     "JobState",
+    "ModeUnsupported",
     "RequestError",
     "Unavailable",
+    "Update",
     "VideoqError",
+    "WaitTimeout",
     "WebhookVerificationError",
     "verify_webhook",
 ]

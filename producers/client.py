@@ -1,4 +1,5 @@
-"""The Python producer API: ``Client().submit(...)``, ``.get(job_id)``, ``.wait(job_id)``.
+"""The Python producer API: ``Client().run(...)``, ``.submit(...)``, ``.get(job_id)``,
+``.wait(job_id)``.
 
 Usable from any web view: it validates the request, stores the job record and
 publishes ``videoq.generate_video`` by name. It never imports the task code.
@@ -6,65 +7,29 @@ publishes ``videoq.generate_video`` by name. It never imports the task code.
 
 from __future__ import annotations
 
-import json
-import re
 import time
 import uuid
 from collections.abc import Callable
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError as RedisResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker.config import publisher
-from worker.errors import JobNotFound, RequestError, RequestTooLarge, Unavailable, UrlRefused
+from worker.errors import JobNotFound, Unavailable, WaitTimeout
 from worker.job import Job
-from worker.request import MAX_URL_LENGTH, GenerationRequest, build_request
+from worker.request import GenerationRequest, build_request
 from worker.scheduling import after_terminal, scheduler_for
 from worker.settings import Settings, load_settings
 from worker.states import ACTIVE_STATES, ErrorKind, JobState
 from worker.store import JobStore, Outcome, connect, write_refusal
-from worker.urls import check_url
 
-from . import lookup
+from . import failures, lookup
+from .failures import safe_url
 from .images import ImageSource, resolve_image_url
+from .listing import SCAN_COUNT, Page
+from .submission import check_submission, retry_pause
 from .updates import Update
-
-_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
-# A listing's cursor: "<SCAN cursor>.<job keys of that SCAN step already listed>".
-_CURSOR = re.compile(r"^(?:0|(?P<scan>[0-9]{1,20})\.(?P<skip>[0-9]{1,5}))$")
-_SCAN_COUNT = 200  # fixed: the same SCAN step must give the same keys on every page
-_LIST_EXAMINE = 5000  # most records one page reads before it returns (fewer) jobs
-_SECRET_PARAM = re.compile(r"pass|auth|token|secret|key", re.IGNORECASE)
-_MASK = "***"
-
-
-def safe_url(url: str) -> str:
-    """A Redis URL with every secret masked, for messages: the password of the
-    userinfo (or a lone userinfo, which Redis may take as a password), and any query
-    value whose name mentions pass, auth, token, secret or key. Sentinel lists
-    (``a;b``) are masked part by part."""
-    return ";".join(_safe_one_url(part) for part in url.split(";"))
-
-
-def _safe_one_url(url: str) -> str:
-    parts = urlsplit(url)
-    userinfo, at, hostport = parts.netloc.rpartition("@")
-    if at:
-        user, colon, _ = userinfo.partition(":")
-        userinfo = f"{user}:{_MASK}" if colon else _MASK
-        parts = parts._replace(netloc=f"{userinfo}@{hostport}")
-    if parts.query:
-        pairs = parse_qsl(parts.query, keep_blank_values=True)
-        masked = [(k, _MASK if _SECRET_PARAM.search(k) else v) for k, v in pairs]
-        parts = parts._replace(query=urlencode(masked, safe="*"))
-    return urlunsplit(parts)
-
-
-def _never_sent(exc: BaseException) -> bool:
-    """The error came from opening the connection, so no command reached Redis."""
-    return "connecting to" in str(exc).lower()
 
 
 class Client:
@@ -93,39 +58,8 @@ class Client:
         # record, and the workers' pumps start it; chain mode sends it a message.
         self._batch = settings.poll_mode == "batch"
 
-    def _where(self) -> str:
-        return f"Redis at {safe_url(self.settings.redis_url)}"
-
     def _read_failed(self, what: str, exc: Exception, job_id: str | None = None) -> Unavailable:
-        """A read that failed: it changed nothing, and says so."""
-        affected = "the job is not affected" if job_id else "no job is affected"
-        if isinstance(exc, RedisResponseError):
-            return Unavailable(
-                f"could not {what}: {self._where()} answered an error ({exc}); the state "
-                f"is unknown, {affected} by this error",
-                job_id=job_id,
-            )
-        return Unavailable(
-            f"could not {what}: {self._where()} is unreachable ({type(exc).__name__}); "
-            f"{affected} by this error",
-            job_id=job_id,
-        )
-
-    def _not_accepted(self, job_id: str, exc: Exception, maybe_written: bool) -> Unavailable:
-        """A submit whose store write failed: say whether the job may exist."""
-        if (why := write_refusal(exc)) and not maybe_written:
-            return Unavailable(f"Redis refuses writes: {why}; the job was not accepted")
-        if maybe_written:
-            return Unavailable(
-                f"the outcome is unknown: {self._where()} failed after the job {job_id} "
-                f"was sent ({type(exc).__name__}), so it may have been accepted. Retry "
-                "with the same idempotency key, or look the job id up",
-                job_id=job_id,
-            )
-        return Unavailable(
-            f"{self._where()} is unreachable ({type(exc).__name__}); the job was not "
-            "accepted (nothing was enqueued)"
-        )
+        return failures.read_failed(self.settings.redis_url, what, exc, job_id)
 
     def submit(
         self,
@@ -173,21 +107,7 @@ class Client:
         """:meth:`submit` for a request already validated (``worker.request``'s
         ``parse_request`` or ``build_request``): the same checks of the size, the
         webhook URL and the idempotency key, and the same errors."""
-        size = len(json.dumps(request.stored(), sort_keys=True).encode())
-        if size > self.settings.max_request_bytes:
-            raise RequestTooLarge(
-                "request",
-                f"is {size} bytes, more than the {self.settings.max_request_bytes} bytes "
-                "VIDEOQ_MAX_REQUEST_BYTES allows (send large images by URL)",
-            )
-        if webhook_url is not None:
-            self._check_webhook_url(webhook_url)
-        if idempotency_key is not None and (
-            not isinstance(idempotency_key, str) or not _IDEMPOTENCY_KEY.match(idempotency_key)
-        ):
-            raise RequestError(
-                "idempotency_key", "must be 1-200 printable ASCII characters without spaces"
-            )
+        check_submission(self.settings, request, idempotency_key, webhook_url)
         now = time.time()
         deadline_at = now + self.settings.deadline
         new_id = uuid.uuid4().hex
@@ -206,14 +126,18 @@ class Client:
                 )
                 break
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                maybe_written = maybe_written or not _never_sent(exc)
+                maybe_written = maybe_written or not failures.never_sent(exc)
                 if attempt == self.settings.redis_retries:
-                    raise self._not_accepted(new_id, exc, maybe_written) from None
-                time.sleep(min(2.0, 0.05 * 2**attempt))
+                    raise failures.not_accepted(
+                        self.settings.redis_url, new_id, exc, maybe_written
+                    ) from None
+                time.sleep(retry_pause(attempt))
             except RedisResponseError as exc:
                 if write_refusal(exc) is None:
                     raise
-                raise self._not_accepted(new_id, exc, maybe_written) from None
+                raise failures.not_accepted(
+                    self.settings.redis_url, new_id, exc, maybe_written
+                ) from None
         if job_id == new_id and maybe_written:
             created = True  # an earlier try that seemed lost had stored it
         if not created or self._batch:
@@ -228,16 +152,6 @@ class Client:
                 job_id=job_id,
             ) from None
         return job_id
-
-    def _check_webhook_url(self, url: object) -> None:
-        try:
-            check_url(
-                url, allow_private=self.settings.allow_private_urls, max_length=MAX_URL_LENGTH
-            )
-        except UrlRefused as exc:
-            raise RequestError("webhook_url", str(exc)) from None
-        if not self.settings.webhook_secret.get_secret_value():
-            raise RequestError("webhook_url", "webhooks are off: VIDEOQ_WEBHOOK_SECRET is not set")
 
     def cancel(self, job_id: str, *, owner: str | None = None) -> Job:
         """Cancel a job that has not ended; return its record (unchanged if it had ended).
@@ -259,20 +173,11 @@ class Client:
             job = self.store.get(job_id)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             # redis-py retried the write: an earlier try may have reached Redis.
-            raise Unavailable(
-                f"could not cancel job {job_id}: {self._where()} is unreachable "
-                f"({type(exc).__name__}); the cancel was applied only if an attempt reached "
-                "Redis, else the job runs on: retry it (cancelling again is safe)",
-                job_id=job_id,
-            ) from None
+            raise failures.cancel_unreachable(self.settings.redis_url, job_id, exc) from None
         except RedisResponseError as exc:
-            if (why := write_refusal(exc)) is None:
+            if (refused := failures.cancel_refused(job_id, exc)) is None:
                 raise
-            raise Unavailable(
-                f"could not cancel job {job_id}: Redis refuses writes: {why}; the job is "
-                "not affected by this error",
-                job_id=job_id,
-            ) from None
+            raise refused from None
         if outcome is Outcome.MISSING or job is None:
             raise JobNotFound(job_id)
         if outcome is Outcome.APPLIED:
@@ -297,33 +202,15 @@ class Client:
         of jobs, no job is repeated or skipped. Raises :class:`RequestError` on a cursor
         this listing did not give out.
         """
-        match = _CURSOR.match(cursor) if isinstance(cursor, str) else None
-        if match is None or (match["scan"] and int(match["scan"]) >= 2**64):
-            raise RequestError("cursor", "is not a cursor this listing gave out")
-        scan, skip = int(match["scan"] or 0), int(match["skip"] or 0)
-        found: list[Job] = []
-        examined = 0
+        page = Page(cursor, limit, state, owner)
         try:
             while True:
-                following, ids = self.store.scan_ids(scan, _SCAN_COUNT)
-                skip = min(skip, len(ids))  # the step shrank: jobs expired since
-                for index in range(skip, len(ids)):
-                    job = self.store.get(ids[index])
-                    examined += 1
-                    if job is None or (state is not None and job.state is not state):
-                        continue
-                    if owner is not None and job.owner != owner:
-                        continue
-                    found.append(job)
-                    if len(found) == limit and index + 1 < len(ids):
-                        return found, f"{scan}.{index + 1}"
-                    if len(found) == limit:
-                        break
-                if following == 0:
-                    return found, None
-                scan, skip = following, 0
-                if len(found) == limit or examined >= _LIST_EXAMINE:
-                    return found, f"{scan}.0"
+                page.step(*self.store.scan_ids(page.scan, SCAN_COUNT))
+                while ids := page.unread():
+                    if (done := page.take(self.store.get_many(ids))) is not None:
+                        return done
+                if (done := page.end_step()) is not None:
+                    return done
         except (RedisConnectionError, RedisTimeoutError, RedisResponseError) as exc:
             raise self._read_failed("list jobs", exc) from None
 
@@ -377,16 +264,41 @@ class Client:
         """Block the *caller* until the job is terminal; return it.
 
         ``on_update`` is called with an :class:`~producers.updates.Update` after every
-        read. Raises :class:`TimeoutError` when ``timeout`` seconds pass first. (This
-        reads the record every ``interval`` seconds; the worker itself never waits.)
+        read. Raises :class:`~worker.errors.WaitTimeout`, a :class:`TimeoutError`, when
+        ``timeout`` seconds pass first; the job keeps running. (This reads the record
+        every ``interval`` seconds; the worker itself never waits.)
         """
-        give_up = None if timeout is None else time.monotonic() + timeout
+        give_up = time.monotonic() + (timeout or 0.0)
         while True:
             job = self.get(job_id)
             if on_update is not None:
                 on_update(self.update_of(job))
             if job.is_terminal:
                 return job
-            if give_up is not None and time.monotonic() >= give_up:
-                raise TimeoutError(f"job {job_id} is still {job.state.value} after {timeout}s")
+            if timeout is not None and time.monotonic() >= give_up:
+                raise WaitTimeout(job, timeout)
             time.sleep(interval)
+
+    def run(
+        self,
+        image_url: str,
+        prompt: str | None = None,
+        duration: int | str = 5,
+        *,
+        timeout: float | None = None,
+        on_update: Callable[[Update], None] | None = None,
+        interval: float = 0.5,
+        **options: object,
+    ) -> Job:
+        """Submit a job and wait for its video, in one call: the completed record.
+
+        ``options`` are :meth:`submit`'s (``idempotency_key``, ``webhook_url``, the
+        upstream's options ...), ``timeout``, ``interval`` and ``on_update``
+        :meth:`wait`'s. Raises :class:`~worker.errors.JobFailed` (``.job``, ``.kind``)
+        when the job ends failed, timed out or cancelled, and
+        :class:`~worker.errors.WaitTimeout` after ``timeout`` seconds (the job keeps
+        running: ``.job_id`` names it).
+        """
+        job_id = self.submit(image_url, prompt, duration, **options)  # type: ignore[arg-type]
+        job = self.wait(job_id, timeout, interval=interval, on_update=on_update)
+        return failures.completed(job)

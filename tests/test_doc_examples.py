@@ -21,6 +21,7 @@ import pytest
 
 from producers.local import RedisServer, free_port, start_worker, stop_process
 from simulator import Simulator
+from tests.doc_apps import make_a_video, web_apps
 from tests.doc_checks import check_command, shell_commands
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -269,6 +270,9 @@ def test_python_examples_run(block: Block, stack: Stack, monkeypatch: pytest.Mon
                 assert time.monotonic() < give_up, f"no job {job_id} was recorded"
                 time.sleep(0.1)
         assert job.state == JobState.COMPLETED, job
+    for name in web_apps(namespace):  # a web app that submits jobs: it gets a video
+        answer = make_a_video(namespace, name)
+        assert answer["state"] == "completed" and answer["video_url"], (name, answer)
     if "app" in namespace:  # a webhook receiver: a signed delivery is taken, others refused
         from worker.signatures import headers_for
 

@@ -18,11 +18,15 @@ The families, and who sees them:
   signature, timestamp or headers do not check out.
 - **download** (:class:`DownloadFailed`): ``Job.save`` could not save the video (no
   video yet, a refused URL, a bad answer, a timeout, too large, an unwritable path).
+- **waiting** (:class:`JobFailed`, :class:`WaitTimeout`): a job a caller waited for
+  ended without a video, or did not end in the time the caller gave.
 
 Callers tell them apart by type, never by message text.
 """
 
 from __future__ import annotations
+
+from .job import Job
 
 
 class VideoqError(Exception):
@@ -97,6 +101,12 @@ class Unavailable(VideoqError, RuntimeError):
     def __init__(self, message: str, job_id: str | None = None) -> None:
         super().__init__(message)
         self.job_id = job_id
+
+
+class ModeUnsupported(VideoqError, RuntimeError):
+    """A client cannot work in this configuration: ``AsyncClient`` in chain mode
+    (``VIDEOQ_POLL_MODE=chain``), whose first task is a Celery message it cannot send
+    without blocking its event loop."""
 
 
 # --- upstream -----------------------------------------------------------------------------
@@ -203,3 +213,34 @@ class WebhookVerificationError(VideoqError, ValueError):
 
 class DownloadFailed(VideoqError):
     """A job's video could not be saved (``Job.save``); nothing was left at the path."""
+
+
+# --- waiting ------------------------------------------------------------------------------
+
+
+class JobFailed(VideoqError):
+    """A job ``Client.run`` waited for ended without a video: ``failed``, ``timed_out``
+    or ``cancelled``. ``job``: its final record; ``kind``: its ``error.kind``
+    (``upstream_error``, ``deadline``, ``cancelled`` ...)."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.job_id = job.id
+        self.state = job.state.value
+        self.kind = job.error.kind if job.error else job.state.value
+        detail = job.error.message if job.error else "no error was recorded"
+        ended = {"timed_out": "timed out", "cancelled": "was cancelled"}.get(self.state, "failed")
+        super().__init__(f"job {job.id} {ended}: {self.kind}: {detail}")
+
+
+class WaitTimeout(VideoqError, TimeoutError):
+    """A wait gave up before the job ended. The job itself keeps running: ``job_id``
+    names it, ``job`` is its last record read. Also a builtin :class:`TimeoutError`."""
+
+    def __init__(self, job: Job, timeout: float) -> None:
+        super().__init__(
+            f"job {job.id} is still {job.state.value} after {timeout}s; it keeps running "
+            "until it ends or reaches its deadline: look it up later by its id"
+        )
+        self.job = job
+        self.job_id = job.id

@@ -22,6 +22,7 @@ every spelling, and names resolved within a bound.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import re
@@ -29,7 +30,7 @@ import socket
 import threading
 import time
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from urllib.parse import unquote, urlsplit
 
 from .addresses import (
@@ -196,11 +197,47 @@ def resolve_host(name: str) -> list[str]:
     cached = _cache.get(name)
     if cached is not None and cached[0] > now:
         return list(cached[1])
-    addresses = _bounded(_getaddrinfo, name)
+    return _remember(name, now, _bounded(_getaddrinfo, name))
+
+
+def _remember(name: str, now: float, addresses: list[str]) -> list[str]:
     if len(_cache) >= 1024:
         _cache.clear()
     _cache[name] = (now + RESOLVE_CACHE_TTL, addresses)
     return list(addresses)
+
+
+async def resolve_host_async(name: str) -> list[str]:
+    """:func:`resolve_host` for asyncio callers: the same answers, bound and cache,
+    resolved by the event loop's ``getaddrinfo``."""
+    now = time.monotonic()
+    cached = _cache.get(name)
+    if cached is not None and cached[0] > now:
+        return list(cached[1])
+    addresses: list[str] = []
+    with contextlib.suppress(OSError, UnicodeError, TimeoutError):  # no answer
+        infos = await asyncio.wait_for(
+            asyncio.get_running_loop().getaddrinfo(name, None, type=socket.SOCK_STREAM),
+            RESOLVE_TIMEOUT,
+        )
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    return _remember(name, now, addresses)
+
+
+async def resolve_ahead(urls: Iterable[object]) -> None:
+    """Resolve the host names of ``urls`` (any value; non-URLs are skipped) on the
+    event loop, so that a :func:`check_url` of them right after finds the answers
+    cached and does not block the loop."""
+    for url in urls:
+        if not isinstance(url, str) or url.startswith("data:"):
+            continue
+        try:
+            hostname = urlsplit(url).hostname
+            host = parse_host(hostname) if hostname else None
+        except (ValueError, UrlRefused):
+            continue  # check_url refuses it, resolving nothing
+        if isinstance(host, str) and not _internal_name(host):
+            await resolve_host_async(host)
 
 
 # --- URLs ---------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from worker.settings import Settings
     ],
 )
 def test_safe_url_masks_every_secret(url: str, shown: str) -> None:
-    from producers.client import safe_url
+    from producers.failures import safe_url
 
     assert safe_url(url) == shown
     assert "hunter2" not in safe_url(url)

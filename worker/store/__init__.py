@@ -14,13 +14,17 @@ errors (redis-py's ``Retry``) so a Redis blip does not lose a result.
 - :mod:`.budget`: ``VIDEOQ_MAX_IN_FLIGHT``'s slots and line (``JobStore.budget``);
 - :mod:`.scripts`: the Lua scripts, read from their files;
 - :mod:`.connection`: the Redis client, and what its errors mean;
-- :mod:`.encoding`: field values, inline-image placeholders, fingerprints.
+- :mod:`.encoding`: field values, inline-image placeholders, fingerprints;
+- :mod:`.calls`: the record scripts' arguments and answers, for both stores;
+- :mod:`.aio`: :class:`~.aio.AsyncJobStore`, a producer's part of the store on asyncio
+  (imported from there: not with this package).
 """
 
 from __future__ import annotations
 
 from .books import BookedPoll, ClaimedPoll, PollBooks
 from .budget import Budget
+from .calls import Fence, Outcome
 from .connection import (
     REDIS_UNREACHABLE,
     connect,
@@ -30,7 +34,7 @@ from .connection import (
 )
 from .deliveries import Deliveries
 from .encoding import placeholder
-from .records import Fence, JobStore, Outcome
+from .records import JobStore
 from .scripts import lua_script, register
 
 __all__ = [

@@ -15,26 +15,22 @@ import json
 import math
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from enum import Enum
-from typing import Any, Literal
+from typing import Any
 
 import redis
 
-from ..errors import IdempotencyConflict
 from ..job import Job
-from ..keys import LATENCY_BUCKETS, Keys
+from ..keys import Keys
 from ..request import GenerationRequest
 from ..settings import Settings
-from ..states import TERMINAL_STATES, ErrorKind, JobState
+from ..states import ErrorKind, JobState
 from . import encoding
 from .books import PollBooks
 from .budget import Budget
+from .calls import Fence, NewJob, Outcome, create_call, created, outcome, transition_call
 from .deliveries import Deliveries
 from .scripts import register
 
-_TERMINAL = ",".join(sorted(s.value for s in TERMINAL_STATES))
-_BUCKETS = ",".join(str(b) for b in LATENCY_BUCKETS)
 _SCAN_STEP = 1000  # job keys per SCAN step when looking for ids or the newest jobs
 
 
@@ -45,21 +41,6 @@ def _number(text: object) -> float:
     except ValueError:
         return 0.0
     return value if math.isfinite(value) else 0.0
-
-
-class Outcome(Enum):
-    APPLIED = "applied"
-    REFUSED = "refused"  # the record was not in an expected state, or the fence moved on
-    MISSING = "missing"  # no such record (never existed, or expired)
-
-
-@dataclass(frozen=True)
-class Fence:
-    """A condition on one field: equal to ``value``, or (``lt``) numerically below it."""
-
-    field: str
-    value: str
-    op: Literal["eq", "lt"] = "eq"
 
 
 class JobStore(PollBooks, Deliveries):
@@ -111,61 +92,25 @@ class JobStore(PollBooks, Deliveries):
         ``request`` (see :meth:`full_request`). ``book``: batch mode, the create is
         put in the creates book in the same script (no message to lose).
         """
-        stored = request.stored()
-        fingerprint = encoding.fingerprint(
-            stored if webhook_url is None else {**stored, "webhook_url": webhook_url}
+        job = NewJob(
+            job_id,
+            request,
+            accepted_at,
+            deadline_at,
+            idempotency_key,
+            due_at,
+            webhook_url,
+            owner,
+            book,
         )
-        ttl = int(self.retention + max(0.0, deadline_at - accepted_at)) + 1
-        shown = encoding.without_inline_images(stored)
-        full = json.dumps(stored, sort_keys=True)
-        # The request has a key of its own: a record whose values are all short stays
-        # in Redis's compact hash encoding (a listpack), about a third of the memory.
-        fields: dict[str, object] = {
-            "id": job_id,
-            "state": JobState.QUEUED,
-            "created_at": accepted_at,
-            "updated_at": accepted_at,
-            "deadline_at": deadline_at,
-            "attempts": 0,
-            "poll_seq": 0,
-            "idempotency_key": idempotency_key,
-        }
-        if webhook_url:
-            fields["webhook_url"] = webhook_url
-        if owner:
-            fields["owner"] = owner
-        idem_key = self.keys.idempotency(idempotency_key, owner) if idempotency_key else ""
-        payload_key = self.keys.payload(job_id) if shown != stored else ""
-        existing = self._scripts["create"](
-            keys=[
-                self.keys.job(job_id),
-                idem_key,
-                self.keys.active(),
-                self.keys.stats(),
-                self.keys.waiting(),
-                payload_key,
-                self.keys.creates() if book else "",
-                self.keys.request(job_id),
-            ],
-            args=[
-                job_id,
-                ttl,
-                fingerprint,
-                self.keys.job(""),
-                repr(accepted_at + self.stall_timeout if due_at is None else due_at),
-                "1" if self.budget.limit else "0",
-                repr(accepted_at),
-                full if payload_key else "",
-                json.dumps(shown, sort_keys=True),
-                *encoding.pairs(fields),
-            ],
+        call = create_call(
+            self.keys,
+            job,
+            retention=self.retention,
+            stall_timeout=self.stall_timeout,
+            line=bool(self.budget.limit),
         )
-        if not existing:
-            return job_id, True
-        existing_id, _, existing_fp = str(existing).partition(" ")
-        if existing_fp != fingerprint:
-            raise IdempotencyConflict(idempotency_key or "", existing_id)
-        return existing_id, False
+        return created(job, self._scripts["create"](keys=call.keys, args=call.args))
 
     def create_failed(self, job_id: str, request: object, kind: ErrorKind, message: str) -> None:
         """Record a job refused by the worker (a foreign ``send_task`` with bad input).
@@ -259,14 +204,14 @@ class JobStore(PollBooks, Deliveries):
             pipe = self.redis.pipeline(transaction=False)
             for key in keys:
                 pipe.hmget(key, ["created_at", "state"])
-            for key, (created, current) in zip(keys, pipe.execute() if keys else [], strict=True):
+            for key, (stamp, current) in zip(keys, pipe.execute() if keys else [], strict=True):
                 examined += 1
                 job_id = str(key)[prefix_len:]
                 if current is None or job_id in kept:
                     continue  # expired since the SCAN step, or a key SCAN gave twice
                 if state is not None and current != state.value:
                     continue
-                item = (_number(created), job_id)
+                item = (_number(stamp), job_id)
                 if len(newest) < limit:
                     heapq.heappush(newest, item)
                     kept.add(job_id)
@@ -326,33 +271,16 @@ class JobStore(PollBooks, Deliveries):
         ``due_at``: when the job's next step should have started; past it (plus the
         stall timeout, which the caller adds) the sweeper resumes the job.
         """
-        now = time.time() if now is None else now
-        ttl = self.retention if new_state.is_terminal else 0
-        result = self._scripts["transition"](
-            keys=[
-                self.keys.job(job_id),
-                self.keys.active(),
-                self.keys.stats(),
-                self.keys.slots(),
-                self.keys.waiting(),
-                self.keys.webhooks(),
-                self.keys.polls(),
-                self.keys.creates(),
-            ],
-            args=[
-                ",".join(s.value for s in allowed),
-                new_state.value,
-                repr(now),
-                fence.field if fence else "",
-                fence.op if fence else "eq",
-                fence.value if fence else "",
-                ttl,
-                increment or "",
-                _TERMINAL,
-                job_id,
-                "" if due_at is None else repr(due_at),
-                _BUCKETS,
-                *encoding.pairs(fields or {}),
-            ],
+        call = transition_call(
+            self.keys,
+            job_id,
+            allowed,
+            new_state,
+            fields,
+            fence=fence,
+            increment=increment,
+            now=time.time() if now is None else now,
+            due_at=due_at,
+            retention=self.retention,
         )
-        return {1: Outcome.APPLIED, 0: Outcome.REFUSED}.get(int(result), Outcome.MISSING)
+        return outcome(self._scripts["transition"](keys=call.keys, args=call.args))

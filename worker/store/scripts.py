@@ -13,7 +13,8 @@ import re
 from importlib import resources
 
 import redis
-from redis.commands.core import Script
+import redis.asyncio
+from redis.commands.core import AsyncScript, Script
 
 _INCLUDE = re.compile(r"^-- include: ([a-z_]+\.lua)[ \t]*$", re.MULTILINE)
 
@@ -32,4 +33,9 @@ def lua_script(name: str) -> str:
 def register(client: redis.Redis, *names: str) -> dict[str, Script]:
     """The scripts ``names`` registered on ``client`` (each runs by its hash, loaded
     into Redis on first use), by name."""
+    return {name: client.register_script(lua_script(name)) for name in names}
+
+
+def register_async(client: redis.asyncio.Redis, *names: str) -> dict[str, AsyncScript]:
+    """:func:`register` for an asyncio client: the same scripts, from the same files."""
     return {name: client.register_script(lua_script(name)) for name in names}

@@ -1,0 +1,53 @@
+"""The checks both clients make before a job is stored (its size, its webhook URL, its
+idempotency key), and the pause between a submit's tries."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from worker.errors import RequestError, RequestTooLarge, UrlRefused
+from worker.request import MAX_URL_LENGTH, GenerationRequest
+from worker.settings import Settings
+from worker.urls import check_url
+
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
+
+
+def check_submission(
+    settings: Settings,
+    request: GenerationRequest,
+    idempotency_key: str | None,
+    webhook_url: str | None,
+) -> None:
+    """Raise :class:`RequestError` (``field`` set) for a request this job store must
+    refuse: too large, a webhook URL not allowed, a malformed idempotency key."""
+    size = len(json.dumps(request.stored(), sort_keys=True).encode())
+    if size > settings.max_request_bytes:
+        raise RequestTooLarge(
+            "request",
+            f"is {size} bytes, more than the {settings.max_request_bytes} bytes "
+            "VIDEOQ_MAX_REQUEST_BYTES allows (send large images by URL)",
+        )
+    if webhook_url is not None:
+        _check_webhook_url(settings, webhook_url)
+    if idempotency_key is not None and (
+        not isinstance(idempotency_key, str) or not _IDEMPOTENCY_KEY.match(idempotency_key)
+    ):
+        raise RequestError(
+            "idempotency_key", "must be 1-200 printable ASCII characters without spaces"
+        )
+
+
+def _check_webhook_url(settings: Settings, url: object) -> None:
+    try:
+        check_url(url, allow_private=settings.allow_private_urls, max_length=MAX_URL_LENGTH)
+    except UrlRefused as exc:
+        raise RequestError("webhook_url", str(exc)) from None
+    if not settings.webhook_secret.get_secret_value():
+        raise RequestError("webhook_url", "webhooks are off: VIDEOQ_WEBHOOK_SECRET is not set")
+
+
+def retry_pause(attempt: int) -> float:
+    """Seconds before a submit's next try after try ``attempt`` (0-based) failed."""
+    return min(2.0, 0.05 * 2.0**attempt)
