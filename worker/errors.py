@@ -26,7 +26,7 @@ Callers tell them apart by type, never by message text.
 
 from __future__ import annotations
 
-from .job import Job
+from typing import Any
 
 
 class VideoqError(Exception):
@@ -223,7 +223,7 @@ class JobFailed(VideoqError):
     or ``cancelled``. ``job``: its final record; ``kind``: its ``error.kind``
     (``upstream_error``, ``deadline``, ``cancelled`` ...)."""
 
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: Any) -> None:  # a worker.job.Job (job.py imports this module)
         self.job = job
         self.job_id = job.id
         self.state = job.state.value
@@ -237,7 +237,7 @@ class WaitTimeout(VideoqError, TimeoutError):
     """A wait gave up before the job ended. The job itself keeps running: ``job_id``
     names it, ``job`` is its last record read. Also a builtin :class:`TimeoutError`."""
 
-    def __init__(self, job: Job, timeout: float) -> None:
+    def __init__(self, job: Any, timeout: float) -> None:  # a worker.job.Job, as above
         super().__init__(
             f"job {job.id} is still {job.state.value} after {timeout}s; it keeps running "
             "until it ends or reaches its deadline: look it up later by its id"
