@@ -35,6 +35,7 @@ from worker.store.aio import AsyncJobStore, connect_async
 from worker.urls import resolve_ahead
 
 from . import failures
+from .images import ImageSource, resolve_image_url
 from .listing import SCAN_COUNT, Page
 from .submission import check_submission, retry_pause
 from .updates import Update
@@ -100,15 +101,22 @@ class AsyncClient:
 
     async def submit(
         self,
-        image_url: str,
+        image_url: str | None = None,
         prompt: str | None = None,
         duration: int | str = 5,
         idempotency_key: str | None = None,
         webhook_url: str | None = None,
         owner: str | None = None,
+        *,
+        image: ImageSource | None = None,
         **upstream_options: object,
     ) -> str:
-        """``Client.submit``: validate and store a job (its create booked); its id."""
+        """``Client.submit``: validate and store a job (its create booked); its id.
+
+        ``image`` is a local image as in ``Client.submit``; a ``Path`` is read in this
+        call (a file of at most 7.5 MB): pass ``(bytes, content type)`` to read it your
+        own way."""
+        image_url = resolve_image_url(image_url, image, self.settings.max_request_bytes)
         # The checks resolve image hosts: from the cache this fills, not blocking.
         await resolve_ahead(_image_urls(image_url, upstream_options))
         request = build_request(image_url, prompt, duration, **upstream_options)
@@ -254,7 +262,7 @@ class AsyncClient:
 
     async def run(
         self,
-        image_url: str,
+        image_url: str | None = None,
         prompt: str | None = None,
         duration: int | str = 5,
         *,

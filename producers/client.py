@@ -281,7 +281,7 @@ class Client:
 
     def run(
         self,
-        image_url: str,
+        image_url: str | None = None,
         prompt: str | None = None,
         duration: int | str = 5,
         *,

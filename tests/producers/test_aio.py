@@ -25,6 +25,7 @@ from producers import (
 )
 from producers.local import free_port
 from tests.producers.conftest import IMG, Steps, booked_creates, end, job_keys, only_job
+from tests.producers.test_images import png
 from worker import urls
 from worker.settings import Settings
 
@@ -54,6 +55,18 @@ def test_records_are_the_ones_the_client_writes(client: Client) -> None:
     assert ours == theirs
     with pytest.raises(RequestError, match="idempotency_key"):
         arun(client.settings, lambda a: a.submit(IMG, prompt="other", idempotency_key="same"))
+
+
+def test_a_local_image_is_sent_as_the_sync_client_sends_it(client: Client, tmp_path: Path) -> None:
+    picture = tmp_path / "cat.png"
+    picture.write_bytes(png())
+    ours = arun(client.settings, lambda a: a.submit(image=picture, prompt="p"))
+    theirs = client.submit(image=(png(), "image/png"), prompt="p")
+    assert client.get(ours).request == client.get(theirs).request
+    assert client.get(ours).request["image_url"].startswith("data:image/png;base64,")
+    with pytest.raises(RequestError) as info:
+        arun(client.settings, lambda a: a.submit(image=(b"GIF89a...", "image/gif")))
+    assert info.value.field == "image" and len(job_keys(client)) == 2  # nothing stored
 
 
 @pytest.mark.parametrize(
