@@ -15,6 +15,8 @@ The families, and who sees them:
   callers turn it into an upstream or webhook outcome.
 - **webhook verification** (:class:`WebhookVerificationError`): a delivery's
   signature, timestamp or headers do not check out.
+- **job ended** (:class:`JobEnded`): a chain-mode task ended its job ``failed`` or
+  ``timed_out``; raised only so that Flower lists the task as a failure.
 
 Callers tell them apart by type, never by message text.
 """
@@ -179,3 +181,26 @@ class TooLarge(HttpFailure):
 
 class WebhookVerificationError(VideoqError, ValueError):
     """The webhook's signature, timestamp or headers do not check out."""
+
+
+# --- job ended ----------------------------------------------------------------------------
+
+
+class JobEnded(VideoqError):
+    """A task whose step ended its job ``failed`` or ``timed_out`` raises this once
+    the record is written and the job's follow-ups (webhook, the line for its slot)
+    are done, so that Flower lists the task under Failed with the reason. An expected
+    failure (``Task.throws``): logged without a traceback, never retried, and the
+    message is acknowledged; the job's record is the outcome, and stays as written.
+
+    The message is ``<error kind>: <message> (job <id>, <state>)``."""
+
+    def __init__(self, job_id: str, state: str, reason: str) -> None:
+        super().__init__(f"{reason} (job {job_id}, {state})")
+        self.job_id = job_id
+        self.state = state
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[JobEnded], tuple[str, str, str]]:
+        # Crosses the prefork pool pickled: rebuilt from its own fields.
+        return (type(self), (self.job_id, self.state, self.reason))
