@@ -193,13 +193,17 @@ class JobEnded(VideoqError):
     failure (``Task.throws``): logged without a traceback, never retried, and the
     message is acknowledged; the job's record is the outcome, and stays as written.
 
-    The message is ``<error kind>: <message> (job <id>, <state>)``."""
+    The message is ``<error kind>: <message> (job <id>, <state>)``, and so is the
+    ``repr`` (what Flower's Exception column shows: the reason first, not the type)."""
 
     def __init__(self, job_id: str, state: str, reason: str) -> None:
         super().__init__(f"{reason} (job {job_id}, {state})")
         self.job_id = job_id
         self.state = state
         self.reason = reason
+
+    def __repr__(self) -> str:
+        return str(self)
 
     def __reduce__(self) -> tuple[type[JobEnded], tuple[str, str, str]]:
         # Crosses the prefork pool pickled: rebuilt from its own fields.

@@ -19,10 +19,11 @@ JOB_ROW = "videoq.job"
 
 
 def task_label(job_id: str, step: str, number: int) -> str:
-    """What Flower shows as a task's arguments (``kwargsrepr``): the job first (Flower's
-    column cuts long values at the right), then the step and its attempt or poll
-    number: ``{'job_id': '…', 'step': 'poll', 'n': 3}``. Short, no secrets."""
-    return repr({"job_id": job_id, "step": step, "n": number})
+    """What Flower shows as a task's arguments (``kwargsrepr``): the job first, then the
+    step and its attempt or poll number: ``job 3f2a…e9, poll 3``. Flower cuts the
+    column at 400 px, so the job id (32 characters) must start near its left edge. Short,
+    no secrets."""
+    return f"job {job_id}, {step} {number}"
 
 
 @dataclass(frozen=True)

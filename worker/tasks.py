@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 import uuid
 from functools import partial
@@ -174,7 +173,7 @@ def _show_failures(task: Any, report: TickReport) -> None:
                     retry=False,
                 )
                 # Started, so that Flower's gauge of prefetched tasks is not left raised.
-                events.send("task-started", uuid=ended.job_id, pid=os.getpid(), retry=False)
+                events.send("task-started", uuid=ended.job_id, retry=False)
                 failure = JobEnded(ended.job_id, ended.state.value, ended.reason)
                 events.send(
                     "task-failed",

@@ -7,6 +7,7 @@ failed row of task events for each job it ended. Run through Celery's own tracer
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -63,6 +64,9 @@ def test_a_poll_that_fails_its_job_fails_its_task_and_leaves_the_record_as_writt
     assert result.state == "FAILURE"
     assert isinstance(result.result, JobEnded)
     assert str(result.result) == ("upstream_error: GenerationError: nsfw (job job-1, failed)")
+    # Flower shows the repr; the exception crosses the prefork pool pickled.
+    assert repr(result.result) == str(result.result)
+    assert str(pickle.loads(pickle.dumps(result.result))) == str(result.result)
     assert written == [chain.store.get("job-1")]  # raising wrote nothing
     assert chain.state() is JobState.FAILED
     _no_traceback(caplog)
@@ -150,7 +154,7 @@ def test_a_tick_sends_a_failed_row_for_each_job_it_failed_and_succeeds(
     ]
     received = next(f for kind, f in events.sent if kind == "task-received")
     assert received["name"] == JOB_ROW
-    assert received["kwargs"] == "{'job_id': 'a', 'step': 'poll', 'n': 1}"
+    assert received["kwargs"] == "job a, poll 1"
     failed = next(f for kind, f in events.sent if kind == "task-failed")
     assert "upstream_error: GenerationError: nsfw (job a, failed)" in failed["exception"]
     assert w.store.get("a") is not None and w.state("a") is JobState.FAILED
@@ -165,7 +169,7 @@ def test_a_create_tick_sends_a_failed_row_for_a_rejected_create(
     w.upstream.create_answers.append(Rejected(401, "bad key"))
     assert tasks.create_tick.apply(kwargs={"tick": w.clock()}).state == "SUCCESS"
     [(_, received), _, (_, failed)] = [e for e in events.sent if e[1].get("uuid") == "a"]
-    assert received["kwargs"] == "{'job_id': 'a', 'step': 'create', 'n': 1}"
+    assert received["kwargs"] == "job a, create 1"
     assert "upstream_rejected: HTTP 401: bad key" in failed["exception"]
 
 
