@@ -90,6 +90,22 @@ class Flower:
         tasks: dict[str, Any] = answer.json()
         return tasks
 
+    def failed_filter(self) -> list[dict[str, Any]]:
+        """The rows the tasks page shows with its Failed filter on (its table's query)."""
+        query = {
+            "draw": "1",
+            "start": "0",
+            "length": "100",
+            "search[value]": "state:FAILURE",
+            "order[0][column]": "0",
+            "order[0][dir]": "desc",
+            "columns[0][data]": "received",
+        }
+        answer = requests.post(self.url + "/tasks/datatable", data=query, auth=AUTH, timeout=10)
+        answer.raise_for_status()
+        rows: list[dict[str, Any]] = answer.json()["data"]
+        return rows
+
     def failed_row(self, job_id: str) -> dict[str, Any]:
         """The row the Failed filter's query (``state=FAILURE``) lists for a job."""
         give_up = time.monotonic() + 20
@@ -195,6 +211,7 @@ def test_in_batch_mode_flower_shows_what_each_tick_did(clusters: Any, tmp_path: 
         assert (row["name"], row["uuid"]) == (JOB_ROW, failed_id)
         assert row["kwargs"].startswith(f"job {failed_id}, poll ")
         assert "upstream_error: GenerationError: simulated failure" in row["exception"]
+        assert [r["uuid"] for r in f.failed_filter()] == [failed_id]  # as the page lists it
         assert batch.client.get(failed_id) == ended[failed_id]  # the record as it ended
         assert len(batch.sim.creates(failing)) == 1
         time.sleep(1.0)  # the last task events

@@ -186,3 +186,11 @@ def test_a_tick_whose_events_cannot_be_sent_still_succeeds(
     assert result.state == "SUCCESS"
     assert w.state("a") is JobState.FAILED
     assert "tick.events_failed" in caplog.text
+
+
+def test_a_refused_foreign_create_fails_its_task(chain: World) -> None:
+    result = tasks.generate_video.apply(kwargs={"request": {"image_url": "nope"}}, task_id="f-1")
+    assert result.state == "FAILURE"
+    assert str(result.result).startswith("validation: image_url: ")
+    assert str(result.result).endswith("(job f-1, failed)")
+    assert chain.state("f-1") is JobState.FAILED
