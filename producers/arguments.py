@@ -261,8 +261,8 @@ def _demo(sub: Any) -> None:
         "demo",
         help="run everything locally: Redis, simulator, worker, Flower, a few jobs",
         description="Start a private Redis (unless VIDEOQ_REDIS_URL is set), the simulator, "
-        "a worker and Flower; submit a few jobs; show progress until all end; print the "
-        "records; clean up.",
+        "a worker and Flower; submit a few jobs; show progress until all end; print a "
+        "table of the jobs; clean up all but the logs, whose directory it prints last.",
     )
     d.add_argument("--jobs", type=int, default=4, help="how many jobs (default 4)")
     d.add_argument(
@@ -274,6 +274,12 @@ def _demo(sub: Any) -> None:
     d.add_argument("--poll-interval", type=float, default=1.0, help="default 1")
     d.add_argument("--deadline", type=float, default=60.0, help="default 60")
     d.add_argument("--no-flower", action="store_true", help="do not start Flower")
+    d.add_argument(
+        "--logs",
+        metavar="DIR",
+        help="where the worker's and Flower's logs go, kept after the demo (default: a "
+        "new videoq-demo-<date>-<time>-... directory in the system's temporary directory)",
+    )
     d.add_argument(
         "--keep-running",
         action="store_true",

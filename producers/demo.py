@@ -1,13 +1,14 @@
 """``videoq demo``: the whole product on one machine in about a minute.
 
 A private Redis (or ``VIDEOQ_REDIS_URL``), the simulator as upstream, one worker, Flower,
-a few jobs with live progress, then every job's final record on stdout.
+a few jobs with live progress, then a short table of the jobs on stdout, a summary, and
+the directory that keeps the worker's and Flower's logs after the demo exits (its
+last line). Everything else it started is stopped and removed.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -47,17 +48,33 @@ def _interrupt(signum: int, _frame: object) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    """Run the demo; Ctrl-C or SIGTERM at any point stops it and cleans everything up."""
+    """Run the demo; Ctrl-C or SIGTERM at any point stops it and cleans everything up
+    but the logs, whose directory is the last line printed."""
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _interrupt)
+    logs = logs_dir(args.logs)
     try:
-        return _run(args)
+        return _run(args, logs)
     except KeyboardInterrupt:
         _say("videoq demo: interrupted; everything it started has been stopped.")
         return 130
+    finally:
+        print(f"Logs: {logs}  (worker.log, flower.log; kept after the demo)", flush=True)
 
 
-def _run(args: argparse.Namespace) -> int:
+def logs_dir(wanted: str | None, now: float | None = None) -> Path:
+    """Where the demo writes the worker's and Flower's logs, created now: ``wanted``,
+    or a new ``videoq-demo-<date>-<time>-…`` directory in the system's temporary
+    directory. It is not removed when the demo exits."""
+    if wanted:
+        path = Path(wanted).expanduser()
+        path.mkdir(parents=True, exist_ok=True)
+        return path.resolve()
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    return Path(tempfile.mkdtemp(prefix=f"videoq-demo-{stamp}-"))
+
+
+def _run(args: argparse.Namespace, logs: Path) -> int:
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="videoq-demo-")))
         redis_url = _redis(stack)
@@ -66,13 +83,13 @@ def _run(args: argparse.Namespace) -> int:
         sim = _simulator(stack, args)
         queue = f"videoq-demo-{os.getpid()}"
         env = _worker_env(args, redis_url, sim, queue)
-        worker_log_path = workdir / "worker.log"
+        worker_log_path = logs / "worker.log"
         worker_log = stack.enter_context(worker_log_path.open("wb"))
         worker = start_worker(env, worker_log, name="demo", concurrency=2)
         stack.callback(stop_process, worker)
         _say(f"Worker: pid {worker.pid}, prefork x2 (log: {worker_log_path})")
         if not args.no_flower:
-            _flower(stack, env, workdir)
+            _flower(stack, env, workdir, logs)
 
         settings = load_settings(
             redis_url=redis_url,
@@ -138,9 +155,9 @@ def _worker_env(
     }
 
 
-def _flower(stack: ExitStack, env: dict[str, str], workdir: Path) -> None:
+def _flower(stack: ExitStack, env: dict[str, str], workdir: Path, logs: Path) -> None:
     port = free_port()
-    flower_log = stack.enter_context((workdir / "flower.log").open("wb"))
+    flower_log = stack.enter_context((logs / "flower.log").open("wb"))
     flower = start_flower(env, flower_log, port, workdir / "flower.db")
     stack.callback(stop_process, flower)
     _say(f"Flower: http://127.0.0.1:{port}/tasks  (task events on)")
@@ -170,16 +187,39 @@ def _follow(
         time.sleep(1.0)
 
 
-def _report(jobs: list[Job], sim: Simulator) -> None:
-    """Every job's record on stdout; what the upstream saw on stderr."""
+def table(jobs: list[Job]) -> list[str]:
+    """One line per job under a header: its id (12 characters), state, seconds from
+    acceptance to its end, credits when the upstream said, and its video URL or its
+    error (kind: message). ``videoq status JOB --json`` has the whole record."""
+    rows = [("job", "state", "seconds", "credits", "video or error")]
     for job in jobs:
-        print(json.dumps(job.to_dict(), indent=2, sort_keys=True))
+        seconds = (job.finished_at or 0.0) - (job.created_at or job.finished_at or 0.0)
+        credits = "-" if job.credits_used is None else f"{job.credits_used:g}"
+        if job.video_url:
+            outcome = job.video_url
+        elif job.error:
+            outcome = f"{job.error.kind}: {job.error.message}"
+        else:
+            outcome = "-"
+        rows.append((job.id[:12], job.state.value, f"{seconds:.1f}", credits, outcome))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return [
+        f"{ident:<{widths[0]}}  {state:<{widths[1]}}  {seconds:>{widths[2]}}  "
+        f"{credits:>{widths[3]}}  {outcome}"
+        for ident, state, seconds, credits, outcome in rows
+    ]
+
+
+def _report(jobs: list[Job], sim: Simulator) -> None:
+    """The jobs' table and what the upstream saw, on stdout."""
+    print("\n".join(table(jobs)))
     log = sim.requests()
     creates = len(sim.creates())
     limited = sum(1 for r in log if r.status_code == 429)
-    _say(
+    print(
         f"Done: {len(jobs)} jobs, {creates} upstream creates, {len(log)} upstream "
-        f"requests in all, {limited} answered 429 and retried."
+        f"requests in all, {limited} answered 429 and retried.",
+        flush=True,
     )
 
 

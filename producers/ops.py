@@ -24,8 +24,9 @@ from producers.exits import (
 )
 from worker.settings import Settings, load_settings
 
-# What an operator wants to see in the task list: the kwargs carry job id and attempt.
-FLOWER_COLUMNS = "name,uuid,state,kwargs,received,started,runtime,worker"
+# What an operator wants to see in the task list: the kwargs carry the job id (first)
+# and the step; a failed job's row says why in the exception (``JobEnded``).
+FLOWER_COLUMNS = "name,uuid,state,kwargs,exception,received,started,runtime,worker"
 
 
 def is_local(host: str) -> bool:

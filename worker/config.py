@@ -39,6 +39,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Every step is idempotent (atomic claims in the job store), so a step whose
         # worker died may safely run again: acknowledge only after it ran.
         "task_acks_late": True,
+        # A task that raised (JobEnded: its step ended the job failed or timed out) is
+        # acknowledged, never redelivered: the job's record already holds the outcome.
+        "task_acks_on_failure": True,
         "task_reject_on_worker_lost": True,
         # Publishing the next step must not fail on a momentary broker error.
         "task_publish_retry": True,

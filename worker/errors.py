@@ -20,6 +20,8 @@ The families, and who sees them:
   video yet, a refused URL, a bad answer, a timeout, too large, an unwritable path).
 - **waiting** (:class:`JobFailed`, :class:`WaitTimeout`): a job a caller waited for
   ended without a video, or did not end in the time the caller gave.
+- **job ended** (:class:`JobEnded`): a chain-mode task ended its job ``failed`` or
+  ``timed_out``; raised only so that Flower lists the task as a failure.
 
 Callers tell them apart by type, never by message text.
 """
@@ -244,3 +246,30 @@ class WaitTimeout(VideoqError, TimeoutError):
         )
         self.job = job
         self.job_id = job.id
+
+
+# --- job ended ----------------------------------------------------------------------------
+
+
+class JobEnded(VideoqError):
+    """A task whose step ended its job ``failed`` or ``timed_out`` raises this once
+    the record is written and the job's follow-ups (webhook, the line for its slot)
+    are done, so that Flower lists the task under Failed with the reason. An expected
+    failure (``Task.throws``): logged without a traceback, never retried, and the
+    message is acknowledged; the job's record is the outcome, and stays as written.
+
+    The message is ``<error kind>: <message> (job <id>, <state>)``, and so is the
+    ``repr`` (what Flower's Exception column shows: the reason first, not the type)."""
+
+    def __init__(self, job_id: str, state: str, reason: str) -> None:
+        super().__init__(f"{reason} (job {job_id}, {state})")
+        self.job_id = job_id
+        self.state = state
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def __reduce__(self) -> tuple[type[JobEnded], tuple[str, str, str]]:
+        # Crosses the prefork pool pickled: rebuilt from its own fields.
+        return (type(self), (self.job_id, self.state, self.reason))

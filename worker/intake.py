@@ -74,11 +74,13 @@ def run_create_tick(
         deadline_at = job.deadline_at or now
         if job.state is JobState.SUBMITTING:
             # A resumed job whose create claim is unresolved: the one-job path settles it.
-            run_generate(tick_rt, job_id, deadline_at, job.attempts + 1)
+            report.note(run_generate(tick_rt, job_id, deadline_at, job.attempts + 1))
             continue
         body = prepare_create(tick_rt, job, deadline_at, job.attempts + 1)
-        if body is not None:
+        if isinstance(body, dict):
             ready[job_id] = (job, body)
+        else:
+            report.note(body)
     token, claimed = claim_batch(tick_rt, {i: j.attempts + 1 for i, (j, _) in ready.items()})
     started = [(i, *ready[i]) for i in ready if i in claimed]
     calls = [(body, rt.call_timeout(job.deadline_at or now)) for _, job, body in started]
@@ -89,7 +91,7 @@ def run_create_tick(
         job_id, job, _ = started[item[0]]
         try:
             claimed_create = ClaimedCreate(job_id, job.deadline_at or now, job.attempts + 1, token)
-            create_answered(tick_rt, claimed_create, item[1])
+            report.note(create_answered(tick_rt, claimed_create, item[1]))
         except redis.RedisError as exc:
             report.failed += 1
             logs.event(

@@ -14,16 +14,17 @@ POLL_TASK = "videoq.poll_video"
 WEBHOOK_TASK = "videoq.deliver_webhook"
 TICK_TASK = "videoq.poll_tick"
 CREATE_TICK_TASK = "videoq.create_tick"
+# Not a task: the name of the Flower row a batch tick sends (task events only) for each
+# job it ended failed or timed out, under the job's id.
+JOB_ROW = "videoq.job"
 
 
-def task_label(job_id: str, step: str, number: int, state: str | None = None) -> str:
-    """What Flower shows as a task's arguments (``kwargsrepr``): the step, its attempt or
-    poll number, the job state the step starts from, and the job. Short, no secrets."""
-    label: dict[str, object] = {"step": step, "n": number}
-    if state:
-        label["state"] = state
-    label["job_id"] = job_id  # last: Flower's column cuts long values at the right
-    return repr(label)
+def task_label(job_id: str, step: str, number: int) -> str:
+    """What Flower shows as a task's arguments (``kwargsrepr``): the job first, then the
+    step and its attempt or poll number: ``job 3f2a…e9, poll 3``. Flower cuts the
+    column at 400 px, so the job id (32 characters) must start near its left edge. Short,
+    no secrets."""
+    return f"job {job_id}, {step} {number}"
 
 
 @dataclass(frozen=True)

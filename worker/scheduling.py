@@ -51,7 +51,7 @@ class TaskScheduler:
             kwargs={"job_id": job_id, "deadline_at": deadline_at, "attempt": attempt},
             countdown=countdown,
             queue=self.queue,
-            kwargsrepr=task_label(job_id, "create", attempt, "queued"),
+            kwargsrepr=task_label(job_id, "create", attempt),
         )
 
     def poll(
@@ -62,7 +62,7 @@ class TaskScheduler:
             kwargs={"job_id": job_id, "deadline_at": deadline_at, "seq": seq, "errors": errors},
             countdown=countdown,
             queue=self.queue,
-            kwargsrepr=task_label(job_id, "poll", seq, "generating"),
+            kwargsrepr=task_label(job_id, "poll", seq),
         )
 
     def webhook(self, job_id: str, attempt: int, countdown: float) -> None:

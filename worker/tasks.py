@@ -4,6 +4,13 @@ Messages carry only ``job_id``, ``deadline_at`` and a sequence number: the reque
 lives in the job record, so no image payload and no secret ever travels in a message.
 Every task shares :class:`VideoqTask`, which hands the message back when Redis cannot
 serve the step.
+
+Flower lists a job that ended without its video as a failure. In chain mode the task
+whose step ended the job raises :class:`JobEnded` once the record is written and the
+job's follow-ups are done (an expected failure: no traceback, no retry, acknowledged).
+A batch tick serves many jobs and never fails for one: it sends task events (received,
+started, failed) for each job it ended failed or timed out, under the job's id and
+the name ``videoq.job`` (no such task exists; the events are the row).
 """
 
 from __future__ import annotations
@@ -21,9 +28,18 @@ from redis.exceptions import RedisError
 
 from . import logs
 from .app import app
-from .chain import PollStep, accept_foreign, run_generate, run_poll
+from .chain import Ended, PollStep, accept_foreign, run_generate, run_poll
+from .errors import JobEnded
 from .intake import run_create_tick
-from .keys import CREATE_TICK_TASK, GENERATE_TASK, POLL_TASK, TICK_TASK, WEBHOOK_TASK
+from .keys import (
+    CREATE_TICK_TASK,
+    GENERATE_TASK,
+    JOB_ROW,
+    POLL_TASK,
+    TICK_TASK,
+    WEBHOOK_TASK,
+    task_label,
+)
 from .runtime import Runtime
 from .store import redis_unavailable, refuses_writes
 from .ticks import TickReport, run_tick
@@ -39,6 +55,9 @@ class VideoqTask(Task):  # type: ignore[misc]
     reject_on_worker_lost = True
     ignore_result = True
     max_retries = 0
+    # A step that ended its job failed or timed out: an expected failure (Celery logs
+    # one line, no traceback), never retried, and acknowledged (task_acks_on_failure).
+    throws = (JobEnded,)
     step = "-"  # names the step in logs
     first_attempt = 0  # the attempt of a message that names none
 
@@ -121,11 +140,63 @@ def _send_tick(task: Any, step: str, tick: float) -> None:
 def _show(task: Any, report: TickReport) -> str:
     """What a tick did, for Flower's arguments column: Flower merges the fields of a
     task's events into its row, so a custom event replaces the arguments shown at
-    sending (the slot) with what the tick did."""
+    sending (the slot) with what the tick did. Then a failed row for each job the tick
+    ended failed or timed out (:func:`_show_failures`)."""
     label = report.label()
     with contextlib.suppress(Exception):  # monitoring only: never fail the tick for it
         task.send_event("task-progress", kwargs=label)
+    _show_failures(task, report)
     return label
+
+
+def _show_failures(task: Any, report: TickReport) -> None:
+    """Batch mode: a Flower row in state FAILURE for each job the tick ended failed or
+    timed out, sent as task events under the job's id: ``task-received`` with the
+    name and arguments, ``task-started``, then ``task-failed`` with the reason, read
+    as a chain-mode task's :class:`JobEnded` reads. Monitoring only: a failure to
+    send is logged, never raised, and nothing is retried."""
+    if not report.failures:
+        return
+    step = "poll" if report.step == "tick" else "create"
+    try:
+        with task.app.events.default_dispatcher(hostname=task.request.hostname) as events:
+            for ended in report.failures:
+                events.send(
+                    "task-received",
+                    uuid=ended.job_id,
+                    name=JOB_ROW,
+                    args="()",
+                    kwargs=task_label(ended.job_id, step, ended.attempt),
+                    retries=0,
+                    root_id=ended.job_id,
+                    parent_id=task.request.id,
+                    retry=False,
+                )
+                # Started, so that Flower's gauge of prefetched tasks is not left raised.
+                events.send("task-started", uuid=ended.job_id, retry=False)
+                failure = JobEnded(ended.job_id, ended.state.value, ended.reason)
+                events.send(
+                    "task-failed",
+                    uuid=ended.job_id,
+                    exception=repr(failure),
+                    traceback="",
+                    retry=False,
+                )
+    except Exception as exc:  # monitoring must never fail a tick
+        logs.event(
+            "tick.events_failed",
+            level=logging.WARNING,
+            step=report.step,
+            jobs=len(report.failures),
+            error=f"{type(exc).__name__}: {str(exc)[:200]}",
+        )
+
+
+def _raise_if_failed(ended: Ended | None) -> None:
+    """Chain mode: the step ended its job failed or timed out (its record written, its
+    follow-ups done): fail the task, so that Flower lists it under Failed."""
+    if ended is not None and ended.failed:
+        raise JobEnded(ended.job_id, ended.state.value, ended.reason)
 
 
 @_task(GENERATE_TASK, "generate", GenerateTask)  # type: ignore[untyped-decorator]
@@ -146,13 +217,13 @@ def generate_video(
     rt = self.runtime
     if job_id is None:
         accepted = accept_foreign(rt, self.request.id or uuid.uuid4().hex, request, params)
-        if accepted is None:
-            return
+        if isinstance(accepted, Ended):
+            return _raise_if_failed(accepted)
         job_id, deadline_at = accepted
     if deadline_at is None:
         job = rt.store.get(job_id)
         deadline_at = job.deadline_at if job and job.deadline_at else time.time()
-    run_generate(rt, job_id, float(deadline_at), int(attempt))
+    _raise_if_failed(run_generate(rt, job_id, float(deadline_at), int(attempt)))
 
 
 @_task(POLL_TASK, "poll")  # type: ignore[untyped-decorator]
@@ -160,7 +231,8 @@ def poll_video(
     self: VideoqTask, job_id: str, deadline_at: float, seq: int, errors: int = 0
 ) -> None:
     """Ask the upstream once for a job's status; end the job or schedule the next poll."""
-    run_poll(self.runtime, PollStep(job_id, float(deadline_at), int(seq), int(errors)))
+    step = PollStep(job_id, float(deadline_at), int(seq), int(errors))
+    _raise_if_failed(run_poll(self.runtime, step))
 
 
 @_task(WEBHOOK_TASK, "webhook", DeliverTask)  # type: ignore[untyped-decorator]

@@ -29,14 +29,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from itertools import chain
 
 import redis
 
 from . import logs
 from .answers import Status
-from .chain import DEADLINE_EPSILON, PollStep, poll_answered, poll_out_of_time
+from .chain import DEADLINE_EPSILON, Ended, PollStep, poll_answered, poll_out_of_time
 from .errors import UpstreamError
 from .ratelimit import Kind, Refused, Slot
 from .runtime import Runtime
@@ -67,6 +67,13 @@ class TickReport:
     created: int = 0  # creates made
     failed: int = 0  # steps Redis failed (their jobs stay leased)
     more: int = 0  # still due after this tick (another tick was sent for them)
+    # The jobs this tick ended failed or timed out (Flower shows each as a failed row).
+    failures: list[Ended] = field(default_factory=list)
+
+    def note(self, ended: Ended | None) -> None:
+        """A step's outcome: a job it ended without its video is kept."""
+        if ended is not None and ended.failed:
+            self.failures.append(ended)
 
     def label(self) -> str:
         shown: dict[str, object] = {"step": self.step}
@@ -188,9 +195,9 @@ def run_tick(rt: Runtime, tick: float, fetch: Fetch, publish: Callable[[], None]
         try:
             as_step = PollStep(poll.job_id, poll.deadline_at, poll.seq, poll.errors)
             if answer is None:
-                poll_out_of_time(tick_rt, as_step)
+                report.note(poll_out_of_time(tick_rt, as_step))
             else:
-                poll_answered(tick_rt, as_step, answer)
+                report.note(poll_answered(tick_rt, as_step, answer))
         except redis.RedisError as exc:
             # The job stays leased: the first tick after the lease polls it again.
             report.failed += 1

@@ -1,15 +1,18 @@
-"""``videoq demo`` from the installed console script: runs, prints records, cleans up."""
+"""``videoq demo`` from the installed console script: runs, prints a table of the jobs,
+cleans up all but its logs, whose directory is its last line."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,7 +47,25 @@ def _port_closed(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
-def test_demo_runs_every_job_to_the_end_and_cleans_up() -> None:
+@pytest.fixture
+def kept() -> Iterator[list[Path]]:
+    """The log directories a demo kept: removed after the test."""
+    dirs: list[Path] = []
+    yield dirs
+    for path in dirs:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _logs_line(stdout: str, kept: list[Path]) -> Path:
+    """The demo's last line names its logs' directory (kept, then removed by the test)."""
+    last = stdout.rstrip("\n").splitlines()[-1]
+    match = re.fullmatch(r"Logs: (\S+)  \(worker\.log, flower\.log; kept after the demo\)", last)
+    assert match, stdout[-2000:]
+    kept.append(Path(match.group(1)))
+    return kept[-1]
+
+
+def test_demo_runs_every_job_to_the_end_and_cleans_up(kept: list[Path]) -> None:
     done = subprocess.run(
         [SCRIPT, "demo", "--jobs", "4", "--generation-time", "2"],
         env=_env(),
@@ -52,21 +73,37 @@ def test_demo_runs_every_job_to_the_end_and_cleans_up() -> None:
         text=True,
         timeout=120,
     )
+    logs = _logs_line(done.stdout, kept)
     assert done.returncode == 0, done.stderr[-3000:]
-    records = [json.loads(chunk) for chunk in re.split(r"(?m)^(?=\{)", done.stdout) if chunk]
-    assert len(records) == 4
-    states = sorted(r["state"] for r in records)
-    assert states == ["completed", "completed", "completed", "failed"]  # job 4 is [sim:error]
-    assert all(r["generation_id"] for r in records)
+    # A short table (a header and a row per job), the summary, the logs' directory.
+    lines = done.stdout.rstrip("\n").splitlines()
+    assert len(lines) == 1 + 4 + 2, done.stdout
+    assert lines[0].split() == ["job", "state", "seconds", "credits", "video", "or", "error"]
+    rows = [line.split(maxsplit=4) for line in lines[1:5]]
+    assert all(re.fullmatch(r"[0-9a-f]{12}", row[0]) for row in rows)
+    assert sorted(row[1] for row in rows) == ["completed", "completed", "completed", "failed"]
+    assert all(float(row[2]) > 0 and float(row[3]) > 0 for row in rows)  # seconds, credits
+    for _, state, _, _, outcome in rows:  # job 4 is [sim:error]
+        if state == "completed":
+            assert re.fullmatch(r"http://127\.0\.0\.1:\d+/\S+\.mp4\S*", outcome)
+        else:
+            assert outcome == "upstream_error: GenerationError: simulated failure"
+    assert lines[5].startswith("Done: 4 jobs, 4 upstream creates, ")
+    assert lines[5].endswith(", 1 answered 429 and retried.")
+    # The logs outlive the demo, in the system's temporary directory.
+    assert logs.parent == Path(tempfile.gettempdir()) and logs.name.startswith("videoq-demo-")
+    assert b" ready." in (logs / "worker.log").read_bytes()
+    assert (logs / "flower.log").stat().st_size > 0
+    assert f"(log: {logs / 'worker.log'})" in done.stderr
     assert "Flower: http://127.0.0.1:" in done.stderr
-    assert "4 upstream creates" in done.stderr and "1 answered 429 and retried" in done.stderr
     pids, port = _pids_and_port(done.stderr)
     assert all(_gone(pid) for pid in pids) and _port_closed(port)
 
 
-def test_demo_stopped_with_sigterm_cleans_up() -> None:
+def test_demo_stopped_with_sigterm_cleans_up(tmp_path: Path, kept: list[Path]) -> None:
+    logs = ["--logs", str(tmp_path / "logs")]
     proc = subprocess.Popen(
-        [SCRIPT, "demo", "--jobs", "2", "--generation-time", "60", "--no-flower"],
+        [SCRIPT, "demo", "--jobs", "2", "--generation-time", "60", "--no-flower", *logs],
         env=_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -80,8 +117,10 @@ def test_demo_stopped_with_sigterm_cleans_up() -> None:
         assert line and time.monotonic() < give_up, seen
         seen += line
     proc.send_signal(signal.SIGTERM)
-    _, rest = proc.communicate(timeout=60)
+    out, rest = proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert "interrupted" in rest
+    assert _logs_line(out, kept) == tmp_path / "logs"  # --logs: there, and kept
+    assert (tmp_path / "logs" / "worker.log").exists()
     pids, port = _pids_and_port(seen)
     assert all(_gone(pid) for pid in pids) and _port_closed(port)

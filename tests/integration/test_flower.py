@@ -1,15 +1,18 @@
-"""Flower on videoq (``videoq flower``): auth, the tasks page in a real browser, metrics,
-state kept across a restart."""
+"""Flower on videoq (``videoq flower``): auth, the tasks page in a real browser (and its
+Failed filter, in both modes), metrics, state kept across a restart."""
 
 from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +20,10 @@ import pytest
 import requests
 
 from producers.local import free_port, stop_process
+from producers.ops import FLOWER_COLUMNS
 from tests.integration.conftest import Cluster, make_cluster
-from worker.keys import CREATE_TICK_TASK, TICK_TASK
+from worker.keys import CREATE_TICK_TASK, JOB_ROW, POLL_TASK, TICK_TASK
+from worker.states import JobState
 
 USER, PASSWORD = "ops", "flower-test-password"
 AUTH = (USER, PASSWORD)
@@ -79,11 +84,41 @@ class Flower:
             stop_process(self.proc, grace=10)
             self.proc = None
 
-    def tasks(self) -> dict[str, Any]:
-        answer = requests.get(self.url + "/api/tasks", auth=AUTH, timeout=10)
+    def tasks(self, **query: str) -> dict[str, Any]:
+        answer = requests.get(self.url + "/api/tasks", params=query, auth=AUTH, timeout=10)
         answer.raise_for_status()
         tasks: dict[str, Any] = answer.json()
         return tasks
+
+    def failed_filter(self) -> list[dict[str, Any]]:
+        """The rows the tasks page shows with its Failed filter on (its table's query)."""
+        query = {
+            "draw": "1",
+            "start": "0",
+            "length": "100",
+            "search[value]": "state:FAILURE",
+            "order[0][column]": "0",
+            "order[0][dir]": "desc",
+            "columns[0][data]": "received",
+        }
+        answer = requests.post(self.url + "/tasks/datatable", data=query, auth=AUTH, timeout=10)
+        answer.raise_for_status()
+        rows: list[dict[str, Any]] = answer.json()["data"]
+        return rows
+
+    def failed_row(self, job_id: str) -> dict[str, Any]:
+        """The row the Failed filter's query (``state=FAILURE``) lists for a job."""
+        give_up = time.monotonic() + 20
+        while True:
+            rows = [
+                t for t in self.tasks(state="FAILURE").values() if job_id in (t.get("kwargs") or "")
+            ]
+            if rows:
+                [row] = rows
+                found: dict[str, Any] = row
+                return found
+            assert time.monotonic() < give_up, f"Flower lists no failed task for {job_id}"
+            time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
@@ -143,12 +178,9 @@ def test_flower_needs_auth_and_shows_the_jobs_tasks(flower: Flower, cluster: Clu
     assert {t["state"] for t in tasks.values()} == {"SUCCESS"}
     for task in tasks.values():  # small, secret-free arguments: ids, a deadline, a counter
         assert len(task["kwargs"]) < 200 and "TOPSECRET" not in task["kwargs"]
-        assert "job_id" in task["kwargs"]
-        # what an operator reads: the job, the step with its number, the job's state
-        if task["name"] == "videoq.poll_video":
-            assert "'step': 'poll'" in task["kwargs"] and "'state': 'generating'" in task["kwargs"]
-        else:
-            assert "'step': 'create'" in task["kwargs"] and "'state': 'queued'" in task["kwargs"]
+        # what an operator reads: the job first, then the step with its number
+        step = "poll" if task["name"] == "videoq.poll_video" else "create"
+        assert re.fullmatch(rf"job [0-9a-f]{{32}}, {step} [0-9]+", task["kwargs"])
     # Prometheus: Flower's /metrics answers with auth on (Flower serves it without auth).
     metrics = requests.get(flower.url + "/metrics", timeout=5)
     assert metrics.status_code == 200 and "flower_events_total" in metrics.text
@@ -170,12 +202,23 @@ def test_in_batch_mode_flower_shows_what_each_tick_did(clusters: Any, tmp_path: 
             ids.append(batch.client.submit(IMG, prompt="warm-up [sim:time=0.5]"))
             time.sleep(1.0)
         ids += [batch.client.submit(IMG, prompt=f"tick {i} [sim:time=1.5]") for i in range(4)]
-        batch.wait_all(ids, 60)
+        failing = f"tick fails {uuid.uuid4().hex[:8]} [sim:error]"
+        ids.append(failed_id := batch.client.submit(IMG, prompt=failing))
+        ended = {job.id: job for job in batch.wait_all(ids, 60)}
+        assert ended[failed_id].state is JobState.FAILED
+        # The tick that ended the job sent a failed row for it, under the job's id.
+        row = f.failed_row(failed_id)
+        assert (row["name"], row["uuid"]) == (JOB_ROW, failed_id)
+        assert row["kwargs"].startswith(f"job {failed_id}, poll ")
+        assert "upstream_error: GenerationError: simulated failure" in row["exception"]
+        assert [r["uuid"] for r in f.failed_filter()] == [failed_id]  # as the page lists it
+        assert batch.client.get(failed_id) == ended[failed_id]  # the record as it ended
+        assert len(batch.sim.creates(failing)) == 1
         time.sleep(1.0)  # the last task events
         ticks = [t for t in f.tasks().values() if t["name"] == TICK_TASK]
         creates = [t for t in f.tasks().values() if t["name"] == CREATE_TICK_TASK]
         assert ticks and creates
-        assert all(t["state"] == "SUCCESS" for t in ticks + creates)
+        assert all(t["state"] == "SUCCESS" for t in ticks + creates)  # no tick failed
         assert all("'polls': " in t["kwargs"] and "'ended': " in t["kwargs"] for t in ticks)
         assert sum(_shown(t["kwargs"], "ended") for t in ticks) == len(ids)
         assert sum(_shown(t["kwargs"], "creates") for t in creates) == len(ids)
@@ -213,15 +256,14 @@ def _show_all_rows(driver: Any) -> None:
     menu.select_by_value(value)
 
 
-def test_flower_tasks_page_in_a_browser(flower: Flower, cluster: Cluster, tmp_path: Path) -> None:
+@contextmanager
+def _browser(flower: Flower) -> Iterator[Any]:
+    """Headless Chromium, 1400 px wide, logged in to Flower."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
     assert chromium and chromedriver, "install chromium and chromium-driver (see .ci/run)"
-    ids = _run_jobs(cluster, 3)
-    _wait_for_tasks(flower, ids)
-
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for arg in (
@@ -232,7 +274,7 @@ def test_flower_tasks_page_in_a_browser(flower: Flower, cluster: Cluster, tmp_pa
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
-        "--window-size=1700,900",
+        "--window-size=1400,900",
     ):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(chromedriver), options=options)
@@ -242,23 +284,87 @@ def test_flower_tasks_page_in_a_browser(flower: Flower, cluster: Cluster, tmp_pa
         driver.execute_cdp_cmd(
             "Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Basic {token}"}}
         )
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _wait_for_text(driver: Any, *texts: str) -> None:
+    give_up = time.monotonic() + 20
+    while not all(text in driver.page_source for text in texts):
+        assert time.monotonic() < give_up, f"the tasks page never showed {texts}"
+        time.sleep(0.5)
+
+
+# Where the job id ends in a row's kwargs cell, where the cell's text is cut (its right
+# edge inside the padding, less room for the ellipsis) and the window's width: the id
+# shows if it ends before both.
+_JOB_ID_EDGE = """
+const [jobId, column] = arguments;
+const row = document.querySelector('#tasks-table tbody tr');
+const cell = row.children[column];
+const text = cell.firstChild;
+const range = document.createRange();
+range.setStart(text, 0);
+range.setEnd(text, text.textContent.indexOf(jobId) + jobId.length);
+const box = cell.getBoundingClientRect();
+const pad = parseFloat(getComputedStyle(cell).paddingRight);
+const ellipsis = cell.scrollWidth > cell.clientWidth ? 16 : 0;
+return [range.getBoundingClientRect().right, box.right - pad - ellipsis, window.innerWidth];
+"""
+
+
+def test_flower_tasks_page_and_its_failed_filter_in_a_browser(
+    flower: Flower, cluster: Cluster, tmp_path: Path
+) -> None:
+    """All tasks, then the Failed filter: a job that failed upstream is listed there,
+    with its id (readable at 1400 px) and why; its record is as the job ended, and its
+    task ran once."""
+    from selenium.webdriver.common.by import By
+
+    failing = f"flower fails {uuid.uuid4().hex[:8]} [sim:error]"
+    failed_id = cluster.client.submit(IMG, prompt=failing)
+    ids = _run_jobs(cluster, 3)
+    [failed] = cluster.wait_all([failed_id], 60)
+    assert (
+        failed.state is JobState.FAILED and failed.error and failed.error.kind == "upstream_error"
+    )
+    _wait_for_tasks(flower, ids)
+    row = flower.failed_row(failed_id)  # the Failed filter's query, through the API
+    assert row["name"] == POLL_TASK
+    assert "upstream_error: GenerationError: simulated failure" in row["exception"]
+
+    with _browser(flower) as driver:
         driver.get(flower.url + "/tasks")
         _show_all_rows(driver)
-        give_up = time.monotonic() + 20
-        while not all(job_id in driver.page_source for job_id in ids):
-            assert time.monotonic() < give_up, "the tasks page never listed the jobs"
-            time.sleep(0.5)
+        _wait_for_text(driver, *ids, failed_id)
         page = driver.page_source
         assert "videoq.generate_video" in page and "videoq.poll_video" in page
-        assert "SUCCESS" in page
-        # Only videoq's tasks (not a warm-up task whose first events Flower missed).
-        from selenium.webdriver.common.by import By
-
-        driver.find_element(By.CSS_SELECTOR, "input[type='search']").send_keys("videoq.")
-        time.sleep(1.0)
+        assert "SUCCESS" in page and "FAILURE" in page
+        failed_filter = driver.find_element(By.CSS_SELECTOR, "button[data-task-state='FAILURE']")
+        # (clicked by script: the page scrolls smoothly, so a pointer click may miss it)
+        driver.execute_script("arguments[0].click()", failed_filter)
+        _wait_for_text(driver, failed_id, "upstream_error: GenerationError")
+        assert failed_filter.get_attribute("aria-pressed") == "true"
+        time.sleep(1.0)  # the table redrawn: only the failed rows
+        rows = driver.find_elements(By.CSS_SELECTOR, "#tasks-table tbody tr")
+        assert [r.get_attribute("id") for r in rows] == [row["uuid"]]
+        assert not any(job_id in driver.page_source for job_id in ids)
+        kwargs = FLOWER_COLUMNS.split(",").index("kwargs")
+        end, cut, window = driver.execute_script(_JOB_ID_EDGE, failed_id, kwargs)
+        assert end <= cut and end <= window, "the job id is cut off at 1400 px"
         driver.execute_script("window.scrollTo(0, 0)")
         shot = Path(os.environ.get("VIDEOQ_FLOWER_SCREENSHOT") or tmp_path / "flower-tasks.png")
         driver.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000
-    finally:
-        driver.quit()
+
+    assert cluster.client.get(failed_id) == failed  # failing the task wrote nothing
+    assert len(cluster.sim.creates(failing)) == 1
+    # One delivery of the failed task (acknowledged, never retried), no traceback.
+    log = cluster.log_text()
+    assert log.count(f"{row['uuid']}] received") == 1
+    assert (
+        f"raised expected: upstream_error: GenerationError: simulated failure (job {failed_id}"
+        in log
+    )
+    assert "Traceback" not in log and "raised unexpected" not in log

@@ -36,9 +36,7 @@ def test_in_chain_mode_submit_enqueues_the_task_by_name(
     assert booked_creates(client) == []
     [message] = queued_messages(client)
     assert message["headers"]["task"] == GENERATE_TASK  # type: ignore[index]
-    assert message["headers"]["kwargsrepr"] == repr(  # type: ignore[index]
-        {"step": "create", "n": 1, "state": "queued", "job_id": job_id}
-    )
+    assert message["headers"]["kwargsrepr"] == f"job {job_id}, create 1"  # type: ignore[index]
 
 
 @pytest.mark.parametrize(

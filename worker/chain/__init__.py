@@ -13,9 +13,12 @@ Fencing:
   duplicate or stale poll finds ``poll_seq >= n`` and drops, so a chain never forks;
 - every terminal write is a compare-and-set from an active state, so a terminal
   record is final.
+
+A step that ends its job returns what it ended (:class:`Ended`), and None otherwise:
+the callers (the task bindings, the ticks) decide what a failed job's task shows.
 """
 
-from .common import DEADLINE_EPSILON, FINAL_LOOK
+from .common import DEADLINE_EPSILON, FINAL_LOOK, Ended
 from .create import (
     ClaimedCreate,
     accept_foreign,
@@ -30,6 +33,7 @@ __all__ = [
     "DEADLINE_EPSILON",
     "FINAL_LOOK",
     "ClaimedCreate",
+    "Ended",
     "PollStep",
     "accept_foreign",
     "claim_batch",

@@ -1,7 +1,10 @@
 """What every step shares: when the deadline counts as reached, how a step that
-finds the record moved on drops, and how a job ends."""
+finds the record moved on drops, and how a job ends (and what a step that ended its
+job tells its caller)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from .. import logs
 from ..job import Job
@@ -15,6 +18,30 @@ DEADLINE_EPSILON = 0.05
 # upstream call's time), so that its call, bounded by the deadline, can still find a
 # finished video; the deadline itself then only times the job out.
 FINAL_LOOK = 2.0
+
+
+@dataclass(frozen=True)
+class Ended:
+    """What a step that ended its job returns (a step that did not returns None): the
+    job, its terminal state and, unless it completed, why. The task bindings make a
+    failed or timed-out job's task a failure in Flower (``worker.tasks``)."""
+
+    job_id: str
+    state: JobState
+    attempt: int  # the create's attempt or the poll's number
+    error_kind: str | None = None
+    error_message: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        """The job ended without its video, through no caller (not cancelled)."""
+        return self.state in (JobState.FAILED, JobState.TIMED_OUT)
+
+    @property
+    def reason(self) -> str:
+        """``<error kind>: <message>``."""
+        kind = self.error_kind or self.state.value
+        return f"{kind}: {self.error_message}" if self.error_message else kind
 
 
 def drop(job_id: str, step: str, attempt: int, reason: str, job: Job | None) -> None:
@@ -37,7 +64,9 @@ def finish(
     *,
     attempt: int,
     **fields: object,
-) -> bool:
+) -> Ended | None:
+    """End the job with one compare-and-set from ``from_state``; then its follow-ups
+    (webhook, the line for its slot). None: the record had moved on (dropped)."""
     outcome = rt.store.transition(job_id, [from_state], state, fields, fence=fence, now=rt.clock())
     if outcome is Outcome.APPLIED:
         logs.event(
@@ -49,9 +78,16 @@ def finish(
             error=fields.get("error_message"),
         )
         rt.after_terminal(job_id)
-        return True
+        kind, message = fields.get("error_kind"), fields.get("error_message")
+        return Ended(
+            job_id,
+            state,
+            attempt,
+            None if kind is None else str(kind),
+            None if message is None else str(message),
+        )
     drop(job_id, "finish", attempt, f"record moved on ({outcome.value})", rt.store.get(job_id))
-    return False
+    return None
 
 
 def clamp(rt: Runtime, delay: float, deadline_at: float, now: float) -> float:

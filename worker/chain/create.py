@@ -23,27 +23,30 @@ from ..request import parse_request
 from ..runtime import Runtime
 from ..states import ErrorKind, JobState
 from ..store import Fence, JobStore, Outcome
-from .common import DEADLINE_EPSILON, clamp, drop, finish
+from .common import DEADLINE_EPSILON, Ended, clamp, drop, finish
 
 
-def run_generate(rt: Runtime, job_id: str, deadline_at: float, attempt: int = 1) -> None:
+def run_generate(rt: Runtime, job_id: str, deadline_at: float, attempt: int = 1) -> Ended | None:
     """One job's create, end to end: chain mode's ``generate_video`` (and any foreign
-    or resumed message). Batch mode's create tick (``worker.intake``) runs the same
-    three parts for a batch: :func:`prepare_create`, the store's create claim, and
-    :func:`create_answered`."""
+    or resumed message); returns what it ended, if it ended the job. Batch mode's
+    create tick (``worker.intake``) runs the same three parts for a batch:
+    :func:`prepare_create`, the store's create claim, and :func:`create_answered`."""
     job = rt.store.get(job_id)
     if job is None:
-        return drop(job_id, "generate", attempt, "no such job (expired?)", None)
+        drop(job_id, "generate", attempt, "no such job (expired?)", None)
+        return None
     if job.state is not JobState.QUEUED:
         if job.state is JobState.SUBMITTING:
             return _check_stuck_create(rt, job, deadline_at, attempt)
-        return drop(job_id, "generate", attempt, "already past queued", job)
-    body = prepare_create(rt, job, deadline_at, attempt)
-    if body is None:
+        drop(job_id, "generate", attempt, "already past queued", job)
         return None
+    body = prepare_create(rt, job, deadline_at, attempt)
+    if not isinstance(body, dict):
+        return body
     token, claimed = claim_batch(rt, {job_id: attempt})
     if job_id not in claimed:
-        return drop(job_id, "generate", attempt, "lost the create claim", rt.store.get(job_id))
+        drop(job_id, "generate", attempt, "lost the create claim", rt.store.get(job_id))
+        return None
     try:
         answer: Status | UpstreamError = rt.upstream.create(
             body, timeout=rt.call_timeout(deadline_at)
@@ -55,14 +58,14 @@ def run_generate(rt: Runtime, job_id: str, deadline_at: float, attempt: int = 1)
 
 def prepare_create(
     rt: Runtime, job: Job, deadline_at: float, attempt: int
-) -> dict[str, object] | None:
-    """What a queued job's create sends, or None when the job cannot be created now:
-    its deadline passed or its request is refused (the job ends), or the
-    ``VIDEOQ_MAX_IN_FLIGHT`` cap makes it wait in line."""
+) -> dict[str, object] | Ended | None:
+    """What a queued job's create sends; or, when the job cannot be created now, what
+    ended it (its deadline passed or its request is refused), or None (the
+    ``VIDEOQ_MAX_IN_FLIGHT`` cap makes it wait in line, or the record moved on)."""
     job_id = job.id
     now = rt.clock()
     if deadline_at - now <= DEADLINE_EPSILON:
-        finish(
+        return finish(
             rt,
             job_id,
             JobState.QUEUED,
@@ -72,7 +75,6 @@ def prepare_create(
             error_kind=ErrorKind.DEADLINE,
             error_message="the deadline passed before the upstream generation was created",
         )
-        return None
 
     limit = rt.settings.max_in_flight
     if limit and not rt.store.budget.acquire_slot(job_id, job.created_at or now, limit, now):
@@ -96,7 +98,7 @@ def prepare_create(
         # to an internal address since the job was accepted.
         return upstream_body(rt.store, job)
     except RequestError as exc:
-        finish(
+        return finish(
             rt,
             job_id,
             JobState.QUEUED,
@@ -106,7 +108,6 @@ def prepare_create(
             error_kind=ErrorKind.VALIDATION,
             error_message=str(exc),
         )
-        return None
 
 
 def claim_batch(rt: Runtime, attempts: dict[str, int]) -> tuple[str, set[str]]:
@@ -138,11 +139,15 @@ class ClaimedCreate:
         return Fence("claim_token", self.token)
 
 
-def create_answered(rt: Runtime, create: ClaimedCreate, answer: Status | UpstreamError) -> None:
+def create_answered(
+    rt: Runtime, create: ClaimedCreate, answer: Status | UpstreamError
+) -> Ended | None:
     """What a claimed create does with the upstream's answer (or classified error):
-    record the generation and schedule the first poll, retry, or end the job."""
+    record the generation and schedule the first poll, retry, or end the job (then
+    returns what it ended)."""
     if isinstance(answer, Status):
-        return _save_generation(rt, create, answer)
+        _save_generation(rt, create, answer)
+        return None
     if not isinstance(answer, Throttled):  # not sent: counted by the rate limit
         rt.store.note_upstream_error(answer.kind)
     if isinstance(answer, Transient) and not answer.outcome_unknown:
@@ -157,8 +162,7 @@ def create_answered(rt: Runtime, create: ClaimedCreate, answer: Status | Upstrea
         kind, message = ErrorKind.UPSTREAM_REJECTED, str(answer)
     else:
         kind, message = ErrorKind.UPSTREAM_PROTOCOL, f"create: {answer}"
-    _fail(rt, create, JobState.FAILED, kind, message)
-    return None
+    return _fail(rt, create, JobState.FAILED, kind, message)
 
 
 def _fail(
@@ -168,9 +172,9 @@ def _fail(
     kind: ErrorKind,
     message: str,
     **fields: object,
-) -> None:
+) -> Ended | None:
     """End a job whose create this step holds."""
-    finish(
+    return finish(
         rt,
         create.job_id,
         JobState.SUBMITTING,
@@ -216,7 +220,8 @@ def _save_generation(rt: Runtime, create: ClaimedCreate, created: Status) -> Non
         raise
     if saved is not Outcome.APPLIED:
         if rt.store.keep_generation_id(job_id, created.generation_id):
-            return drop(job_id, "generate", attempt, "cancelled during the create", None)
+            drop(job_id, "generate", attempt, "cancelled during the create", None)
+            return None
         logs.event(
             "job.orphaned_generation",
             level=logging.WARNING,
@@ -242,7 +247,7 @@ def upstream_body(store: JobStore, job: Job) -> dict[str, object]:
     return parse_request(store.full_request(job)).to_upstream()
 
 
-def _retry_create(rt: Runtime, create: ClaimedCreate, exc: Transient) -> None:
+def _retry_create(rt: Runtime, create: ClaimedCreate, exc: Transient) -> Ended | None:
     """Release the create claim and try again later: after a backoff, or, for a create
     the rate limit held back (:class:`Throttled`, never sent), when a slot is expected,
     as the same attempt."""
@@ -251,7 +256,7 @@ def _retry_create(rt: Runtime, create: ClaimedCreate, exc: Transient) -> None:
     throttled = isinstance(exc, Throttled)
     delay = (exc.retry_after or 0.0) if throttled else rt.backoff(attempt - 1, exc.retry_after)
     if now + delay >= deadline_at:
-        _fail(
+        return _fail(
             rt,
             create,
             JobState.TIMED_OUT,
@@ -259,7 +264,6 @@ def _retry_create(rt: Runtime, create: ClaimedCreate, exc: Transient) -> None:
             f"the deadline left no time to retry the create; last error: {exc}",
             last_error=str(exc),
         )
-        return
     # A throttled create was not made: it does not count as an attempt. The record
     # shows when the next one is due (``videoq submit --wait`` says so).
     fields: dict[str, object] = (
@@ -278,7 +282,8 @@ def _retry_create(rt: Runtime, create: ClaimedCreate, exc: Transient) -> None:
         due_at=now + delay + rt.settings.stall_timeout,
     )
     if released is not Outcome.APPLIED:
-        return drop(job_id, "generate", attempt, "claim lost before retry", rt.store.get(job_id))
+        drop(job_id, "generate", attempt, "claim lost before retry", rt.store.get(job_id))
+        return None
     if throttled:
         logs.event(
             "create.throttled",
@@ -300,9 +305,10 @@ def _retry_create(rt: Runtime, create: ClaimedCreate, exc: Transient) -> None:
         error=str(exc),
     )
     rt.scheduler.generate(job_id, deadline_at, attempt + 1, countdown=delay)
+    return None
 
 
-def _check_stuck_create(rt: Runtime, job: Job, deadline_at: float, attempt: int) -> None:
+def _check_stuck_create(rt: Runtime, job: Job, deadline_at: float, attempt: int) -> Ended | None:
     """Another delivery holds the create claim. If it is too old, its worker died
     between the create and saving its id: record that, never repeat the create."""
     token, claim_at = rt.store.create_claim(job.id)
@@ -310,7 +316,7 @@ def _check_stuck_create(rt: Runtime, job: Job, deadline_at: float, attempt: int)
     age = now - claim_at
     timeout = rt.settings.create_claim_timeout
     if age >= timeout:
-        finish(
+        return finish(
             rt,
             job.id,
             JobState.SUBMITTING,
@@ -323,17 +329,17 @@ def _check_stuck_create(rt: Runtime, job: Job, deadline_at: float, attempt: int)
                 "saving its outcome; not repeated, to avoid a second charge"
             ),
         )
-        return
     drop(job.id, "generate", attempt, "create in progress elsewhere; re-checking later", job)
     rt.scheduler.generate(job.id, deadline_at, attempt, countdown=timeout - age + 1)
+    return None
 
 
 def accept_foreign(
     rt: Runtime, job_id: str, request: dict[str, Any] | None, params: dict[str, Any]
-) -> tuple[str, float] | None:
+) -> tuple[str, float] | Ended:
     """A create sent by an app without videoq (``send_task`` with the generation's
     parameters): store it as a job under ``job_id`` (the task id), or record why it
-    was refused. Returns the job id and its deadline, or None when refused."""
+    was refused. Returns the job id and its deadline, or the refused job's end."""
     payload: Any = request if request is not None else params
     now = rt.clock()
     try:
@@ -341,7 +347,7 @@ def accept_foreign(
     except RequestError as exc:
         rt.store.create_failed(job_id, payload, ErrorKind.VALIDATION, str(exc))
         logs.event("job.refused", job_id=job_id, state="failed", attempt=0, error=str(exc))
-        return None
+        return Ended(job_id, JobState.FAILED, 0, ErrorKind.VALIDATION, str(exc))
     deadline_at = now + rt.settings.deadline
     job_id, created = rt.store.create(job_id, parsed, accepted_at=now, deadline_at=deadline_at)
     if created:

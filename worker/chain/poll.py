@@ -19,7 +19,7 @@ from ..runtime import Runtime
 from ..states import ErrorKind, JobState
 from ..store import BookedPoll, Fence, Outcome
 from ..urls import video_url_problem
-from .common import DEADLINE_EPSILON, clamp, drop, finish
+from .common import DEADLINE_EPSILON, Ended, clamp, drop, finish
 
 
 @dataclass(frozen=True)
@@ -52,25 +52,27 @@ class NextPoll:
     upstream_status: str | None = None
 
 
-def run_poll(rt: Runtime, step: PollStep) -> None:
+def run_poll(rt: Runtime, step: PollStep) -> Ended | None:
     """Chain mode's poll ``seq``: claim it (the store's one poll claim, which batch
-    mode's ticks make for many polls at once), then :func:`poll_claimed`."""
+    mode's ticks make for many polls at once), then :func:`poll_claimed`. Returns what
+    it ended, if it ended the job."""
     now = rt.clock()
     claimed = rt.store.claim_poll(
         step.job_id, step.seq, now, due_at=now + rt.upstream_timeout + rt.settings.stall_timeout
     )
     if claimed is None:
-        return drop(
+        drop(
             step.job_id,
             "poll",
             step.seq,
             "not generating, or a duplicate or stale poll",
             rt.store.get(step.job_id),
         )
+        return None
     return poll_claimed(rt, step, claimed.generation_id)
 
 
-def poll_claimed(rt: Runtime, step: PollStep, generation_id: str) -> None:
+def poll_claimed(rt: Runtime, step: PollStep, generation_id: str) -> Ended | None:
     """The rest of poll ``seq`` once it holds the claim (``poll_seq == seq``): one
     status call, then end the job or schedule the next poll. (Batch mode claims a
     tick's polls in one script, makes their calls together, and goes on from
@@ -82,10 +84,10 @@ def poll_claimed(rt: Runtime, step: PollStep, generation_id: str) -> None:
         answer: Status | UpstreamError = rt.upstream.status(generation_id, timeout=timeout)
     except UpstreamError as exc:
         answer = exc
-    poll_answered(rt, step, answer)
+    return poll_answered(rt, step, answer)
 
 
-def poll_out_of_time(rt: Runtime, step: PollStep) -> None:
+def poll_out_of_time(rt: Runtime, step: PollStep) -> Ended | None:
     """Poll ``seq`` came at the deadline, with no time left for a call: the job times
     out, keeping the last upstream error it had (``errors`` failed polls in a row)."""
     message = (
@@ -93,11 +95,12 @@ def poll_out_of_time(rt: Runtime, step: PollStep) -> None:
         if step.errors
         else "still generating at the deadline"
     )
-    _end(rt, step, JobState.TIMED_OUT, ErrorKind.DEADLINE, message)
+    return _end(rt, step, JobState.TIMED_OUT, ErrorKind.DEADLINE, message)
 
 
-def poll_answered(rt: Runtime, step: PollStep, answer: Status | UpstreamError) -> None:
-    """What poll ``seq`` does with the upstream's answer (or the classified error)."""
+def poll_answered(rt: Runtime, step: PollStep, answer: Status | UpstreamError) -> Ended | None:
+    """What poll ``seq`` does with the upstream's answer (or the classified error);
+    returns what it ended, if it ended the job."""
     if isinstance(answer, Status):
         return _after_status(rt, step, answer)
     if isinstance(answer, Throttled):
@@ -120,8 +123,7 @@ def poll_answered(rt: Runtime, step: PollStep, answer: Status | UpstreamError) -
     rt.store.note_upstream_error(answer.kind)
     if isinstance(answer, Transient):
         return _after_transient(rt, step, answer)
-    _end(rt, step, JobState.FAILED, ErrorKind.UPSTREAM_PROTOCOL, f"status: {answer}")
-    return None
+    return _end(rt, step, JobState.FAILED, ErrorKind.UPSTREAM_PROTOCOL, f"status: {answer}")
 
 
 def _end(
@@ -131,14 +133,16 @@ def _end(
     kind: ErrorKind | None,
     message: str | None,
     **fields: object,
-) -> None:
+) -> Ended | None:
     """End a generating job (fenced on this poll)."""
     if kind is not None:
         fields.update(error_kind=kind, error_message=message)
-    finish(rt, step.job_id, JobState.GENERATING, state, step.fence, attempt=step.seq, **fields)
+    return finish(
+        rt, step.job_id, JobState.GENERATING, state, step.fence, attempt=step.seq, **fields
+    )
 
 
-def _after_status(rt: Runtime, step: PollStep, st: Status) -> None:
+def _after_status(rt: Runtime, step: PollStep, st: Status) -> Ended | None:
     extra = _what_the_answer_adds(step, st)
     if st.status == "completed":
         return _completed(rt, step, st, extra)
@@ -180,7 +184,7 @@ def _what_the_answer_adds(step: PollStep, st: Status) -> dict[str, object]:
     return extra
 
 
-def _completed(rt: Runtime, step: PollStep, st: Status, extra: dict[str, object]) -> None:
+def _completed(rt: Runtime, step: PollStep, st: Status, extra: dict[str, object]) -> Ended | None:
     protocol = ErrorKind.UPSTREAM_PROTOCOL
     if not st.video_url:
         message = "the upstream said completed but gave no video URL"
@@ -194,7 +198,7 @@ def _completed(rt: Runtime, step: PollStep, st: Status, extra: dict[str, object]
     )
 
 
-def _after_transient(rt: Runtime, step: PollStep, exc: Transient) -> None:
+def _after_transient(rt: Runtime, step: PollStep, exc: Transient) -> Ended | None:
     delay = rt.backoff(step.errors, exc.retry_after, floor=rt.settings.poll_interval)
     logs.event(
         "poll.transient_error",
@@ -205,7 +209,7 @@ def _after_transient(rt: Runtime, step: PollStep, exc: Transient) -> None:
         errors=step.errors + 1,
         error=str(exc),
     )
-    _next_poll(
+    return _next_poll(
         rt,
         step,
         NextPoll(
@@ -217,7 +221,7 @@ def _after_transient(rt: Runtime, step: PollStep, exc: Transient) -> None:
     )
 
 
-def _next_poll(rt: Runtime, step: PollStep, nxt: NextPoll) -> None:
+def _next_poll(rt: Runtime, step: PollStep, nxt: NextPoll) -> Ended | None:
     """Note the poll's outcome and schedule the next one (``last_error`` None: the
     record's is kept)."""
     now = rt.clock()
@@ -258,6 +262,7 @@ def _next_poll(rt: Runtime, step: PollStep, nxt: NextPoll) -> None:
         due_at=now + countdown + rt.settings.stall_timeout,
     )
     if noted is not Outcome.APPLIED:
-        return drop(step.job_id, "poll", step.seq, "record moved on", rt.store.get(step.job_id))
+        drop(step.job_id, "poll", step.seq, "record moved on", rt.store.get(step.job_id))
+        return None
     rt.scheduler.poll(step.job_id, step.deadline_at, step.seq + 1, nxt.errors, countdown=countdown)
     return None
