@@ -59,7 +59,8 @@ def run_demo(args: argparse.Namespace) -> int:
         _say("videoq demo: interrupted; everything it started has been stopped.")
         return 130
     finally:
-        print(f"Logs: {logs}  (worker.log, flower.log; kept after the demo)", flush=True)
+        names = ", ".join(sorted(p.name for p in logs.glob("*.log"))) or "none written"
+        print(f"Logs: {logs}  ({names}; kept after the demo)", flush=True)
 
 
 def logs_dir(wanted: str | None, now: float | None = None) -> Path:
