@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError as RedisResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from worker.download import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, download_video
 from worker.errors import JobNotFound, ModeUnsupported, Unavailable, WaitTimeout
 from worker.job import Job
 from worker.request import GenerationRequest, build_request
@@ -259,6 +262,25 @@ class AsyncClient:
             if timeout is not None and time.monotonic() >= give_up:
                 raise WaitTimeout(job, timeout)
             await asyncio.sleep(interval)
+
+    async def save(
+        self,
+        job: Job,
+        path: str | os.PathLike[str],
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> Path:
+        """``job.save(path)`` awaited on this loop: the same checks and limits, private
+        hosts refused unless ``VIDEOQ_ALLOW_PRIVATE_URLS``. Raises
+        :class:`~worker.errors.DownloadFailed`."""
+        return await download_video(
+            job.require_video(),
+            path,
+            allow_private=self.settings.allow_private_urls,
+            max_bytes=max_bytes,
+            timeout=timeout,
+        )
 
     async def run(
         self,

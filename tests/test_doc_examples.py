@@ -21,6 +21,7 @@ import pytest
 
 from producers.local import RedisServer, free_port, start_worker, stop_process
 from simulator import Simulator
+from simulator.videos import VIDEO
 from tests.doc_apps import make_a_video, web_apps
 from tests.doc_checks import check_command, shell_commands
 
@@ -249,14 +250,19 @@ def wait_until(ready: Callable[[], bool], logs: Path, timeout: float = 30) -> No
 
 
 @pytest.mark.parametrize("block", blocks_of("run", "python"))
-def test_python_examples_run(block: Block, stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_python_examples_run(
+    block: Block, stack: Stack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     for name, value in stack.env.items():
         monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)  # files an example writes (a saved video) land here
     namespace: dict[str, Any] = {"__name__": f"example_{block.line}"}
     exec(compile(block.code, block.name, "exec"), namespace)
     from producers import Client, JobNotFound, JobState
 
     client = Client()
+    for name in re.findall(r'save\((?:job, )?"([\w.-]+\.mp4)"\)', block.code):
+        assert (tmp_path / name).read_bytes() == VIDEO, f"{name} is not the simulator's video"
     if "job" in namespace:  # a job the example waited for
         assert namespace["job"].state == JobState.COMPLETED, namespace["job"]
     if "result" in namespace:  # a task sent by name: the worker records it as a job

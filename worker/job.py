@@ -48,6 +48,16 @@ class Job:
     def is_terminal(self) -> bool:
         return self.state.is_terminal
 
+    def require_video(self) -> str:
+        """The video's URL; :class:`DownloadFailed` when the job has none (it is not
+        completed)."""
+        if self.state is not JobState.COMPLETED:
+            later = "" if self.state.is_terminal else " (only a completed job has one)"
+            raise DownloadFailed(f"job {self.id} has no video: it is {self.state.value}{later}")
+        if not self.video_url:
+            raise DownloadFailed(f"job {self.id} completed without a video URL")
+        return self.video_url
+
     def save(
         self,
         path: str | os.PathLike[str],
@@ -70,15 +80,10 @@ class Job:
         from .download import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, save_video
         from .settings import load_settings
 
-        if self.state is not JobState.COMPLETED:
-            later = "" if self.state.is_terminal else " (only a completed job has one)"
-            raise DownloadFailed(f"job {self.id} has no video: it is {self.state.value}{later}")
-        if not self.video_url:
-            raise DownloadFailed(f"job {self.id} completed without a video URL")
         if allow_private is None:
             allow_private = load_settings().allow_private_urls
         return save_video(
-            self.video_url,
+            self.require_video(),
             path,
             allow_private=allow_private,
             max_bytes=DEFAULT_MAX_BYTES if max_bytes is None else max_bytes,

@@ -4,10 +4,12 @@ simulator. One call makes a video; a job that fails raises ``JobFailed``."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
-from producers import AsyncClient, Job, JobFailed, JobState, Update
+from producers import AsyncClient, DownloadFailed, Job, JobFailed, JobState, Update
+from simulator.videos import VIDEO
 from tests.integration.conftest import Cluster
 
 pytestmark = pytest.mark.integration
@@ -15,7 +17,7 @@ pytestmark = pytest.mark.integration
 IMG = "https://example.com/portrait.jpg"
 
 
-def test_run_makes_a_video_in_one_call_sync_and_async(cluster: Cluster) -> None:
+def test_run_makes_a_video_in_one_call_sync_and_async(cluster: Cluster, tmp_path: Path) -> None:
     seen: list[Update] = []
     job = cluster.client.run(
         IMG, prompt="run sync", timeout=45, interval=0.2, on_update=seen.append
@@ -32,12 +34,18 @@ def test_run_makes_a_video_in_one_call_sync_and_async(cluster: Cluster) -> None:
                 client.run(IMG, prompt="[sim:error] run async", timeout=45, interval=0.2),
                 return_exceptions=True,
             )
-        assert isinstance(made, Job)
+            assert isinstance(made, Job)
+            saved = await client.save(made, tmp_path / "async.mp4")  # on this loop
+            assert saved.read_bytes() == VIDEO
+            if isinstance(failed, JobFailed):
+                with pytest.raises(DownloadFailed, match="has no video"):
+                    await client.save(failed.job, tmp_path / "none.mp4")
         return made, failed
 
     made, failed = asyncio.run(both())
     assert made.state is JobState.COMPLETED and made.video_url
     assert made.request["prompt"] == "run async"
     assert isinstance(failed, JobFailed), failed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["async.mp4"]  # no partial file
     assert failed.job.state is JobState.FAILED and failed.kind == "upstream_error"
     assert str(failed).startswith(f"job {failed.job_id} failed: upstream_error: ")
