@@ -42,6 +42,15 @@ _REDIRECTS = (301, 302, 303, 307, 308)
 _loop = EventLoop()  # synchronous callers' downloads, on a loop of their own
 
 
+def _umask() -> int:
+    """This process's umask, read without changing it (Linux); else the usual 022."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    return 0o022
+
+
 async def download_video(
     url: str,
     path: str | os.PathLike[str],
@@ -67,6 +76,7 @@ async def download_video(
     )
     try:
         fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+        os.fchmod(fd, 0o666 & ~_umask())  # as open() would make it, not mkstemp's 0600
     except OSError as exc:
         raise DownloadFailed(f"cannot write {target}: {exc.strerror or exc}") from None
     try:

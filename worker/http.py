@@ -44,6 +44,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from .errors import AddressRefused, ConnectFailed, Dropped, HttpFailure, TimedOut, TooLarge
 
 T = TypeVar("T")
+CLEANUP_WAIT = 2.0  # seconds a caller that gave up waits for the cancelled work's cleanup
 
 # Given a host (a name as written in a URL, or an address), why it must not be
 # contacted, or None. See ``worker.urls``.
@@ -80,13 +81,30 @@ class EventLoop:
         return asyncio.run_coroutine_threadsafe(coro, self.get())
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
-        """Run ``coro`` on the loop and wait at most ``timeout`` seconds for it."""
-        future = self.submit(coro)
+        """Run ``coro`` on the loop and wait at most ``timeout`` seconds for it.
+
+        A caller that stops waiting (the timeout, or an exception such as Ctrl-C's
+        ``KeyboardInterrupt`` raised while it waits) cancels ``coro`` and gives its
+        cleanup up to :data:`CLEANUP_WAIT` seconds to run: no work outlives its caller."""
+        ended = threading.Event()
+
+        async def tracked() -> T:
+            try:
+                return await coro
+            finally:
+                ended.set()
+
+        future = self.submit(tracked())
         try:
             return future.result(timeout)
         except concurrent.futures.TimeoutError:
             future.cancel()
+            ended.wait(CLEANUP_WAIT)
             raise TimedOut(f"no result within {timeout:.1f}s", sent=True) from None
+        except BaseException:
+            future.cancel()  # no-op when coro itself raised
+            ended.wait(CLEANUP_WAIT)
+            raise
 
 
 class _Blocked(OSError):

@@ -4,6 +4,7 @@ HTTP server, bounded against hostile peers, never leaving a partial file."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.rawhttp import RawServer, answer, endless_chunked, silent, trickle_body
-from worker.download import MAX_REDIRECTS, download_video, save_video
+from worker.download import MAX_REDIRECTS, _umask, download_video, save_video
 from worker.errors import DownloadFailed
 from worker.job import Job
 from worker.states import JobState
@@ -56,6 +57,7 @@ def test_a_video_is_saved_whole(serve: Callable[..., RawServer], tmp_path: Path)
     assert save_video(server.url + "v.mp4", path, allow_private=True) == path
     assert path.read_bytes() == VIDEO
     assert leftovers(tmp_path) == ["out.mp4"]  # no temporary file left beside it
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()  # readable as open() makes it
 
 
 def test_redirects_are_followed_a_few_times(
@@ -140,6 +142,31 @@ def test_a_dripping_peer_is_cut_off_at_the_deadline(
     with pytest.raises(DownloadFailed, match="no complete answer within"):
         save_video(server.url, tmp_path / "v.mp4", allow_private=True, timeout=1.0)
     assert leftovers(tmp_path) == []
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise _Interrupted
+
+
+def test_an_interrupted_save_stops_the_download_and_leaves_nothing(
+    serve: Callable[..., RawServer], tmp_path: Path
+) -> None:
+    """Ctrl-C (here an alarm) while ``save_video`` waits: the download on the background
+    loop is cancelled and its temporary file removed before the exception goes on."""
+    server = serve(trickle_body)  # 30 s of body: the download is still running at 0.5 s
+    previous = signal.signal(signal.SIGALRM, _interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.5)
+    try:
+        with pytest.raises(_Interrupted):
+            save_video(server.url, tmp_path / "v.mp4", allow_private=True, timeout=60)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert leftovers(tmp_path) == []  # no .part file: the download did not go on
 
 
 def test_a_silent_peer_hits_the_read_timeout(
