@@ -261,6 +261,7 @@ class AsyncClient:
                 return job
             if timeout is not None and time.monotonic() >= give_up:
                 raise WaitTimeout(job, timeout)
+            failures.check_overdue(job, self.settings, time.time())
             await asyncio.sleep(interval)
 
     async def save(

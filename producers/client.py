@@ -277,6 +277,7 @@ class Client:
                 return job
             if timeout is not None and time.monotonic() >= give_up:
                 raise WaitTimeout(job, timeout)
+            failures.check_overdue(job, self.settings, time.time())
             time.sleep(interval)
 
     def run(

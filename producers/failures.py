@@ -9,13 +9,17 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis.exceptions import ResponseError as RedisResponseError
 
-from worker.errors import JobFailed, Unavailable
+from worker.errors import JobFailed, JobOverdue, Unavailable
 from worker.job import Job
+from worker.settings import Settings
 from worker.states import JobState
 from worker.store import write_refusal
 
 _SECRET_PARAM = re.compile(r"pass|auth|token|secret|key", re.IGNORECASE)
 _MASK = "***"
+
+
+OVERDUE_SLACK = 5.0  # seconds past a worker's latest end before a wait gives up
 
 
 def safe_url(url: str) -> str:
@@ -109,3 +113,15 @@ def completed(job: Job) -> Job:
     if job.state is not JobState.COMPLETED:
         raise JobFailed(job)
     return job
+
+
+def check_overdue(job: Job, settings: Settings, now: float) -> None:
+    """Raise :class:`JobOverdue` for an unfinished job past its deadline by more than a
+    running worker ever lets one be (a stalled job is resumed after
+    ``VIDEOQ_STALL_TIMEOUT``, by a sweep every ``VIDEOQ_SWEEP_INTERVAL``), so that a wait
+    without a timeout ends even when no worker runs."""
+    if job.is_terminal or job.deadline_at is None:
+        return
+    overdue = now - job.deadline_at
+    if overdue > settings.stall_timeout + settings.sweep_interval + OVERDUE_SLACK:
+        raise JobOverdue(job, overdue)

@@ -18,8 +18,9 @@ The families, and who sees them:
   signature, timestamp or headers do not check out.
 - **download** (:class:`DownloadFailed`): ``Job.save`` could not save the video (no
   video yet, a refused URL, a bad answer, a timeout, too large, an unwritable path).
-- **waiting** (:class:`JobFailed`, :class:`WaitTimeout`): a job a caller waited for
-  ended without a video, or did not end in the time the caller gave.
+- **waiting** (:class:`JobFailed`, :class:`WaitTimeout`, :class:`JobOverdue`): a job a
+  caller waited for ended without a video, did not end in the time the caller gave, or
+  is unfinished well past its deadline (no worker is running it).
 - **job ended** (:class:`JobEnded`): a chain-mode task ended its job ``failed`` or
   ``timed_out``; raised only so that Flower lists the task as a failure.
 
@@ -243,6 +244,22 @@ class WaitTimeout(VideoqError, TimeoutError):
         super().__init__(
             f"job {job.id} is still {job.state.value} after {timeout}s; it keeps running "
             "until it ends or reaches its deadline: look it up later by its id"
+        )
+        self.job = job
+        self.job_id = job.id
+
+
+class JobOverdue(WaitTimeout):
+    """A wait gave up because the job is still unfinished well past its deadline
+    (``overdue`` seconds): no worker is ending it. A worker that starts later will
+    (as ``timed_out``); ``job`` is its last record read."""
+
+    def __init__(self, job: Any, overdue: float) -> None:  # a worker.job.Job, as above
+        VideoqError.__init__(
+            self,
+            f"job {job.id} is still {job.state.value} {overdue:.0f}s past its deadline: no "
+            "worker has ended it. Is a worker (videoq worker) running with the same "
+            "VIDEOQ_REDIS_URL, VIDEOQ_KEY_PREFIX and VIDEOQ_QUEUE?",
         )
         self.job = job
         self.job_id = job.id

@@ -3,11 +3,23 @@ tests move the records themselves, through the store's own state changes."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 
 import pytest
 
-from producers import Client, JobFailed, JobState, RequestError, Update, WaitTimeout
+from producers import (
+    AsyncClient,
+    Client,
+    JobFailed,
+    JobOverdue,
+    JobState,
+    RequestError,
+    Update,
+    WaitTimeout,
+    failures,
+)
 from tests.producers.conftest import IMG, Steps, booked_creates, end, job_keys, only_job
 from worker.settings import Settings
 
@@ -123,3 +135,27 @@ def test_updates_give_the_place_in_line_the_deadline_and_the_polls(
     assert left[-1] is None  # ended: no deadline to count down to
     counting = [s for s in left[:-1] if s is not None]
     assert len(counting) == 3 and 0 < counting[-1] < counting[1] < counting[0] <= 300.0
+
+
+def test_a_wait_without_a_timeout_ends_when_no_worker_ends_the_job(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No worker runs: the job stays queued past its deadline, and ``wait`` (no timeout)
+    gives up once the job is later than any running worker lets one be."""
+    monkeypatch.setattr(failures, "OVERDUE_SLACK", 0.2)
+    client = Client(settings=make_settings(deadline=0.3, stall_timeout=0.2, sweep_interval=0.1))
+    job_id = client.submit(IMG)
+    with pytest.raises(JobOverdue) as info:
+        client.wait(job_id, interval=0.05)
+    assert isinstance(info.value, WaitTimeout) and info.value.job_id == job_id
+    assert "no worker has ended it" in str(info.value) and info.value.job.state is JobState.QUEUED
+    assert time.time() >= info.value.job.deadline_at + 0.2 + 0.1 + 0.2  # not before
+    with pytest.raises(JobOverdue):
+        client.run(IMG, interval=0.05)  # run waits the same way
+
+    async def wait_async() -> None:
+        async with AsyncClient(settings=client.settings) as aclient:
+            await aclient.wait(job_id, interval=0.05)
+
+    with pytest.raises(JobOverdue):
+        asyncio.run(wait_async())  # and so does the asyncio client
