@@ -70,7 +70,7 @@ def _submit(args: argparse.Namespace) -> int:
             print(job_id, flush=True)
         if not args.wait:
             if as_json:
-                print(client.get(job_id).to_json(), flush=True)
+                _print_record(client, job_id)
             print_error(f"accepted: job {job_id} (check with: videoq status {job_id})")
             return EXIT_OK
         return _wait(client, job_id, args.timeout, as_json)
@@ -80,6 +80,16 @@ def _submit(args: argparse.Namespace) -> int:
             f"or stop it with: videoq cancel {job_id})"
         )
         return EXIT_INTERRUPTED
+
+
+def _print_record(client: Client, job_id: str) -> None:
+    """The record of a job just accepted, on stdout; if Redis fails to give it back,
+    ``{"id": ...}`` (the job was accepted all the same: do not submit it again)."""
+    try:
+        print(client.get(job_id).to_json(), flush=True)
+    except Unavailable as exc:
+        print(json.dumps({"id": job_id}), flush=True)
+        print_error(f"job {job_id} was accepted; reading its record back failed: {exc}")
 
 
 def _wait(client: Client, job_id: str, timeout: float | None, as_json: bool) -> int:
@@ -99,7 +109,9 @@ def _wait(client: Client, job_id: str, timeout: float | None, as_json: bool) -> 
         print_error(str(exc))
         return EXIT_TIMEOUT
     except Unavailable as exc:
-        last.clear()  # what was read before is stale: print none
+        last.clear()  # what was read before is stale: print only the id
+        if as_json:
+            print(json.dumps({"id": job_id}), flush=True)
         print_error(
             f"job {job_id} was accepted; following it failed: {exc} "
             f"(check later with: videoq status {job_id})"

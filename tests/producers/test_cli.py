@@ -188,6 +188,29 @@ def test_submit_wait_that_loses_redis_after_acceptance_says_the_job_was_accepted
     assert "nothing was enqueued" not in err
 
 
+def test_output_json_after_acceptance_prints_the_id_when_the_record_cannot_be_read(
+    env: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The job was accepted: stdout names it and the exit is 0 (a script that retried on
+    an error would pay for a second job), even when reading the record back fails."""
+    from producers.client import Client
+    from worker.errors import Unavailable
+
+    def lost(self: Client, job_id: str, *args: object, **kwargs: object) -> None:
+        raise Unavailable(f"could not read job {job_id}: Redis is unreachable", job_id=job_id)
+
+    monkeypatch.setattr(Client, "get", lost)
+    assert main(["submit", "--image-url", IMG, "--output", "json"]) == 0
+    out, err = capsys.readouterr()
+    job_id = json.loads(out)["id"]
+    assert Client(settings=env).store.get(job_id) is not None  # it was stored
+    assert f"job {job_id} was accepted; reading its record back failed" in err
+    monkeypatch.setattr(Client, "wait", lost)
+    assert main(["submit", "--image-url", IMG, "--wait", "--output", "json"]) == 3
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"id": json.loads(out)["id"]} and "was accepted" in err
+
+
 def test_a_worker_that_fails_to_start_returns_a_non_zero_exit_code(
     monkeypatch: pytest.MonkeyPatch,
     make_settings: Callable[..., Settings],
