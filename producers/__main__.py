@@ -1,5 +1,3 @@
-import sys
+from producers.cli import entry
 
-from producers.cli import main
-
-sys.exit(main())
+entry()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -135,6 +136,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return _closed_pipe()
     return code
+
+
+def entry() -> None:
+    """The ``videoq`` command: :func:`main`, and after Ctrl-C, death by SIGINT itself
+    once the command has said what it left running. A shell then sees the signal (``$?``
+    is 130) and stops a loop or script that ran the command, as it would for any tool;
+    a plain exit status of 130 would let the loop go on."""
+    interrupted: list[int] = []
+
+    def on_sigint(signum: int, _frame: object) -> None:
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)  # commands that install their own keep theirs
+    code = main()
+    if interrupted and code == EXIT_INTERRUPTED:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    sys.exit(code)
 
 
 def _closed_pipe() -> int:
