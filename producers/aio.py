@@ -3,8 +3,9 @@
 
 It does not block the event loop: its Redis calls are awaited (redis-py's asyncio
 client), and the host names a request's checks resolve are looked up ahead with the
-loop's ``getaddrinfo`` (``worker.urls.resolve_ahead``; asyncio runs it in the loop's
-default executor), so the checks find them cached. Its records
+loop's ``getaddrinfo`` (``worker.urls.resolve_names``; asyncio runs it in the loop's
+default executor) after the checks that need no network, and the checks use those
+answers, never a blocking lookup. Its records
 are written by the same scripts as the workers' and :class:`Client`'s
 (``worker.store.aio``). It needs batch mode (``VIDEOQ_POLL_MODE=batch``, the default),
 where a new job's create is booked with its record: in chain mode the first step is a
@@ -30,31 +31,28 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from worker.download import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, download_video
 from worker.errors import JobNotFound, ModeUnsupported, Unavailable, WaitTimeout
 from worker.job import Job
-from worker.request import GenerationRequest, build_request
+from worker.request import (
+    GenerationRequest,
+    check_image_hosts,
+    image_refs,
+    parse_request,
+    request_payload,
+)
 from worker.settings import Settings, load_settings
 from worker.states import ACTIVE_STATES, ErrorKind, JobState
 from worker.store import Outcome, write_refusal
 from worker.store.aio import AsyncJobStore, connect_async
-from worker.urls import resolve_ahead
+from worker.urls import resolve_names
 
 from . import failures
 from .images import ImageSource, resolve_image_url
 from .listing import SCAN_COUNT, Page
-from .submission import check_submission, retry_pause
+from .submission import check_submission, check_webhook_url, retry_pause
 from .updates import Update
 
 # ``on_update``: a function or a coroutine function of an :class:`Update`.
 OnUpdate = Callable[[Update], object]
 _READ_ERRORS = (RedisConnectionError, RedisTimeoutError, RedisResponseError)
-
-
-def _image_urls(image_url: object, options: dict[str, object]) -> list[object]:
-    """The URLs of a request's images, as given (unchecked)."""
-    masks = options.get("dynamic_masks")
-    moving = (
-        [m.get("mask") for m in masks if isinstance(m, dict)] if isinstance(masks, list) else []
-    )
-    return [image_url, options.get("static_mask"), *moving]
 
 
 class AsyncClient:
@@ -120,9 +118,8 @@ class AsyncClient:
         call (a file of at most 7.5 MB): pass ``(bytes, content type)`` to read it your
         own way."""
         image_url = resolve_image_url(image_url, image, self.settings.max_request_bytes)
-        # The checks resolve image hosts: from the cache this fills, not blocking.
-        await resolve_ahead(_image_urls(image_url, upstream_options))
-        request = build_request(image_url, prompt, duration, **upstream_options)
+        payload = request_payload(image_url, prompt, duration, **upstream_options)
+        request = parse_request(payload, resolve=None)  # image hosts: in submit_request
         return await self.submit_request(
             request, idempotency_key=idempotency_key, webhook_url=webhook_url, owner=owner
         )
@@ -135,10 +132,18 @@ class AsyncClient:
         webhook_url: str | None = None,
         owner: str | None = None,
     ) -> str:
-        """``Client.submit_request``: the same checks, the same errors."""
-        if webhook_url is not None and not self.settings.allow_private_urls:
-            await resolve_ahead([webhook_url])  # as in submit: checked from the cache
-        check_submission(self.settings, request, idempotency_key, webhook_url)
+        """``Client.submit_request``: the same checks, the same errors. The checks that
+        need no network come first; then the host names the URL policy judges (the
+        images', and the webhook's unless ``VIDEOQ_ALLOW_PRIVATE_URLS``) are resolved on
+        this loop and judged by those answers, so a request from
+        ``parse_request(payload, resolve=None)`` (no blocking lookup) is checked fully."""
+        check_submission(self.settings, request, idempotency_key, webhook_url, resolve=None)
+        webhook = None if self.settings.allow_private_urls else webhook_url
+        images = image_refs(request)
+        answers = await resolve_names([*images.values(), webhook])
+        check_image_hosts(images, answers)
+        if webhook is not None:
+            check_webhook_url(self.settings, webhook, answers)
         now = time.time()
         new_id = uuid.uuid4().hex
         maybe_written = False

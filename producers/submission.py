@@ -9,7 +9,7 @@ import re
 from worker.errors import RequestError, RequestTooLarge, UrlRefused
 from worker.request import MAX_URL_LENGTH, GenerationRequest
 from worker.settings import Settings
-from worker.urls import check_url
+from worker.urls import Resolver, check_url, resolve_host
 
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
 
@@ -19,9 +19,13 @@ def check_submission(
     request: GenerationRequest,
     idempotency_key: str | None,
     webhook_url: str | None,
+    *,
+    resolve: Resolver | None = resolve_host,
 ) -> None:
     """Raise :class:`RequestError` (``field`` set) for a request this job store must
-    refuse: too large, a webhook URL not allowed, a malformed idempotency key."""
+    refuse: too large, a webhook URL not allowed, a malformed idempotency key. The
+    webhook's host is resolved with ``resolve`` (``None``: not resolved, see
+    :func:`check_webhook_url`)."""
     size = len(json.dumps(request.stored(), sort_keys=True).encode())
     if size > settings.max_request_bytes:
         raise RequestTooLarge(
@@ -30,7 +34,7 @@ def check_submission(
             "VIDEOQ_MAX_REQUEST_BYTES allows (send large images by URL)",
         )
     if webhook_url is not None:
-        _check_webhook_url(settings, webhook_url)
+        check_webhook_url(settings, webhook_url, resolve)
     if idempotency_key is not None and (
         not isinstance(idempotency_key, str) or not _IDEMPOTENCY_KEY.match(idempotency_key)
     ):
@@ -39,9 +43,16 @@ def check_submission(
         )
 
 
-def _check_webhook_url(settings: Settings, url: object) -> None:
+def check_webhook_url(settings: Settings, url: object, resolve: Resolver | None) -> None:
+    """Refuse (:class:`RequestError`) a webhook URL the URL policy refuses, its host
+    resolved with ``resolve``, or any webhook URL while webhooks are off."""
     try:
-        check_url(url, allow_private=settings.allow_private_urls, max_length=MAX_URL_LENGTH)
+        check_url(
+            url,
+            allow_private=settings.allow_private_urls,
+            resolve=resolve,
+            max_length=MAX_URL_LENGTH,
+        )
     except UrlRefused as exc:
         raise RequestError("webhook_url", str(exc)) from None
     if not settings.webhook_secret.get_secret_value():

@@ -18,12 +18,13 @@ from pydantic import (
     Field,
     StrictInt,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 
 from .errors import RequestError, UrlRefused
 from .settings import MODEL_ID
-from .urls import check_url
+from .urls import Resolver, check_url, resolve_host
 
 MAX_URL_LENGTH = 4096
 MAX_DATA_URL_BYTES = 10 * 1024 * 1024
@@ -31,12 +32,25 @@ MAX_PROMPT_LENGTH = 2500
 _DATA_URL = re.compile(r"^data:image/[A-Za-z0-9.+-]+;base64,(?P<data>.*)$", re.DOTALL)
 
 
-def _check_image_ref(value: str, *, allow_data: bool = True) -> str:
+def _resolver(info: ValidationInfo) -> Resolver | None:
+    """The ``resolve`` :func:`parse_request` was given (its validation context)."""
+    context = info.context
+    if isinstance(context, dict) and "resolve" in context:
+        resolve: Resolver | None = context["resolve"]
+        return resolve
+    return resolve_host
+
+
+def _check_image_ref(value: str, resolve: Resolver | None) -> str:
     if not value:
         raise ValueError("must not be empty")
     try:
         check_url(
-            value, allow_private=False, allow_data_image=allow_data, max_length=MAX_URL_LENGTH
+            value,
+            allow_private=False,
+            resolve=resolve,
+            allow_data_image=True,
+            max_length=MAX_URL_LENGTH,
         )
     except UrlRefused as exc:
         raise ValueError(str(exc)) from None
@@ -97,8 +111,8 @@ class DynamicMask(_Strict):
 
     @field_validator("mask")
     @classmethod
-    def _mask(cls, value: str) -> str:
-        return _check_image_ref(value)
+    def _mask(cls, value: str, info: ValidationInfo) -> str:
+        return _check_image_ref(value, _resolver(info))
 
 
 class GenerationRequest(_Strict):
@@ -115,8 +129,8 @@ class GenerationRequest(_Strict):
 
     @field_validator("image_url", "static_mask")
     @classmethod
-    def _image(cls, value: str | None) -> str | None:
-        return None if value is None else _check_image_ref(value)
+    def _image(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else _check_image_ref(value, _resolver(info))
 
     @field_validator("duration", mode="before")
     @classmethod
@@ -159,8 +173,11 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts) if parts else "request"
 
 
-def parse_request(payload: object) -> GenerationRequest:
-    """Validate a payload (a dict of upstream fields) or raise :class:`RequestError`."""
+def parse_request(payload: object, *, resolve: Resolver | None = resolve_host) -> GenerationRequest:
+    """Validate a payload (a dict of upstream fields) or raise :class:`RequestError`.
+
+    Image hosts are resolved with ``resolve`` (``check_url``'s); ``resolve=None`` checks
+    everything but what names resolve to (then :func:`check_image_hosts`)."""
     if not isinstance(payload, dict):
         raise RequestError("request", "must be a JSON object of generation parameters")
     data = dict(payload)
@@ -168,7 +185,7 @@ def parse_request(payload: object) -> GenerationRequest:
     if model != MODEL_ID:
         raise RequestError("model", f"must be {MODEL_ID!r} (videoq serves only this model)")
     try:
-        return GenerationRequest.model_validate(data)
+        return GenerationRequest.model_validate(data, context={"resolve": resolve})
     except ValidationError as exc:
         first = exc.errors()[0]
         field = _field_path(tuple(first["loc"]))
@@ -188,8 +205,46 @@ def build_request(
     **upstream_options: object,
 ) -> GenerationRequest:
     """Validate keyword-style arguments, as :meth:`producers.Client.submit` takes them."""
+    return parse_request(request_payload(image_url, prompt, duration, **upstream_options))
+
+
+def request_payload(
+    image_url: object,
+    prompt: object = None,
+    duration: object = 5,
+    **upstream_options: object,
+) -> dict[str, object]:
+    """:func:`build_request`'s arguments as a payload for :func:`parse_request`."""
     payload: dict[str, object] = {"image_url": image_url, "duration": duration}
     if prompt is not None:
         payload["prompt"] = prompt
     payload.update({k: v for k, v in upstream_options.items() if v is not None})
-    return parse_request(payload)
+    return payload
+
+
+def image_refs(request: GenerationRequest) -> dict[str, str]:
+    """The request's image URLs (the upstream fetches them) by field, as
+    :class:`RequestError` names the field."""
+    refs = {"image_url": request.image_url}
+    if request.static_mask is not None:
+        refs["static_mask"] = request.static_mask
+    for i, mask in enumerate(request.dynamic_masks or ()):
+        refs[f"dynamic_masks.{i}.mask"] = mask.mask
+    return refs
+
+
+def check_image_hosts(refs: dict[str, str], resolve: Resolver) -> None:
+    """What ``parse_request(..., resolve=None)`` left out: refuse the request
+    (:class:`RequestError`) if one of its images (:func:`image_refs`) has a host that
+    resolves, with ``resolve``, to an internal address."""
+    for field, url in refs.items():
+        try:
+            check_url(
+                url,
+                allow_private=False,
+                resolve=resolve,
+                allow_data_image=True,
+                max_length=MAX_URL_LENGTH,
+            )
+        except UrlRefused as exc:
+            raise RequestError(field, str(exc)) from None

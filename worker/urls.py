@@ -31,6 +31,7 @@ import threading
 import time
 import unicodedata
 from collections.abc import Callable, Iterable
+from typing import TypeAlias
 from urllib.parse import unquote, urlsplit
 
 from .addresses import (
@@ -42,12 +43,18 @@ from .addresses import (
 from .errors import UrlRefused
 
 __all__ = [
+    "Answers",
+    "Resolver",
     "address_guard",
     "check_url",
     "parse_host",
     "resolve_host",
+    "resolve_names",
     "video_url_problem",
 ]
+
+#: How :func:`check_url` learns a name's addresses: a function of the name.
+Resolver: TypeAlias = Callable[[str], list[str]]
 
 #: Longest a resolution may take before :func:`check_url` goes on without it, seconds.
 RESOLVE_TIMEOUT = 2.0
@@ -55,6 +62,8 @@ RESOLVE_TIMEOUT = 2.0
 MAX_PENDING_RESOLUTIONS = 32
 #: How long :func:`resolve_host` remembers an answer, seconds.
 RESOLVE_CACHE_TTL = 30.0
+#: Most names :func:`resolve_host` remembers; past that, it forgets them all.
+RESOLVE_CACHE_SIZE = 1024
 
 INTERNAL_NAMES = ("localhost",)
 INTERNAL_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain", ".home.arpa")
@@ -163,7 +172,7 @@ _pending = threading.BoundedSemaphore(MAX_PENDING_RESOLUTIONS)
 _cache: dict[str, tuple[float, list[str]]] = {}
 
 
-def _bounded(resolve: Callable[[str], list[str]], name: str) -> list[str]:
+def _bounded(resolve: Resolver, name: str) -> list[str]:
     """``resolve(name)`` in a daemon thread, waiting at most :data:`RESOLVE_TIMEOUT`;
     [] if it fails, hangs, or too many earlier ones still hang."""
     if not _pending.acquire(blocking=False):
@@ -201,7 +210,7 @@ def resolve_host(name: str) -> list[str]:
 
 
 def _remember(name: str, now: float, addresses: list[str]) -> list[str]:
-    if len(_cache) >= 1024:
+    if len(_cache) >= RESOLVE_CACHE_SIZE:
         _cache.clear()
     _cache[name] = (now + RESOLVE_CACHE_TTL, addresses)
     return list(addresses)
@@ -224,20 +233,40 @@ async def resolve_host_async(name: str) -> list[str]:
     return _remember(name, now, addresses)
 
 
-async def resolve_ahead(urls: Iterable[object]) -> None:
-    """Resolve the host names of ``urls`` (any value; non-URLs are skipped) on the
-    event loop, so that a :func:`check_url` of them right after finds the answers
-    cached and does not block the loop."""
-    for url in urls:
-        if not isinstance(url, str) or url.startswith("data:"):
-            continue
+class Answers(dict[str, list[str]]):
+    """Host names and the addresses they resolved to (:func:`resolve_names`), used as
+    :func:`check_url`'s ``resolve``: looked up as they are, never resolved again, never
+    from the shared cache, and without a thread. A name not among them is a bug of the
+    caller's (it resolved other URLs than it checks): :class:`LookupError`."""
+
+    def __call__(self, name: str) -> list[str]:
         try:
-            hostname = urlsplit(url).hostname
-            host = parse_host(hostname) if hostname else None
-        except (ValueError, UrlRefused):
-            continue  # check_url refuses it, resolving nothing
-        if isinstance(host, str) and not _internal_name(host):
-            await resolve_host_async(host)
+            return list(self[name])
+        except KeyError:
+            raise LookupError(f"{name} was not resolved ahead") from None
+
+
+def _url_name(url: object) -> str | None:
+    """The host name :func:`check_url` (``allow_private=False``) would resolve for
+    ``url``, or None: not an http(s) URL with a public-looking name (a ``data:`` URL, an
+    address, an internal name, a URL it refuses anyway)."""
+    if not isinstance(url, str) or url.startswith("data:"):
+        return None
+    try:
+        hostname = urlsplit(url).hostname
+        host = parse_host(hostname) if hostname else None
+    except (ValueError, UrlRefused):
+        return None  # check_url refuses it, resolving nothing
+    return host if isinstance(host, str) and not _internal_name(host) else None
+
+
+async def resolve_names(urls: Iterable[object]) -> Answers:
+    """Resolve the host names :func:`check_url` would resolve for ``urls`` (any values)
+    on the event loop, all at once, each within :data:`RESOLVE_TIMEOUT`; the answers for
+    ``check_url(..., resolve=answers)``, which then never blocks the loop."""
+    names = list(dict.fromkeys(n for n in map(_url_name, urls) if n is not None))
+    found = await asyncio.gather(*(resolve_host_async(name) for name in names))
+    return Answers(zip(names, found, strict=True))
 
 
 # --- URLs ---------------------------------------------------------------------------------
@@ -256,7 +285,7 @@ def check_url(
     url: object,
     *,
     allow_private: bool,
-    resolve: Callable[[str], list[str]] | None = resolve_host,
+    resolve: Resolver | None = resolve_host,
     allow_data_image: bool = False,
     max_length: int = 4096,
 ) -> str:
@@ -267,7 +296,8 @@ def check_url(
     if ANY of its addresses is internal. Resolution is bounded (:data:`RESOLVE_TIMEOUT`,
     in a daemon thread, even for a given ``resolve`` that hangs); if it fails or times
     out the URL is accepted: whoever fetches it decides then (the upstream for images,
-    the worker's connect-time guard for webhooks). ``resolve=None`` skips it.
+    the worker's connect-time guard for webhooks). ``resolve=None`` skips it; an
+    :class:`Answers` is looked up directly (asyncio callers: :func:`resolve_names`).
 
     ``allow_private`` lets loopback, private and shared addresses and internal names
     through (local set-ups, the simulator); the scheme and form rules still apply, and
@@ -318,14 +348,15 @@ def _refuse_bad_characters(url: str) -> None:
         raise UrlRefused("must not contain a backslash")
 
 
-def _refuse_internal_name(host: str, resolve: Callable[[str], list[str]] | None) -> None:
+def _refuse_internal_name(host: str, resolve: Resolver | None) -> None:
     """Refuse an internal host name, or one that resolves (with ``resolve``, bounded)
     to an internal address."""
     if _internal_name(host):
         raise UrlRefused(f"points at an internal host name ({host}), not a public host")
     if resolve is None:
         return
-    found = resolve(host) if resolve is resolve_host else _bounded(resolve, host)
+    direct = resolve is resolve_host or isinstance(resolve, Answers)
+    found = resolve(host) if direct else _bounded(resolve, host)
     for text in found:
         try:
             address = ipaddress.ip_address(text.split("%", 1)[0])

@@ -4,6 +4,7 @@ in every spelling: test_addresses.py."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -184,6 +185,44 @@ def test_literal_addresses_and_private_mode_never_resolve() -> None:
     assert check_url("http://db.internal/", allow_private=True, resolve=resolve)
     assert check_url("http://example.com/", allow_private=True, resolve=resolve)
     assert asked == []
+
+
+def test_answers_are_looked_up_in_place_and_a_missing_name_is_a_bug(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Not through the bounded thread (whose limit of hung resolutions skips the check).
+    monkeypatch.setattr(urls, "_pending", threading.BoundedSemaphore(1))
+    assert urls._pending.acquire(blocking=False)
+    answers = urls.Answers({"rebind.example.com": ["93.184.216.34", "10.0.0.1"]})
+    with pytest.raises(UrlRefused, match=r"rebind\.example\.com -> 10\.0\.0\.1"):
+        check_url("https://rebind.example.com/", allow_private=False, resolve=answers)
+    with pytest.raises(LookupError, match=r"other\.example\.com was not resolved ahead"):
+        check_url("https://other.example.com/", allow_private=False, resolve=answers)
+
+
+def test_resolve_names_resolves_only_what_check_url_resolves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def resolve(name: str) -> list[str]:
+        return [f"answer for {name}"]
+
+    monkeypatch.setattr(urls, "resolve_host_async", resolve)
+    given = [
+        "https://A.example.com/1",
+        "https://a.example.com/2",
+        "data:image/png;base64,AA==",
+        "http://10.0.0.1/",
+        "http://db.internal/",
+        "ftp://[bad",
+        None,
+        7,
+        "https://b.example/",
+    ]
+    answers = asyncio.run(urls.resolve_names(given))
+    assert answers == {
+        "a.example.com": ["answer for a.example.com"],
+        "b.example": ["answer for b.example"],
+    }
 
 
 @pytest.fixture
