@@ -236,6 +236,24 @@ def test_inline_images_stay_out_of_the_record_but_reach_the_upstream(store: JobS
     assert upstream_body(store, job)["dynamic_masks"][0]["mask"] == MASK  # type: ignore[index]
 
 
+@pytest.mark.parametrize(
+    "path", [["submitting", "generating"], ["cancelled"], ["submitting", "failed"]]
+)
+def test_the_full_request_is_dropped_once_the_job_is_past_its_create(
+    store: JobStore, path: list[str]
+) -> None:
+    """Inline images cost memory only while the create may still need them."""
+    store.create("img", parse_request({"image_url": DATA}), accepted_at=1000.0, deadline_at=2000.0)
+    payload = store.keys.payload("img")
+    before = JobState.QUEUED
+    for name in path:
+        state = JobState(name)
+        assert store.transition("img", [before], state) is Outcome.APPLIED
+        still_needed = state in (JobState.QUEUED, JobState.SUBMITTING)
+        assert bool(store.redis.exists(payload)) is still_needed, state
+        before = state
+
+
 def test_records_without_a_payload_key_keep_working(store: JobStore) -> None:
     from worker.chain.create import upstream_body
 

@@ -3,7 +3,8 @@
 -- and, where given, its fencing field matches, so a late or duplicate task can never
 -- change a terminal record or race a live one. A terminal state leaves the active set
 -- and the books, frees the job's slot (or its place in line), queues its webhook, and
--- is counted (state, error kind, credits, completion latency).
+-- is counted (state, error kind, credits, completion latency). A job past its create
+-- (generating, or ended) drops its stored full request.
 --
 -- KEYS
 --   1  job           the job's record (Keys.job)
@@ -14,6 +15,8 @@
 --   6  webhooks      pending webhooks (Keys.webhooks)
 --   7  polls         batch mode's poll book (Keys.polls)
 --   8  creates       batch mode's creates book (Keys.creates)
+--   9  payload       the full request with inline images (Keys.payload): needed only
+--                    for the create, so deleted once the job is past it
 -- ARGV
 --   1  allowed       the states the record may be in (comma list)
 --   2  new state
@@ -64,6 +67,7 @@ end
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'updated_at', ARGV[3])
 if #ARGV > 12 then redis.call('HSET', KEYS[1], unpack(ARGV, 13)) end
 if ARGV[8] ~= '' then redis.call('HINCRBY', KEYS[1], ARGV[8], 1) end
+if ARGV[2] ~= 'queued' and ARGV[2] ~= 'submitting' then redis.call('DEL', KEYS[9]) end
 if state ~= ARGV[2] then
   redis.call('HINCRBY', KEYS[3], 'state:' .. state, -1)
   redis.call('HINCRBY', KEYS[3], 'state:' .. ARGV[2], 1)

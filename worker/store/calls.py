@@ -154,6 +154,7 @@ def transition_call(
             keys.webhooks(),
             keys.polls(),
             keys.creates(),
+            keys.payload(job_id),
         ],
         args=[
             ",".join(s.value for s in allowed),
