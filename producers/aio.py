@@ -25,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import ResponseError as RedisResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -189,9 +190,6 @@ class AsyncClient:
                 {"error_kind": ErrorKind.CANCELLED, "error_message": "cancelled by the caller"},
             )
             job = await self.store.get(job_id)
-            if outcome is Outcome.APPLIED and self.settings.max_in_flight:
-                woken = await self.store.next_in_line()
-                await self.store.book_creates(dict.fromkeys((j.id for j in woken), time.time()))
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise failures.cancel_unreachable(self.settings.redis_url, job_id, exc) from None
         except RedisResponseError as exc:
@@ -200,6 +198,12 @@ class AsyncClient:
             raise refused from None
         if outcome is Outcome.MISSING or job is None:
             raise JobNotFound(job_id)
+        if outcome is Outcome.APPLIED and self.settings.max_in_flight:
+            try:
+                woken = await self.store.next_in_line()
+                await self.store.book_creates(dict.fromkeys((j.id for j in woken), time.time()))
+            except RedisError as exc:  # the cancel stands all the same
+                failures.note_wake_failed(job_id, exc)
         return job
 
     async def list_jobs(

@@ -181,9 +181,12 @@ class Client:
         if outcome is Outcome.MISSING or job is None:
             raise JobNotFound(job_id)
         if outcome is Outcome.APPLIED:
-            after_terminal(
-                self.store, self._scheduler, self.settings.max_in_flight, job, time.time()
-            )
+            try:
+                after_terminal(
+                    self.store, self._scheduler, self.settings.max_in_flight, job, time.time()
+                )
+            except Exception as exc:  # Redis or kombu: the cancel stands all the same
+                failures.note_wake_failed(job_id, exc)
         return job
 
     def list_jobs(

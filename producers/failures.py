@@ -4,6 +4,7 @@ is known about the job, and never shows a secret of the Redis URL."""
 
 from __future__ import annotations
 
+import logging
 import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -19,6 +20,7 @@ _SECRET_PARAM = re.compile(r"pass|auth|token|secret|key", re.IGNORECASE)
 _MASK = "***"
 
 
+_log = logging.getLogger("videoq.client")
 OVERDUE_SLACK = 5.0  # seconds past a worker's latest end before a wait gives up
 
 
@@ -125,3 +127,15 @@ def check_overdue(job: Job, settings: Settings, now: float) -> None:
     overdue = now - job.deadline_at
     if overdue > settings.stall_timeout + settings.sweep_interval + OVERDUE_SLACK:
         raise JobOverdue(job, overdue)
+
+
+def note_wake_failed(job_id: str, exc: BaseException) -> None:
+    """A cancel was applied, but waking what it freed (the next job in line, the job's
+    webhook) failed: the cancel stands, and a worker's sweeper does the rest (within
+    ``VIDEOQ_STALL_TIMEOUT``). Logged, not raised: retrying the cancel would do nothing."""
+    _log.warning(
+        "job %s cancelled; waking the next job in line or its webhook failed (%s), "
+        "a worker's sweeper will do it",
+        job_id,
+        type(exc).__name__,
+    )

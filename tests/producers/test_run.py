@@ -159,3 +159,32 @@ def test_a_wait_without_a_timeout_ends_when_no_worker_ends_the_job(
 
     with pytest.raises(JobOverdue):
         asyncio.run(wait_async())  # and so does the asyncio client
+
+
+def test_a_cancel_stands_when_waking_what_it_freed_fails(
+    make_settings: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The job is cancelled; only waking the next job in line failed (a worker's sweeper
+    does that later). Both clients return the record and log it, rather than raise."""
+    import redis
+
+    import producers.client
+    from worker.store.aio import AsyncJobStore
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise redis.ConnectionError("gone")
+
+    client = Client(settings=make_settings(max_in_flight=1))
+    monkeypatch.setattr(producers.client, "after_terminal", broken)
+    assert client.cancel(client.submit(IMG)).state is JobState.CANCELLED
+
+    async def cancel_async(job_id: str) -> JobState:
+        async with AsyncClient(settings=client.settings) as aclient:
+            return (await aclient.cancel(job_id)).state
+
+    monkeypatch.setattr(AsyncJobStore, "next_in_line", broken)
+    assert asyncio.run(cancel_async(client.submit(IMG))) is JobState.CANCELLED
+    warned = [r.getMessage() for r in caplog.records if r.name == "videoq.client"]
+    assert len(warned) == 2 and all("a worker's sweeper will do it" in m for m in warned)
