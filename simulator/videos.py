@@ -43,7 +43,7 @@ def video_answer(method: str, ready: bool, expires: str | None, now: float) -> V
         return _text(404, "no such video", method)
     if expires is not None:
         try:
-            expired = float(expires) < now
+            expired = not float(expires) >= now  # nan: expired, as any unreadable time
         except ValueError:
             expired = True
         if expired:

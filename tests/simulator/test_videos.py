@@ -111,6 +111,9 @@ def test_a_video_before_completion_or_past_expiry_is_refused(threaded: str) -> N
     assert "?expires=" in url  # the threaded simulator's links expire, like signed ones
     past = url.split("?")[0] + f"?expires={int(time.time()) - 10}"
     assert requests.get(past, timeout=5).status_code == 403
+    for unreadable in ("nan", "soon"):
+        forged = url.split("?")[0] + f"?expires={unreadable}"
+        assert requests.get(forged, timeout=5).status_code == 403
 
 
 def test_chromium_plays_the_video(threaded: str, tmp_path: Path) -> None:
