@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import select
 import signal
 import sys
 from collections.abc import Sequence
@@ -134,8 +135,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_error("interrupted")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
+        if not _stdout_closed():
+            raise  # a pipe of the command's own (a peer, a child), not our reader's
         return _closed_pipe()
     return code
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader has gone (the kernel flags it POLLERR)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no real stdout: nothing to protect
+        return False
 
 
 def entry() -> None:

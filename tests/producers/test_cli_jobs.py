@@ -183,3 +183,24 @@ def test_a_closed_stdout_ends_the_command_quietly(
         assert main(["list"]) == 141
         print("more", file=closed, flush=True)  # stdout now goes to /dev/null
     assert capsys.readouterr().err == ""
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_not_hidden(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only our reader going away is quiet: a BrokenPipeError from anything else (a peer,
+    a child process) while stdout is fine is a real error."""
+    import producers.commands
+
+    def peer_gone(args: object) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(producers.commands, "run", peer_gone)
+    read_end, write_end = os.pipe()
+    try:
+        with open(write_end, "w") as working:
+            monkeypatch.setattr(sys, "stdout", working)
+            with pytest.raises(BrokenPipeError):
+                main(["list"])
+    finally:
+        os.close(read_end)
