@@ -7,9 +7,11 @@ publishes ``videoq.generate_video`` by name. It never imports the task code.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError as RedisResponseError
@@ -282,6 +284,23 @@ class Client:
                 raise WaitTimeout(job, timeout)
             failures.check_overdue(job, self.settings, time.time())
             time.sleep(interval)
+
+    def save(
+        self,
+        job: Job,
+        path: str | os.PathLike[str],
+        *,
+        max_bytes: int | None = None,
+        timeout: float | None = None,
+    ) -> Path:
+        """``job.save(path)`` under this client's settings (its
+        ``VIDEOQ_ALLOW_PRIVATE_URLS``, rather than the environment's)."""
+        return job.save(
+            path,
+            max_bytes=max_bytes,
+            timeout=timeout,
+            allow_private=self.settings.allow_private_urls,
+        )
 
     def run(
         self,

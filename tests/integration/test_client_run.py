@@ -23,6 +23,7 @@ def test_run_makes_a_video_in_one_call_sync_and_async(cluster: Cluster, tmp_path
         IMG, prompt="run sync", timeout=45, interval=0.2, on_update=seen.append
     )
     assert job.state is JobState.COMPLETED and job.video_url and job.generation_id
+    assert cluster.client.save(job, tmp_path / "sync.mp4").read_bytes() == VIDEO
     assert seen[-1].job == job and seen[-1].seconds_left is None
     assert seen[0].seconds_left is not None and 0 < seen[0].seconds_left <= 60.0
     assert job.polls >= 1 and max(u.polls for u in seen) == job.polls
@@ -46,6 +47,9 @@ def test_run_makes_a_video_in_one_call_sync_and_async(cluster: Cluster, tmp_path
     assert made.state is JobState.COMPLETED and made.video_url
     assert made.request["prompt"] == "run async"
     assert isinstance(failed, JobFailed), failed
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["async.mp4"]  # no partial file
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "async.mp4",
+        "sync.mp4",
+    ]  # no partial file
     assert failed.job.state is JobState.FAILED and failed.kind == "upstream_error"
     assert str(failed).startswith(f"job {failed.job_id} failed: upstream_error: ")
