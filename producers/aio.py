@@ -41,14 +41,14 @@ from worker.request import (
 )
 from worker.settings import Settings, load_settings
 from worker.states import ACTIVE_STATES, ErrorKind, JobState
-from worker.store import Outcome, write_refusal
+from worker.store import Outcome
 from worker.store.aio import AsyncJobStore, connect_async
 from worker.urls import resolve_names
 
 from . import failures
 from .images import ImageSource, resolve_image_url
 from .listing import SCAN_COUNT, Page
-from .submission import check_submission, check_webhook_url, retry_pause
+from .submission import CREATE_ERRORS, CreateTries, check_submission, check_webhook_url
 from .updates import Update
 
 # ``on_update``: a function or a coroutine function of an :class:`Update`.
@@ -147,8 +147,8 @@ class AsyncClient:
             check_webhook_url(self.settings, webhook, answers)
         now = time.time()
         new_id = uuid.uuid4().hex
-        maybe_written = False
-        for attempt in range(self.settings.redis_retries + 1):
+        tries = CreateTries(self.settings, new_id)
+        for attempt in tries:
             try:
                 job_id, _ = await self._create_store.create(
                     new_id,
@@ -161,19 +161,8 @@ class AsyncClient:
                     book=True,
                 )
                 return job_id
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                maybe_written = maybe_written or not failures.never_sent(exc)
-                if attempt == self.settings.redis_retries:
-                    raise failures.not_accepted(
-                        self.settings.redis_url, new_id, exc, maybe_written
-                    ) from None
-                await asyncio.sleep(retry_pause(attempt))
-            except RedisResponseError as exc:
-                if write_refusal(exc) is None:
-                    raise
-                raise failures.not_accepted(
-                    self.settings.redis_url, new_id, exc, maybe_written
-                ) from None
+            except CREATE_ERRORS as exc:
+                await asyncio.sleep(tries.failed(exc, attempt))
         raise AssertionError("unreachable: the last try returns or raises")
 
     async def cancel(self, job_id: str, *, owner: str | None = None) -> Job:

@@ -24,13 +24,13 @@ from worker.request import GenerationRequest, build_request
 from worker.scheduling import after_terminal, scheduler_for
 from worker.settings import Settings, load_settings
 from worker.states import ACTIVE_STATES, ErrorKind, JobState
-from worker.store import JobStore, Outcome, connect, write_refusal
+from worker.store import JobStore, Outcome, connect
 
 from . import failures, lookup
 from .failures import safe_url
 from .images import ImageSource, resolve_image_url
 from .listing import SCAN_COUNT, Page
-from .submission import check_submission, retry_pause
+from .submission import CREATE_ERRORS, CreateTries, check_submission
 from .updates import Update
 
 
@@ -113,8 +113,8 @@ class Client:
         now = time.time()
         deadline_at = now + self.settings.deadline
         new_id = uuid.uuid4().hex
-        maybe_written = False
-        for attempt in range(self.settings.redis_retries + 1):
+        tries = CreateTries(self.settings, new_id)
+        for attempt in tries:
             try:
                 job_id, created = self._create_store.create(
                     new_id,
@@ -127,20 +127,9 @@ class Client:
                     book=self._batch,
                 )
                 break
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                maybe_written = maybe_written or not failures.never_sent(exc)
-                if attempt == self.settings.redis_retries:
-                    raise failures.not_accepted(
-                        self.settings.redis_url, new_id, exc, maybe_written
-                    ) from None
-                time.sleep(retry_pause(attempt))
-            except RedisResponseError as exc:
-                if write_refusal(exc) is None:
-                    raise
-                raise failures.not_accepted(
-                    self.settings.redis_url, new_id, exc, maybe_written
-                ) from None
-        if job_id == new_id and maybe_written:
+            except CREATE_ERRORS as exc:
+                time.sleep(tries.failed(exc, attempt))
+        if job_id == new_id and tries.maybe_written:
             created = True  # an earlier try that seemed lost had stored it
         if not created or self._batch:
             return job_id  # batch mode: the create was booked with the record

@@ -5,11 +5,19 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError as RedisResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker.errors import RequestError, RequestTooLarge, UrlRefused
 from worker.request import MAX_URL_LENGTH, GenerationRequest
 from worker.settings import Settings
+from worker.store import write_refusal
 from worker.urls import Resolver, check_url, resolve_host
+
+from . import failures
 
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
 
@@ -62,3 +70,33 @@ def check_webhook_url(settings: Settings, url: object, resolve: Resolver | None)
 def retry_pause(attempt: int) -> float:
     """Seconds before a submit's next try after try ``attempt`` (0-based) failed."""
     return min(2.0, 0.05 * 2.0**attempt)
+
+
+# What a try at storing a new job may raise and :meth:`CreateTries.failed` judges.
+CREATE_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, RedisResponseError)
+
+
+class CreateTries:
+    """The tries at storing one new job (``VIDEOQ_REDIS_RETRIES`` + 1), shared by both
+    clients: iterate for the try numbers; after a failed try, :meth:`failed` gives the
+    pause before the next, or raises what the caller is told (whether the job may have
+    been stored). ``maybe_written``: an earlier try may have reached Redis."""
+
+    def __init__(self, settings: Settings, job_id: str) -> None:
+        self.settings = settings
+        self.job_id = job_id
+        self.maybe_written = False
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.settings.redis_retries + 1))
+
+    def failed(self, exc: Exception, attempt: int) -> float:
+        url = self.settings.redis_url
+        if isinstance(exc, RedisResponseError):
+            if write_refusal(exc) is None:
+                raise exc
+            raise failures.not_accepted(url, self.job_id, exc, self.maybe_written) from None
+        self.maybe_written = self.maybe_written or not failures.never_sent(exc)
+        if attempt == self.settings.redis_retries:
+            raise failures.not_accepted(url, self.job_id, exc, self.maybe_written) from None
+        return retry_pause(attempt)

@@ -4,6 +4,7 @@ tests move the records themselves, through the store's own state changes."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 
@@ -176,6 +177,7 @@ def test_a_cancel_stands_when_waking_what_it_freed_fails(
     def broken(*args: object, **kwargs: object) -> None:
         raise redis.ConnectionError("gone")
 
+    caplog.set_level(logging.WARNING, logger="videoq.client")
     client = Client(settings=make_settings(max_in_flight=1))
     monkeypatch.setattr(producers.client, "after_terminal", broken)
     assert client.cancel(client.submit(IMG)).state is JobState.CANCELLED
