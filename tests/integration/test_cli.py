@@ -100,7 +100,12 @@ def test_ctrl_c_during_wait_leaves_the_job_running_and_its_short_id_cancels_it(
             assert time.monotonic() < give_up, "the job did not start"
             time.sleep(0.1)
         waiting.send_signal(signal.SIGINT)
-        _, err = waiting.communicate(timeout=20)
+        try:
+            _, err = waiting.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            waiting.kill()
+            _, err = waiting.communicate()
+            raise AssertionError(f"videoq did not stop on SIGINT; its stderr:\n{err}") from None
     finally:
         if waiting.poll() is None:
             waiting.kill()
