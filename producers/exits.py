@@ -6,7 +6,8 @@ Exit codes: 0 success; 1 the job ended without completing (``submit --wait``), w
 found (``status``, ``cancel``), had already ended otherwise than cancelled
 (``cancel``), or the named worker did not answer (``health``); 2 bad input (also a job
 id prefix that is too short or names several jobs); 3 Redis unreachable; 4 ``--wait``
-timed out; 130 interrupted (Ctrl-C); 141 stdout was closed early (``videoq list |
+timed out; 130 interrupted (Ctrl-C; the ``videoq`` command then ends by SIGINT
+itself, which a shell reports as 130); 141 stdout was closed early (``videoq list |
 head -1``): the command stops quietly, as a tool killed by SIGPIPE would.
 """
 
