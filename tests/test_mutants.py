@@ -263,3 +263,24 @@ def test_the_projects_catalogue_loads() -> None:
     assert proc.returncode == 0, proc.stderr
     ids = [line.split()[0] for line in proc.stdout.splitlines()]
     assert len(ids) == len(set(ids)) >= 40
+
+
+def test_every_edit_of_the_real_catalogue_still_applies_exactly_once() -> None:
+    """The catalogue names code by its text: a change that moves a guarded line must
+    update its mutant in the same commit (the runner would report it as an ERROR)."""
+    code = (
+        "import sys; from pathlib import Path; sys.path.insert(0, 'scripts')\n"
+        "from mutation_catalogue import load_catalogue, mutated_sources\n"
+        "root = Path('.')\n"
+        "for m in load_catalogue(root / 'scripts' / 'mutants.toml'):\n"
+        "    try:\n"
+        "        mutated_sources(root, m)\n"
+        "    except ValueError as exc:\n"
+        "        print(m.id, exc)\n"
+    )
+    root = RUNNER.parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "", f"mutants whose edits no longer apply:\n{done.stdout}"
