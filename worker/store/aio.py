@@ -14,7 +14,6 @@ from collections.abc import Iterable, Mapping
 
 import redis.asyncio
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 
 from ..job import Job
 from ..keys import Keys
@@ -23,21 +22,13 @@ from ..settings import Settings
 from ..states import JobState
 from . import encoding
 from .calls import Fence, NewJob, Outcome, create_call, created, outcome, transition_call
-from .connection import REDIS_UNREACHABLE
+from .connection import client_options
 from .scripts import register_async
 
 
 def connect_async(settings: Settings) -> redis.asyncio.Redis:
     """An asyncio Redis client, with the retries of :func:`~worker.store.connect`."""
-    return redis.asyncio.Redis.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        socket_timeout=5,
-        socket_connect_timeout=3,
-        health_check_interval=30,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), settings.redis_retries),
-        retry_on_error=list(REDIS_UNREACHABLE),
-    )
+    return redis.asyncio.Redis.from_url(settings.redis_url, **client_options(settings, Retry))
 
 
 class AsyncJobStore:

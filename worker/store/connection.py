@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -46,14 +48,20 @@ def redis_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, REDIS_UNREACHABLE) or refuses_writes(exc)
 
 
+def client_options(settings: Settings, retry_class: type[Any] = Retry) -> dict[str, Any]:
+    """The options of every videoq Redis client: bounded socket waits, and commands
+    retried through short connection blips (``VIDEOQ_REDIS_RETRIES``). ``retry_class``:
+    redis-py's ``Retry``, or its asyncio twin for an asyncio client."""
+    return {
+        "decode_responses": True,
+        "socket_timeout": 5,
+        "socket_connect_timeout": 3,
+        "health_check_interval": 30,
+        "retry": retry_class(ExponentialBackoff(cap=2.0, base=0.05), settings.redis_retries),
+        "retry_on_error": list(REDIS_UNREACHABLE),
+    }
+
+
 def connect(settings: Settings) -> redis.Redis:
     """A Redis client that retries commands through short connection blips."""
-    return redis.Redis.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        socket_timeout=5,
-        socket_connect_timeout=3,
-        health_check_interval=30,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), settings.redis_retries),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-    )
+    return redis.Redis.from_url(settings.redis_url, **client_options(settings))
