@@ -20,6 +20,17 @@ def client(make_settings: Callable[..., Settings]) -> Client:
     return Client(settings=make_settings())
 
 
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, make_settings: Callable[..., Settings]) -> Settings:
+    """Settings on the test Redis, and the CLI's environment pointing at the same Redis,
+    queue and key prefix."""
+    s = make_settings()
+    monkeypatch.setenv("VIDEOQ_REDIS_URL", s.redis_url)
+    monkeypatch.setenv("VIDEOQ_QUEUE", s.queue)
+    monkeypatch.setenv("VIDEOQ_KEY_PREFIX", s.key_prefix)
+    return s
+
+
 def queued_messages(client: Client) -> list[dict[str, object]]:
     raw = client.store.redis.lrange(client.settings.queue, 0, -1)
     return [json.loads(m) for m in raw]

@@ -13,15 +13,6 @@ from worker.settings import Settings
 IMG = "https://example.com/a.png"
 
 
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, make_settings: Callable[..., Settings]) -> Settings:
-    s = make_settings()
-    monkeypatch.setenv("VIDEOQ_REDIS_URL", s.redis_url)
-    monkeypatch.setenv("VIDEOQ_QUEUE", s.queue)
-    monkeypatch.setenv("VIDEOQ_KEY_PREFIX", s.key_prefix)
-    return s
-
-
 @pytest.mark.parametrize("command", ["worker", "submit", "status", "simulator", "demo"])
 def test_help_for_every_command(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
 
 import pytest
 
@@ -20,13 +19,9 @@ IMG = "https://example.com/a.png"
 
 
 @pytest.fixture
-def client(monkeypatch: pytest.MonkeyPatch, make_settings: Callable[..., Settings]) -> Client:
+def client(env: Settings) -> Client:
     """A client, and the CLI's environment pointing at the same Redis and prefix."""
-    s = make_settings()
-    monkeypatch.setenv("VIDEOQ_REDIS_URL", s.redis_url)
-    monkeypatch.setenv("VIDEOQ_QUEUE", s.queue)
-    monkeypatch.setenv("VIDEOQ_KEY_PREFIX", s.key_prefix)
-    return Client(settings=s)
+    return Client(settings=env)
 
 
 def stored(client: Client, job_id: str, accepted_at: float) -> str:
